@@ -1,0 +1,199 @@
+"""Typed model configuration, validated from YAML.
+
+Every default is the paper's (§4.1.2) unless its docstring says it was measured here:
+β=2, ε=0.25, α from 0.1 to 5, [r_min, r_max] = [0.15, 0.25], hidden sizes {128, 64, 32},
+Adam with learning rate 0.001.
+
+Validation errors are raised as :class:`ConfigError`, one line naming the file and the key,
+e.g. ``model.yaml: pruner.beta: Input should be greater than or equal to 1``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range (one-line message)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CategoricalField(_Strict):
+    """A categorical input hashed into ``buckets`` rows of its own slice of the embedding table."""
+
+    name: str = Field(min_length=1)
+    buckets: int = Field(ge=2, description="hash buckets of this field (no vocabulary pass)")
+
+
+class FeatureConfig(_Strict):
+    """Which inputs the network sees.
+
+    ``domain_fields`` are the domain-aware features x^d whose embeddings form e_d (§2);
+    ``categorical_fields`` are the domain-agnostic x^a (their embeddings and the numeric
+    embeddings form e_a). The network input is [e_d, e_a].
+    """
+
+    domain_fields: list[CategoricalField] = Field(min_length=1)
+    categorical_fields: list[CategoricalField] = Field(default_factory=list)
+    numeric_fields: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "FeatureConfig":
+        seen: set[str] = set()
+        for name in [f.name for f in self.domain_fields + self.categorical_fields] + list(self.numeric_fields):
+            if name in seen:
+                raise ValueError(f"field {name!r} is listed twice")
+            seen.add(name)
+        return self
+
+    @property
+    def all_categorical(self) -> list[CategoricalField]:
+        """Domain-aware fields first, then domain-agnostic: the column order of ``cat_ids``."""
+        return list(self.domain_fields) + list(self.categorical_fields)
+
+    @property
+    def num_domain_fields(self) -> int:
+        return len(self.domain_fields)
+
+
+class EmbeddingConfig(_Strict):
+    """Hashed embedding tables.
+
+    ``init_std`` (N(0, init_std) initialisation) was measured on generated multi-domain data,
+    see docs/model.md "Embedding initialisation"; the optimiser of the tables is sparse Adam
+    (row-wise updates), see :mod:`adasparse.optim`.
+    """
+
+    dim: int = Field(default=16, ge=1)
+    init_std: float = Field(default=0.1, gt=0)
+
+
+class PrunerConfig(_Strict):
+    """The domain-adaptive pruner (eqs. 2–8) and its sparsity regularizer (eqs. 9–10)."""
+
+    formulation: Literal["binarization", "scaling", "fusion"] = "fusion"
+    input: Literal["instance", "domain"] = Field(
+        default="instance",
+        description="instance: π^l from [e_d; h^l] (eq. 3); domain: π^l from e_d alone",
+    )
+    beta: float = Field(default=2.0, ge=1.0, description="β of eqs. 6 and 8")
+    epsilon: float = Field(default=0.25, gt=0.0, description="ε of eqs. 5 and 8")
+    alpha_init: float = Field(default=0.1, gt=0.0, description="α of eqs. 4 and 8 at step 0")
+    alpha_max: float = Field(default=5.0, gt=0.0, description="upper limit of α")
+    alpha_anneal_steps: int = Field(default=20000, ge=1, description="training steps for α to go from init to max")
+    r_min: float = Field(default=0.15, ge=0.0, lt=1.0)
+    r_max: float = Field(default=0.25, gt=0.0, le=1.0)
+    lambda_init: float = Field(default=0.01, ge=0.0, description="λ̂ of eq. 10 at step 0")
+    lambda_growth: float = Field(default=1e-4, ge=0.0, description="λ̂ added per training step")
+    lambda_max: float = Field(default=10.0, ge=0.0, description="cap of λ̂")
+    regularize: bool | None = Field(
+        default=None,
+        description="apply R_s (eq. 9); default: yes for binarization and fusion, no for scaling",
+    )
+    prune_input: bool = Field(default=False, description="also prune the input layer [e_d, e_a]")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "PrunerConfig":
+        if self.r_min >= self.r_max:
+            raise ValueError(f"r_min ({self.r_min}) must be below r_max ({self.r_max})")
+        if self.alpha_max < self.alpha_init:
+            raise ValueError(f"alpha_max ({self.alpha_max}) must be at least alpha_init ({self.alpha_init})")
+        if self.formulation == "scaling" and self.regularize:
+            raise ValueError(
+                "regularize: scaling has no threshold (eq. 7 prunes nothing), its sparsity is always 0 "
+                "and R_s could not act; use binarization or fusion"
+            )
+        if self.formulation != "scaling" and self.epsilon >= (1.0 if self.formulation == "binarization" else self.beta):
+            raise ValueError(
+                f"epsilon ({self.epsilon}) must be below the factor's maximum "
+                f"({1.0 if self.formulation == 'binarization' else self.beta}) or every neuron is pruned"
+            )
+        return self
+
+    @property
+    def r_target(self) -> float:
+        """r = (r_min + r_max) / 2 of eq. 9."""
+        return (self.r_min + self.r_max) / 2.0
+
+    @property
+    def regularized(self) -> bool:
+        return self.regularize if self.regularize is not None else self.formulation != "scaling"
+
+
+class ModelConfig(_Strict):
+    """A whole CTR model: ``kind: dnn`` is the plain backbone, ``kind: adasparse`` adds the pruner."""
+
+    kind: Literal["dnn", "adasparse"] = "adasparse"
+    backbone: Literal["dnn", "dcnv2"] = "dnn"
+    hidden_units: list[int] = Field(default_factory=lambda: [128, 64, 32], min_length=1)
+    cross_layers: int = Field(default=3, ge=1, description="DCNv2 cross layers")
+    features: FeatureConfig
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    pruner: PrunerConfig = Field(default_factory=PrunerConfig)
+
+    @field_validator("hidden_units")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(u < 1 for u in v):
+            raise ValueError("hidden sizes must be >= 1")
+        return v
+
+
+class OptimConfig(_Strict):
+    """Adam for dense parameters, sparse (lazy) Adam for the embedding rows, see :mod:`adasparse.optim`."""
+
+    lr: float = Field(default=1e-3, gt=0.0)
+    embedding_lr: float | None = Field(default=None, gt=0.0, description="defaults to lr")
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(default=1e-8, gt=0.0)
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line: ``source: key.path: message`` for the first error (and a count of the rest)."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = len(err.errors()) - 1
+    return f"{source}: {loc}: {msg}" + (f" (and {more} more)" if more else "")
+
+
+def validate(cls: type[_Strict], data: Any, source: str = "config"):
+    """Validate ``data`` into ``cls``; errors become a one-line :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Read a YAML file, with a one-line error naming the file when it cannot be parsed."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(err, 'problem', err)}") from None
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    """Load a :class:`ModelConfig` from YAML (the mapping itself or under a top-level ``model:`` key)."""
+    data = load_yaml(path)
+    if isinstance(data, dict) and set(data) == {"model"}:
+        data = data["model"]
+    return validate(ModelConfig, data, str(path))

@@ -1,0 +1,174 @@
+"""Domain-adaptive pruner (paper §3.1, eqs. 2–3).
+
+For every pruned neuron layer l of width N_l the pruner has one fully-connected layer
+W_p^l ∈ R^{N_l × (|e_d| + N_l)} (plus bias) and computes
+
+    π^l(d) = S_ε(σ(W_p^l · [e_d; h^l]))          (eq. 3, the formulations of eqs. 4–8)
+    h^l(d) = h^l ⊙ π^l(d)                         (eq. 2)
+
+Two input modes:
+
+* ``instance`` (the paper's eq. 3): the FC sees [e_d; h^l], so π depends on the sample.
+  W_p^l is stored split as [W_d^l | W_h^l]; the e_d halves of *all* layers are one fused
+  matmul per batch (``domain_proj``), leaving one N_l × N_l matmul per layer on h^l.
+* ``domain``: π^l from e_d alone (W_h^l = 0). Then π is a function of the domain only, as the
+  paper's O(D·N_l) cost claim assumes: the pruner runs once per distinct domain of the batch
+  and its factors are gathered to the rows; per-domain masks can be exported for serving.
+
+A "domain" for the pruner is the tuple of domain-aware field ids, exactly what e_d is made of.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from adasparse.config import PrunerConfig
+from adasparse.layers.weighting import fused_weighting_factors
+
+
+class PruneContext:
+    """The pruner's work for one forward pass: call it on each pruned layer's neurons in order.
+
+    ``domain`` mode computes every layer's factors up front (one FC, one formulation call on
+    the distinct domains of the batch, one gather); ``instance`` mode computes layer l's when
+    the backbone reaches it (its FC needs h^l).
+    """
+
+    def __init__(self, pruner: "DomainAdaptivePruner", e_d: torch.Tensor, domain_ids: torch.Tensor, alpha: float):
+        self.pruner = pruner
+        self.alpha = alpha
+        self.inverse: torch.Tensor | None = None  # domain mode: row -> distinct domain
+        self._gates: list[torch.Tensor] = []  # 0/1 kept indicators (rows: batch, or distinct domains)
+        self._kept: list[torch.Tensor] = []  # instance mode: ||π^l||_1 / N_l averaged over rows
+        self._ratios: torch.Tensor | None = None
+        if pruner.cfg.input == "domain":
+            self.inverse, rep, counts = pruner.unique_domains(domain_ids)
+            pi, gate = pruner.factors(pruner.domain_proj(e_d.index_select(0, rep)), alpha)
+            # r^l weighted by rows: 1 − Σ_d n_d · mean_l(gate_d) / B, all layers in one matmul
+            kept = (counts.to(gate.dtype) @ gate) @ pruner.layer_mean.to(gate.dtype)
+            self._ratios = 1.0 - kept / domain_ids.shape[0]
+            self._factors = pi.index_select(0, self.inverse).split(pruner.widths, dim=1)
+            self._gates = [g.detach() for g in gate.split(pruner.widths, dim=1)]
+        else:
+            self._factors = None
+            self._pre = pruner.domain_proj(e_d).split(pruner.widths, dim=1)
+
+    def __call__(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        """Eq. 2 for pruned layer ``layer`` (0-based, in the order the backbone visits them)."""
+        if self._factors is not None:
+            pi = self._factors[layer]
+        else:
+            # W_p^l · [e_d; h^l] + b = (W_d^l e_d + b) + W_h^l h^l, the first term precomputed
+            u = torch.addmm(self._pre[layer], h.to(self._pre[layer].dtype), self.pruner.hidden_proj[layer].weight.t())
+            pi, gate = self.pruner.factors(u, self.alpha)
+            self._gates.append(gate.detach())
+            self._kept.append(gate.mean())
+        return h * pi.to(h.dtype)
+
+    @property
+    def ratios(self) -> torch.Tensor:
+        """r^l of every pruned layer, shape (L,), differentiable (straight-through)."""
+        if self._ratios is None:
+            self._ratios = 1.0 - torch.stack(self._kept)
+        return self._ratios
+
+    @property
+    def gates(self) -> list[torch.Tensor]:
+        return self._gates
+
+    def row_gates(self) -> list[torch.Tensor]:
+        """Boolean kept-masks per pruned layer with one row per input row."""
+        if self.inverse is None:
+            return [g > 0 for g in self._gates]
+        return [g.index_select(0, self.inverse) > 0 for g in self._gates]
+
+
+class DomainAdaptivePruner(nn.Module):
+    """One FC per pruned layer on [e_d; h^l] (instance) or e_d (domain), then S_ε(σ(·))."""
+
+    def __init__(self, domain_dim: int, widths: list[int], domain_buckets: list[int], cfg: PrunerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.widths = list(widths)
+        self.domain_buckets = list(domain_buckets)
+        self.domain_proj = nn.Linear(domain_dim, sum(widths))
+        if cfg.input == "instance":
+            self.hidden_proj = nn.ModuleList(nn.Linear(n, n, bias=False) for n in widths)
+        else:
+            self.hidden_proj = None
+        self._init_like_single_fc(domain_dim)
+        # (ΣN_l, L) averaging matrix: gate row · layer_mean = per-layer mean of the gates
+        layer_mean = torch.zeros(sum(widths), len(widths))
+        start = 0
+        for l, n in enumerate(widths):
+            layer_mean[start : start + n, l] = 1.0 / n
+            start += n
+        self.register_buffer("layer_mean", layer_mean, persistent=False)
+        radix = 1
+        for b in self.domain_buckets:
+            radix *= b
+        self._radix_key = radix < 2**62
+
+    @torch.no_grad()
+    def _init_like_single_fc(self, domain_dim: int) -> None:
+        # PyTorch's default init of one nn.Linear over [e_d; h^l]: U(±1/sqrt(fan_in)).
+        start = 0
+        for i, n in enumerate(self.widths):
+            fan_in = domain_dim + (n if self.hidden_proj is not None else 0)
+            bound = 1.0 / math.sqrt(fan_in)
+            self.domain_proj.weight[start : start + n].uniform_(-bound, bound)
+            self.domain_proj.bias[start : start + n].uniform_(-bound, bound)
+            if self.hidden_proj is not None:
+                self.hidden_proj[i].weight.uniform_(-bound, bound)
+            start += n
+
+    def layer_weight(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """W_p^l as one matrix over [e_d; h^l] (instance) or e_d (domain), and its bias."""
+        start = sum(self.widths[:layer])
+        n = self.widths[layer]
+        w_d = self.domain_proj.weight[start : start + n]
+        b = self.domain_proj.bias[start : start + n]
+        if self.hidden_proj is None:
+            return w_d, b
+        return torch.cat([w_d, self.hidden_proj[layer].weight], dim=1), b
+
+    def factors(self, u: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.cfg
+        return fused_weighting_factors(c.formulation, u.float(), alpha=alpha, beta=c.beta, epsilon=c.epsilon)
+
+    def unique_domains(self, domain_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inverse, representative row, count) of the distinct domain-field tuples of a batch."""
+        if domain_ids.shape[1] == 1:
+            key = domain_ids[:, 0]
+        elif self._radix_key:
+            key = torch.zeros_like(domain_ids[:, 0])
+            mult = 1
+            for j, b in enumerate(self.domain_buckets):
+                key = key + domain_ids[:, j] * mult
+                mult *= b
+        else:
+            key = None
+        if key is not None:
+            uniq, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+        else:
+            uniq, inverse, counts = torch.unique(domain_ids, dim=0, return_inverse=True, return_counts=True)
+        rep = torch.empty(uniq.shape[0], dtype=torch.int64, device=domain_ids.device)
+        rep.scatter_(0, inverse, torch.arange(domain_ids.shape[0], device=domain_ids.device))
+        return inverse, rep, counts
+
+    def begin(self, e_d: torch.Tensor, domain_ids: torch.Tensor, alpha: float) -> PruneContext:
+        return PruneContext(self, e_d, domain_ids, alpha)
+
+    @torch.no_grad()
+    def domain_factors(self, e_d: torch.Tensor, alpha: float) -> list[torch.Tensor]:
+        """Domain mode: π^l for given e_d rows (one per domain), without the batch machinery."""
+        if self.hidden_proj is not None:
+            raise ValueError(
+                "per-domain masks exist only with pruner.input = domain; in instance mode π depends "
+                "on each sample's neurons (use the per-row masks of a batch instead)"
+            )
+        pre = self.domain_proj(e_d)
+        return [self.factors(u, alpha)[0] for u in pre.split(self.widths, dim=1)]

@@ -1,0 +1,158 @@
+"""The CTR model: feature embeddings → backbone (DNN or DCNv2) → logit, with the optional
+domain-adaptive pruner of AdaSparse between the backbone's layers.
+
+Composed from small named arches (``embedding``, ``backbone``, ``pruner``). ``kind: dnn`` builds
+the plain backbone (the baseline), ``kind: adasparse`` adds the pruner. The training objective
+is :meth:`CTRModel.objective`: cross-entropy (eq. 1) + R_s (eq. 9).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adasparse.config import ModelConfig
+from adasparse.layers.dcnv2 import DCNv2Backbone
+from adasparse.layers.dnn import DNNBackbone
+from adasparse.layers.embedding import FeatureEmbeddingArch
+from adasparse.layers.pruner import DomainAdaptivePruner, PruneContext
+from adasparse.regularizer import sparsity_regularization
+from adasparse.schedules import alpha_at, lambda_hat_at
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # (B,)
+    ratios: torch.Tensor | None = None  # (L,) r^l per pruned layer, differentiable; None without pruner
+    prune: PruneContext | None = None
+    step: int = 0  # schedule step (number of earlier training updates) this forward ran at
+
+
+@dataclass
+class Objective:
+    total: torch.Tensor
+    ctr: torch.Tensor
+    sparsity: torch.Tensor
+
+
+class CTRModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        feats = cfg.features
+        self.embedding = FeatureEmbeddingArch(feats, cfg.embedding)
+        in_dim = self.embedding.output_dim
+        if cfg.backbone == "dnn":
+            self.backbone = DNNBackbone(in_dim, cfg.hidden_units)
+        else:
+            self.backbone = DCNv2Backbone(in_dim, cfg.hidden_units, cfg.cross_layers)
+        self.prunes_input = cfg.kind == "adasparse" and cfg.pruner.prune_input
+        if cfg.kind == "adasparse":
+            widths = ([in_dim] if self.prunes_input else []) + self.backbone.widths
+            self.pruner = DomainAdaptivePruner(
+                self.embedding.domain_dim, widths, [f.buckets for f in feats.domain_fields], cfg.pruner
+            )
+        else:
+            self.pruner = None
+        # Number of training updates: drives α and λ̂ (adasparse.schedules); saved with the model.
+        # A Python mirror avoids a device sync per step; it is refreshed on load_state_dict.
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
+        self._updates = 0
+        self.register_load_state_dict_post_hook(lambda module, keys: module._sync_updates())
+        self.check_ids = True
+
+    def _sync_updates(self) -> None:
+        self._updates = int(self.num_updates)
+
+    # -- schedules -----------------------------------------------------------------------
+    @property
+    def alpha(self) -> float:
+        return alpha_at(self._updates, self.cfg.pruner)
+
+    @property
+    def lambda_hat(self) -> float:
+        return lambda_hat_at(self._updates, self.cfg.pruner)
+
+    @property
+    def pruned_widths(self) -> list[int]:
+        return [] if self.pruner is None else list(self.pruner.widths)
+
+    # -- forward ---------------------------------------------------------------------------
+    def _check(self, cat_ids: torch.Tensor) -> None:
+        buckets = self.embedding.buckets
+        if cat_ids.dim() != 2 or cat_ids.shape[1] != buckets.shape[0]:
+            raise ValueError(f"cat_ids must be (batch, {buckets.shape[0]}), got {tuple(cat_ids.shape)}")
+        bad = (cat_ids < 0) | (cat_ids >= buckets)
+        if bool(bad.any()):
+            col = int(bad.any(dim=0).nonzero()[0])
+            name = self.cfg.features.all_categorical[col].name
+            raise ValueError(f"field {name!r}: bucket id outside [0, {int(buckets[col])})")
+
+    def forward(self, cat_ids: torch.Tensor, numeric: torch.Tensor | None = None) -> ModelOutput:
+        """Logits for a batch; a training-mode forward counts one update of the α/λ̂ schedules."""
+        if self.check_ids:
+            self._check(cat_ids)
+        x = self.embedding(cat_ids, numeric)
+        step = self._updates
+        if self.pruner is None:
+            out = ModelOutput(self.backbone(x), step=step)
+        else:
+            k = self.embedding.num_domain_fields
+            ctx = self.pruner.begin(x[:, : self.embedding.domain_dim], cat_ids[:, :k], self.alpha)
+            first = 0
+            if self.prunes_input:
+                x = ctx(0, x)
+                first = 1
+            out = ModelOutput(self.backbone(x, ctx, first), ctx.ratios, ctx, step)
+        if self.training:
+            self._updates += 1
+            self.num_updates.fill_(self._updates)
+        return out
+
+    def objective(self, out: ModelOutput, labels: torch.Tensor) -> Objective:
+        """L_CTR (eq. 1, mean binary cross-entropy) + R_s (eq. 9) when the pruner is regularized."""
+        ctr = F.binary_cross_entropy_with_logits(out.logits.float(), labels.float())
+        if self.pruner is not None and self.cfg.pruner.regularized and out.ratios is not None:
+            p = self.cfg.pruner
+            reg = sparsity_regularization(out.ratios, p.r_min, p.r_max, lambda_hat_at(out.step, p))
+        else:
+            reg = torch.zeros((), device=ctr.device)
+        return Objective(ctr + reg, ctr, reg)
+
+    # -- inspection ------------------------------------------------------------------------
+    @torch.no_grad()
+    def masks(self, cat_ids: torch.Tensor, numeric: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Per pruned layer, the boolean kept-mask of every row of a batch (B, N_l)."""
+        if self.pruner is None:
+            return []
+        was = self.training
+        self.eval()
+        try:
+            out = self(cat_ids, numeric)
+        finally:
+            self.train(was)
+        return out.prune.row_gates()
+
+    @torch.no_grad()
+    def domain_masks(self, domain_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Domain mode: per pruned layer, the boolean kept-mask of each domain (D, N_l).
+
+        ``domain_ids`` (D, k) holds the bucket ids of the k domain-aware fields of each domain.
+        """
+        if self.pruner is None:
+            return []
+        k = self.embedding.num_domain_fields
+        e_d = self.embedding.table(domain_ids[:, :k] + self.embedding.offsets[:k]).flatten(1)
+        return [pi > 0 for pi in self.pruner.domain_factors(e_d, self.alpha)]
+
+
+def build_model(cfg: ModelConfig) -> CTRModel:
+    return CTRModel(cfg)
+
+
+def layer_sparsity(masks: list[torch.Tensor]) -> list[float]:
+    """Fraction of pruned neurons per layer, r^l = 1 − ||π^l||_0 / N_l, over the mask rows."""
+    return [1.0 - m.float().mean().item() for m in masks]

@@ -1,0 +1,40 @@
+"""Sparsity-controlled regularization (paper §3.2, eqs. 9–10).
+
+r^l = 1 − ||π^l||_1 / N_l is the fraction of pruned neurons of layer l. With binary π
+(Binarization) that is the formula of the paper; for Fusion, whose kept factors lie in
+(ε, β], the count is taken on the 0/1 gate sign(|v| − ε) so that r^l is still the fraction of
+pruned neurons. Over a batch r^l is the mean over its rows.
+
+R_s = (1/L) Σ_l λ^l · ||r^l − r||_2,  r = (r_min + r_max)/2                     (eq. 9)
+λ^l = 0 if r^l ∈ [r_min, r_max] else λ̂ · |r^l − r|                              (eq. 10)
+
+λ^l is a balancing weight, treated as a constant in the gradient (detached); r^l carries the
+straight-through gradient of the gates (see :mod:`adasparse.layers.weighting`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def sparsity_ratio(gate: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """r^l = 1 − mean_rows(||gate_row||_1 / N_l); ``weights`` (rows,) weight the rows (e.g. counts)."""
+    kept = gate.mean(dim=-1)
+    if weights is None:
+        return 1.0 - kept.mean()
+    return 1.0 - (kept * weights).sum() / weights.sum()
+
+
+def balancing_weight(r_l: torch.Tensor, r_min: float, r_max: float, lambda_hat: float) -> torch.Tensor:
+    """λ^l of eq. 10, element-wise over a tensor of ratios (no gradient)."""
+    r_l = r_l.detach()
+    outside = (r_l < r_min) | (r_l > r_max)
+    return outside.to(r_l.dtype) * (r_l - (r_min + r_max) / 2.0).abs() * lambda_hat
+
+
+def sparsity_regularization(ratios: torch.Tensor, r_min: float, r_max: float, lambda_hat: float) -> torch.Tensor:
+    """R_s of eq. 9 over the pruned layers' sparsity ratios r^l, shape (L,)."""
+    if ratios.numel() == 0:
+        raise ValueError("sparsity_regularization needs at least one pruned layer")
+    deviation = (ratios - (r_min + r_max) / 2.0).abs()  # ||r^l − r||_2 of a scalar
+    return (balancing_weight(ratios, r_min, r_max, lambda_hat) * deviation).mean()

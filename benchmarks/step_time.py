@@ -1,0 +1,120 @@
+"""Training-step time of AdaSparse (each formulation, both pruner modes) against the plain
+backbone, on the same batches, measured side by side in one run.
+
+Setup like the issue's reference loop: 20 categorical fields × 16 dims (3 of them
+domain-aware), hashed table of ``--table-rows`` rows in all, MLP 128-64-32, sparse Adam for
+the table and Adam for the rest. Each variant runs ``--steps`` optimiser steps per round;
+rounds interleave the variants so machine noise hits all alike; the median round counts.
+A second table size checks that the step cost does not grow with the table.
+
+    python benchmarks/step_time.py --batch-sizes 256,4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from adasparse.config import CategoricalField, FeatureConfig, ModelConfig
+from adasparse.experiment import set_threads
+from adasparse.model import build_model
+from adasparse.optim import build_optimizer
+from adasparse.trainer import train_step
+
+DOMAIN_CARD = (3, 8, 12)  # ~ gender × age level × star level of the public set: 288 domains
+
+
+def features(table_rows: int, fields: int = 20) -> FeatureConfig:
+    agnostic = fields - len(DOMAIN_CARD)
+    per = max(2, (table_rows - sum(DOMAIN_CARD)) // agnostic)
+    return FeatureConfig(
+        domain_fields=[CategoricalField(name=f"d{i}", buckets=c) for i, c in enumerate(DOMAIN_CARD)],
+        categorical_fields=[CategoricalField(name=f"c{i}", buckets=per) for i in range(agnostic)],
+    )
+
+
+def make_batches(feats: FeatureConfig, batch: int, count: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        cols = []
+        for f in feats.all_categorical:
+            # Zipf-like ids: a few hot rows, a long tail, like real CTR logs
+            ids = np.minimum(rng.zipf(1.2, batch) - 1, f.buckets - 1)
+            cols.append(rng.permutation(f.buckets)[ids] if f.buckets <= 64 else (ids * 2654435761) % f.buckets)
+        cat = torch.from_numpy(np.stack(cols, axis=1).astype(np.int64))
+        label = torch.from_numpy((rng.random(batch) < 0.05).astype(np.float32))
+        out.append((cat, torch.zeros(batch, 0), label))
+    return out
+
+
+def variants(feats: FeatureConfig, backbone: str) -> dict[str, ModelConfig]:
+    base = dict(features=feats, backbone=backbone, embedding={"dim": 16})
+    v = {f"{backbone} (plain)": ModelConfig(kind="dnn", **base)}
+    for mode in ("domain", "instance"):
+        for form in ("binarization", "scaling", "fusion"):
+            v[f"adasparse {form}/{mode}"] = ModelConfig(kind="adasparse", pruner={"formulation": form, "input": mode}, **base)
+    return v
+
+
+def time_variants(cfgs: dict[str, ModelConfig], batches, steps: int, rounds: int) -> dict[str, float]:
+    models = {}
+    for name, cfg in cfgs.items():
+        torch.manual_seed(0)
+        m = build_model(cfg).train()
+        m.check_ids = False  # ids come from our own generator; measure the model, not the guard
+        models[name] = (m, build_optimizer(m))
+    for m, o in models.values():  # warm-up
+        for cat, num, lab in batches[:3]:
+            train_step(m, o, cat, num, lab)
+    times: dict[str, list[float]] = {n: [] for n in models}
+    for r in range(rounds):
+        for name, (m, o) in models.items():
+            t0 = time.perf_counter()
+            for i in range(steps):
+                cat, num, lab = batches[(r * steps + i) % len(batches)]
+                train_step(m, o, cat, num, lab)
+            times[name].append((time.perf_counter() - t0) / steps)
+    return {n: statistics.median(t) for n, t in times.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch-sizes", default="256,4096")
+    p.add_argument("--table-rows", type=int, default=2_000_000)
+    p.add_argument("--small-table-rows", type=int, default=200_000, help="second size for the table-size check")
+    p.add_argument("--backbone", default="dnn", choices=["dnn", "dcnv2"])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=7)
+    args = p.parse_args()
+    set_threads()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, backbone {args.backbone}")
+    for batch in (int(b) for b in args.batch_sizes.split(",")):
+        feats = features(args.table_rows)
+        batches = make_batches(feats, batch, 16)
+        steps = max(3, args.steps * 256 // batch)
+        res = time_variants(variants(feats, args.backbone), batches, steps, args.rounds)
+        base = res[f"{args.backbone} (plain)"]
+        print(f"\nbatch {batch}, table {args.table_rows:,} rows, median of {args.rounds} rounds × {steps} steps")
+        print(f"{'variant':<30} {'ms/step':>8} {'samples/s':>10} {'vs plain':>8}")
+        for name, t in res.items():
+            print(f"{name:<30} {t * 1e3:>8.2f} {batch / t:>10,.0f} {t / base:>7.2f}x")
+        small = features(args.small_table_rows)
+        cmp = time_variants(
+            {"small": ModelConfig(kind="dnn", features=small, backbone=args.backbone), "large": ModelConfig(kind="dnn", features=feats, backbone=args.backbone)},
+            make_batches(small, batch, 16),
+            steps,
+            args.rounds,
+        )
+        print(
+            f"table-size check ({args.backbone} plain): {args.small_table_rows:,} rows {cmp['small'] * 1e3:.2f} ms/step, "
+            f"{args.table_rows:,} rows {cmp['large'] * 1e3:.2f} ms/step, ratio {cmp['large'] / cmp['small']:.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -88,15 +88,15 @@ def main() -> None:
     p.add_argument("--table-rows", type=int, default=2_000_000)
     p.add_argument("--small-table-rows", type=int, default=200_000, help="second size for the table-size check")
     p.add_argument("--backbone", default="dnn", choices=["dnn", "dcnv2"])
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--rounds", type=int, default=9)
     args = p.parse_args()
     set_threads()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, backbone {args.backbone}")
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         feats = features(args.table_rows)
         batches = make_batches(feats, batch, 16)
-        steps = max(3, args.steps * 256 // batch)
+        steps = max(8, args.steps * 256 // batch)
         res = time_variants(variants(feats, args.backbone), batches, steps, args.rounds)
         base = res[f"{args.backbone} (plain)"]
         print(f"\nbatch {batch}, table {args.table_rows:,} rows, median of {args.rounds} rounds × {steps} steps")

@@ -26,32 +26,36 @@ import torch
 from torch import nn
 
 from adasparse.config import PrunerConfig
-from adasparse.layers.weighting import fused_weighting_factors
+from adasparse.layers.fused_pruning import FORMULATION_IDS, DomainPrune, InstancePrune, factors_forward
 
 
 class PruneContext:
     """The pruner's work for one forward pass: call it on each pruned layer's neurons in order.
 
-    ``domain`` mode computes every layer's factors up front (one FC, one formulation call on
-    the distinct domains of the batch, one gather); ``instance`` mode computes layer l's when
-    the backbone reaches it (its FC needs h^l).
+    ``domain`` mode computes every layer's factors up front (one FC and one formulation pass
+    over the distinct domains of the batch, one gather); ``instance`` mode computes layer l's
+    when the backbone reaches it (its FC needs h^l). Both run as fused autograd nodes.
     """
 
     def __init__(self, pruner: "DomainAdaptivePruner", e_d: torch.Tensor, domain_ids: torch.Tensor, alpha: float):
         self.pruner = pruner
         self.alpha = alpha
+        c = pruner.cfg
+        self._args = (FORMULATION_IDS[c.formulation], alpha, c.beta, c.epsilon)
         self.inverse: torch.Tensor | None = None  # domain mode: row -> distinct domain
         self._gates: list[torch.Tensor] = []  # 0/1 kept indicators (rows: batch, or distinct domains)
         self._kept: list[torch.Tensor] = []  # instance mode: ||π^l||_1 / N_l averaged over rows
         self._ratios: torch.Tensor | None = None
-        if pruner.cfg.input == "domain":
+        e_d = e_d.float()
+        if c.input == "domain":
             self.inverse, rep, counts = pruner.unique_domains(domain_ids)
-            pi, gate = pruner.factors(pruner.domain_proj(e_d.index_select(0, rep)), alpha)
-            # r^l weighted by rows: 1 − Σ_d n_d · mean_l(gate_d) / B, all layers in one matmul
-            kept = (counts.to(gate.dtype) @ gate) @ pruner.layer_mean.to(gate.dtype)
-            self._ratios = 1.0 - kept / domain_ids.shape[0]
-            self._factors = pi.index_select(0, self.inverse).split(pruner.widths, dim=1)
-            self._gates = [g.detach() for g in gate.split(pruner.widths, dim=1)]
+            lin = pruner.domain_proj
+            rows, kept, gate = DomainPrune.apply(
+                e_d.index_select(0, rep), lin.weight, lin.bias, self.inverse, counts, pruner.layer_mean, *self._args
+            )
+            self._ratios = 1.0 - kept  # r^l weighted by rows: 1 − Σ_d n_d · mean_l(gate_d) / B
+            self._factors = rows.split(pruner.widths, dim=1)
+            self._gates = list(gate.split(pruner.widths, dim=1))
         else:
             self._factors = None
             self._pre = pruner.domain_proj(e_d).split(pruner.widths, dim=1)
@@ -59,14 +63,13 @@ class PruneContext:
     def __call__(self, layer: int, h: torch.Tensor) -> torch.Tensor:
         """Eq. 2 for pruned layer ``layer`` (0-based, in the order the backbone visits them)."""
         if self._factors is not None:
-            pi = self._factors[layer]
-        else:
-            # W_p^l · [e_d; h^l] + b = (W_d^l e_d + b) + W_h^l h^l, the first term precomputed
-            u = torch.addmm(self._pre[layer], h.to(self._pre[layer].dtype), self.pruner.hidden_proj[layer].weight.t())
-            pi, gate = self.pruner.factors(u, self.alpha)
-            self._gates.append(gate.detach())
-            self._kept.append(gate.mean())
-        return h * pi.to(h.dtype)
+            return h * self._factors[layer].to(h.dtype)
+        # W_p^l · [e_d; h^l] + b = (W_d^l e_d + b) + W_h^l h^l, the first term precomputed
+        w_h = self.pruner.hidden_proj[layer].weight
+        out, kept, gate = InstancePrune.apply(h.float(), self._pre[layer], w_h, *self._args)
+        self._gates.append(gate)
+        self._kept.append(kept)
+        return out.to(h.dtype)
 
     @property
     def ratios(self) -> torch.Tensor:
@@ -107,10 +110,13 @@ class DomainAdaptivePruner(nn.Module):
             layer_mean[start : start + n, l] = 1.0 / n
             start += n
         self.register_buffer("layer_mean", layer_mean, persistent=False)
-        radix = 1
+        # mixed-radix key of the domain-field tuple (exact while Π buckets < 2^62)
+        radix, mult = [], 1
         for b in self.domain_buckets:
-            radix *= b
-        self._radix_key = radix < 2**62
+            radix.append(mult)
+            mult *= b
+        self._radix_key = mult < 2**62
+        self.register_buffer("radix", torch.tensor(radix if self._radix_key else [0] * len(radix)), persistent=False)
 
     @torch.no_grad()
     def _init_like_single_fc(self, domain_dim: int) -> None:
@@ -136,19 +142,17 @@ class DomainAdaptivePruner(nn.Module):
         return torch.cat([w_d, self.hidden_proj[layer].weight], dim=1), b
 
     def factors(self, u: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(π, gate) for pre-activations u (no autograd shortcuts; for inspection)."""
         c = self.cfg
-        return fused_weighting_factors(c.formulation, u.float(), alpha=alpha, beta=c.beta, epsilon=c.epsilon)
+        _, pi, gate = factors_forward(u.float(), FORMULATION_IDS[c.formulation], alpha, c.beta, c.epsilon)
+        return pi, gate
 
     def unique_domains(self, domain_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(inverse, representative row, count) of the distinct domain-field tuples of a batch."""
         if domain_ids.shape[1] == 1:
             key = domain_ids[:, 0]
         elif self._radix_key:
-            key = torch.zeros_like(domain_ids[:, 0])
-            mult = 1
-            for j, b in enumerate(self.domain_buckets):
-                key = key + domain_ids[:, j] * mult
-                mult *= b
+            key = (domain_ids * self.radix).sum(dim=1)
         else:
             key = None
         if key is not None:

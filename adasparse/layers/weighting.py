@@ -13,6 +13,9 @@ For Fusion the same STE sits on the step, and the product rule adds the gradient
 scale β·s, so kept neurons learn their scale and pruned neurons can come back.
 Scaling's eq. 7 step sits at 0 where β·σ(u) > 0 always holds: it is the constant 1 and its
 literal derivative (0) is exact, so no STE is used there.
+
+These functions state the equations op by op and are the reference; the pruner runs the same
+maths fused into single autograd nodes (:mod:`adasparse.layers.fused_pruning`), tested equal.
 """
 
 from __future__ import annotations
@@ -64,61 +67,3 @@ def weighting_factors(
         return fusion(u, alpha, beta, epsilon)
     raise ValueError(f"unknown formulation {formulation!r}")
 
-
-# --- Fused kernels ------------------------------------------------------------------------
-# The functions above state the equations op by op. The pruner runs the same maths as one
-# autograd node per call (a few tensor ops forward and backward instead of a dozen of each),
-# which matters at CTR batch sizes where per-op overhead dominates; tests check that values
-# and gradients equal the reference functions.
-
-
-class _FusedBinarization(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u, alpha: float, epsilon: float):
-        s = torch.sigmoid(u * alpha)
-        gate = (s > epsilon).to(u.dtype)  # sign(|v| − ε), v = s ≥ 0
-        ctx.save_for_backward(s)
-        ctx.alpha = alpha
-        return gate
-
-    @staticmethod
-    def backward(ctx, g):
-        (s,) = ctx.saved_tensors
-        return g * ((1.0 - s) * s * ctx.alpha), None, None
-
-
-class _FusedFusion(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u, alpha: float, beta: float, epsilon: float):
-        s = torch.sigmoid(u * alpha)
-        v = s * beta
-        gate = (v > epsilon).to(u.dtype)  # sign(|v| − ε), v ≥ 0
-        ctx.save_for_backward(s, gate)
-        ctx.alpha, ctx.beta = alpha, beta
-        return v * gate, gate
-
-    @staticmethod
-    def backward(ctx, g_pi, g_gate):
-        s, gate = ctx.saved_tensors
-        ds = (1.0 - s) * s * ctx.alpha  # d s / d u
-        grad = None
-        if g_pi is not None:  # d(v·gate) = β·ds·gate + v·ds (straight-through gate)
-            grad = g_pi * (gate + s) * ds * ctx.beta
-        if g_gate is not None:
-            grad = g_gate * ds if grad is None else grad + g_gate * ds
-        return grad, None, None, None
-
-
-def fused_weighting_factors(
-    formulation: str, u: torch.Tensor, *, alpha: float, beta: float, epsilon: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Same values and gradients as :func:`weighting_factors`, as one autograd node."""
-    if formulation == "binarization":
-        gate = _FusedBinarization.apply(u, alpha, epsilon)
-        return gate, gate
-    if formulation == "fusion":
-        return _FusedFusion.apply(u, alpha, beta, epsilon)
-    if formulation == "scaling":
-        pi = torch.sigmoid(u) * beta
-        return pi, (pi > 0).to(u.dtype)  # eq. 7's step is constant 1 wherever v is representable
-    raise ValueError(f"unknown formulation {formulation!r}")

@@ -119,7 +119,8 @@ def set_threads() -> None:
     """Use every core for intra-op parallelism (2 on the reference machine)."""
     import os
 
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores))
 
 
 __all__ = ["Splits", "demo", "run_model", "set_threads", "synthetic_features", "synthetic_splits"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from adasparse.layers.weighting import weighting_factors
-from adasparse.model import build_model
+from adasparse.model import build_model, layer_sparsity
 
 from conftest import make_model_config, random_batch
 
@@ -161,3 +161,4 @@ def test_ratios_are_the_row_mean_of_one_minus_l1_over_n(mode):
     expected = [float(sparsity_ratio(g.float())) for g in rows]
     assert out.ratios.tolist() == pytest.approx(expected, abs=1e-6)
     assert max(expected) > 0  # the example prunes something
+    assert layer_sparsity(model.masks(cat, num)) == pytest.approx(expected, abs=1e-6)

@@ -22,6 +22,11 @@ from __future__ import annotations
 import torch
 
 BINARIZATION, SCALING, FUSION = 0, 1, 2
+
+# Under CUDA autocast (mixed precision) the pruner runs in float32: its thresholds (ε, the
+# step) and the sigmoid's tails are where half precision would flip masks.
+_FP32_FWD = torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+_BWD = torch.amp.custom_bwd(device_type="cuda")
 FORMULATION_IDS = {"binarization": BINARIZATION, "scaling": SCALING, "fusion": FUSION}
 
 
@@ -58,6 +63,7 @@ class InstancePrune(torch.autograd.Function):
     """(h ⊙ π, mean kept fraction, gate) for one layer; π from u = pre + h·W_hᵀ (eq. 3)."""
 
     @staticmethod
+    @_FP32_FWD
     def forward(ctx, h, pre, w_h, form: int, alpha: float, beta: float, epsilon: float):
         u = torch.addmm(pre, h, w_h.t())
         s, pi, gate = factors_forward(u, form, alpha, beta, epsilon)
@@ -67,6 +73,7 @@ class InstancePrune(torch.autograd.Function):
         return h * pi, gate.mean(), gate
 
     @staticmethod
+    @_BWD
     def backward(ctx, g_out, g_kept, _g_gate):
         h, w_h, s, pi, gate = ctx.saved_tensors
         form, alpha, beta = ctx.args
@@ -87,6 +94,7 @@ class DomainPrune(torch.autograd.Function):
     """
 
     @staticmethod
+    @_FP32_FWD
     def forward(ctx, e_u, weight, bias, inverse, counts, layer_mean, form: int, alpha: float, beta: float, epsilon: float):
         u = torch.addmm(bias, e_u, weight.t())
         s, pi, gate = factors_forward(u, form, alpha, beta, epsilon)
@@ -98,6 +106,7 @@ class DomainPrune(torch.autograd.Function):
         return pi.index_select(0, inverse), kept, gate
 
     @staticmethod
+    @_BWD
     def backward(ctx, g_rows, g_kept, _g_gate):
         e_u, weight, inverse, w_rows, layer_mean, s, gate = ctx.saved_tensors
         form, alpha, beta = ctx.args

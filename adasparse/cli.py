@@ -19,6 +19,53 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    from pipelines.generate import generate
+    from pipelines.ray_env import init_ray
+
+    init_ray(args.address)
+    res = generate(args.out, rows=args.rows, domains=args.domains, seed=args.seed, chunk_rows=args.chunk_rows)
+    print(
+        f"wrote {res['rows']:,} rows ({res['files']} shards, {res['domains']} domains, CTR {res['ctr']:.2%}) "
+        f"to {args.out}; spec: {args.out.rstrip('/')}/spec.yaml"
+    )
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from pipelines.convert_ijcai18 import convert
+
+    res = convert(args.input, args.out, shard_rows=args.shard_rows)
+    print(f"converted {res['rows']:,} rows into {res['files']} shards under {args.out}; spec: {args.out.rstrip('/')}/spec.yaml")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    import json
+
+    from pipelines.ingest import open_source
+    from pipelines.ray_env import init_ray
+    from pipelines.spec import load_spec
+    from pipelines.summary import domain_summary
+
+    source = open_source(load_spec(args.data))
+    init_ray(args.address)
+    s = domain_summary(source, top=args.top)
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    print(f"rows {s['rows']:,}  clicks {s['clicks']:,}  CTR {s['ctr']:.3%}  domains {s['domains']:,}")
+    print(
+        f"long tail: top 1% of domains hold {s['rows_in_top_1pct_domains']:.1%} of rows, top 10% hold "
+        f"{s['rows_in_top_10pct_domains']:.1%}; {s['domains_under_100_rows']:,} domains have < 100 rows; "
+        f"median {s['median_rows_per_domain']:.0f} rows per domain"
+    )
+    print(f"{'domain':<30} {'rows':>12} {'CTR':>8}")
+    for d in s["top_domains"]:
+        print(f"{d['domain']:<30} {d['rows']:>12,} {d['ctr']:>8.3%}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adasparse", description="AdaSparse multi-domain CTR prediction")
     sub = p.add_subparsers(dest="command", required=True)
@@ -29,15 +76,60 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", default="runs/demo", help="directory for metrics.json")
     d.set_defaults(func=_demo)
+
+    g = sub.add_parser("generate", help="write synthetic multi-domain CTR data as Parquet shards (Ray tasks) + spec.yaml")
+    g.add_argument("--rows", type=int, required=True)
+    g.add_argument("--out", required=True, help="directory or s3://bucket/prefix")
+    g.add_argument("--domains", type=int, default=4000)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--chunk-rows", type=int, default=250_000, help="rows per shard (one Ray task each)")
+    g.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    g.set_defaults(func=_generate)
+
+    c = sub.add_parser("convert", help="convert a public dataset to Parquet shards + spec.yaml")
+    c.add_argument("dataset", choices=["ijcai18"])
+    c.add_argument("input", help="the raw file (e.g. round1_ijcai_18_train_20180301.txt)")
+    c.add_argument("--out", required=True)
+    c.add_argument("--shard-rows", type=int, default=1_000_000)
+    c.set_defaults(func=_convert)
+
+    s = sub.add_parser("summary", help="rows and CTR per domain, number of domains, long-tail shape")
+    s.add_argument("--data", required=True, help="dataset spec YAML")
+    s.add_argument("--top", type=int, default=10)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--address")
+    s.set_defaults(func=_summary)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "rows", 1) < 60:
+    if args.command == "demo" and args.rows < 60:
         print("adasparse: --rows must be at least 60", file=sys.stderr)
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as err:  # bad input: one line, no traceback
+        msg = _user_error(err)
+        if msg is None:
+            raise
+        print(f"adasparse: {msg}", file=sys.stderr)
+        return 2
+
+
+def _user_error(err: BaseException) -> str | None:
+    from adasparse.config import ConfigError
+
+    if isinstance(err, (ConfigError, ValueError)) and type(err).__name__ in ("ConfigError", "DataError"):
+        return str(err)
+    if "pipelines" in sys.modules or "ray" in sys.modules:
+        try:
+            from pipelines.ingest import unwrap_data_error
+        except ImportError:
+            return None
+        found = unwrap_data_error(err)
+        return None if found is None else str(found)
+    return None
 
 
 if __name__ == "__main__":

@@ -21,18 +21,18 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown or out of range (one-line message)."""
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class CategoricalField(_Strict):
+class CategoricalField(StrictModel):
     """A categorical input hashed into ``buckets`` rows of its own slice of the embedding table."""
 
     name: str = Field(min_length=1)
     buckets: int = Field(ge=2, description="hash buckets of this field (no vocabulary pass)")
 
 
-class FeatureConfig(_Strict):
+class FeatureConfig(StrictModel):
     """Which inputs the network sees.
 
     ``domain_fields`` are the domain-aware features x^d whose embeddings form e_d (§2);
@@ -63,7 +63,7 @@ class FeatureConfig(_Strict):
         return len(self.domain_fields)
 
 
-class EmbeddingConfig(_Strict):
+class EmbeddingConfig(StrictModel):
     """Hashed embedding tables.
 
     ``init_std`` (N(0, init_std) initialisation) was measured on generated multi-domain data,
@@ -75,7 +75,7 @@ class EmbeddingConfig(_Strict):
     init_std: float = Field(default=0.1, gt=0)
 
 
-class PrunerConfig(_Strict):
+class PrunerConfig(StrictModel):
     """The domain-adaptive pruner (eqs. 2–8) and its sparsity regularizer (eqs. 9–10)."""
 
     formulation: Literal["binarization", "scaling", "fusion"] = "fusion"
@@ -127,7 +127,7 @@ class PrunerConfig(_Strict):
         return self.regularize if self.regularize is not None else self.formulation != "scaling"
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """A whole CTR model: ``kind: dnn`` is the plain backbone, ``kind: adasparse`` adds the pruner."""
 
     kind: Literal["dnn", "adasparse"] = "adasparse"
@@ -146,7 +146,7 @@ class ModelConfig(_Strict):
         return v
 
 
-class OptimConfig(_Strict):
+class OptimConfig(StrictModel):
     """Adam for dense parameters, sparse (lazy) Adam for the embedding rows, see :mod:`adasparse.optim`."""
 
     lr: float = Field(default=1e-3, gt=0.0)
@@ -166,7 +166,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: {loc}: {msg}" + (f" (and {more} more)" if more else "")
 
 
-def validate(cls: type[_Strict], data: Any, source: str = "config"):
+def validate(cls: type[StrictModel], data: Any, source: str = "config"):
     """Validate ``data`` into ``cls``; errors become a one-line :class:`ConfigError`."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")

@@ -60,16 +60,3 @@ def hash_to_buckets(values: np.ndarray, name: str, buckets: int) -> np.ndarray:
         raise ValueError(f"field {name!r}: buckets must be >= 1, got {buckets}")
     return (hash_values(values, name) % np.uint64(buckets)).astype(np.int64)
 
-
-def domain_id(columns: list[np.ndarray], names: list[str]) -> np.ndarray:
-    """Stable int64 id of the tuple of domain-aware values of each row (for metrics and reports).
-
-    Distinct tuples collide with probability ~n²/2^64, i.e. never in practice for 10^4–10^6
-    domains. The value is the same on every machine and run.
-    """
-    if len(columns) != len(names) or not columns:
-        raise ValueError("domain_id needs one column per domain-aware field")
-    h = np.zeros(len(columns[0]), dtype=np.uint64)
-    for col, name in zip(columns, names):
-        h = splitmix64(h ^ hash_values(col, name))
-    return h.view(np.int64)

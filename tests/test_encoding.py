@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from adasparse.encoding import encode_columns
-from adasparse.hashing import domain_id, hash_to_buckets, splitmix64
+from adasparse.encoding import domain_id_from_hashes, encode_columns, field_hashes
+from adasparse.hashing import hash_to_buckets, hash_values, splitmix64
 
 from conftest import make_features
 
@@ -44,10 +44,20 @@ def test_strings_and_ints_hash_and_fields_are_salted():
 
 
 def test_domain_id_depends_on_the_tuple():
-    a = domain_id([np.array([1, 1, 2]), np.array([3, 4, 3])], ["g", "a"])
+    a = domain_id_from_hashes([hash_values(np.array([1, 1, 2]), "g"), hash_values(np.array([3, 4, 3]), "a")])
     assert len(set(a.tolist())) == 3
-    again = domain_id([np.array([1]), np.array([3])], ["g", "a"])
+    again = domain_id_from_hashes([hash_values(np.array([1]), "g"), hash_values(np.array([3]), "a")])
     assert again[0] == a[0]
+
+
+def test_missing_values_share_one_bucket_per_field():
+    vals = np.array([5, -1, 7, -1])
+    miss = vals == -1
+    h = field_hashes(vals, "f", miss)
+    assert h[1] == h[3] and h[0] != h[1]
+    assert h[0] == hash_values(np.array([5]), "f")[0]
+    s = field_hashes(np.array(["a", "", "b"], dtype=object), "f", np.array([False, True, False]))
+    assert s[1] == h[1]  # the sentinel does not depend on the column's type
 
 
 def test_encode_columns_orders_domain_fields_first():

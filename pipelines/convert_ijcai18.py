@@ -1,0 +1,184 @@
+"""``adasparse convert ijcai18``: the paper's public dataset (IAAC, the IJCAI-18 Alimama
+advertising competition) from its space-separated text into Parquet shards + ``spec.yaml``.
+
+Streams: pyarrow's incremental CSV reader yields record batches of ``block_bytes`` of text,
+each is transformed and appended to the current shard, and a new shard starts every
+``shard_rows`` rows, so memory stays bounded by a block whatever the file size.
+
+Columns written (``-1`` stays the missing marker; the spec lists it):
+* the id/level columns as they are (categorical), ``context_timestamp`` (time), ``is_trade`` (label);
+* ``item_category_1``: the second entry of ``item_category_list`` (the first is the same root
+  category for nearly all items), ``item_category_last``: its last entry;
+* ``item_property_count``: the number of entries of ``item_property_list`` (numeric);
+* ``predict_category_hit``: 1 if one of the item's categories appears among the query's
+  predicted categories in ``predict_category_property`` (``cat:prop,prop;cat:...``), else 0;
+* ``context_hour``: hour of day of the timestamp (categorical);
+* the shop score/rate columns as numeric.
+
+Domain-aware fields are the paper's: {user_gender_id, user_age_level, user_star_level}.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import yaml
+
+from pipelines.sources import DataError
+
+COLUMNS = (
+    "instance_id item_id item_category_list item_property_list item_brand_id item_city_id "
+    "item_price_level item_sales_level item_collected_level item_pv_level user_id user_gender_id "
+    "user_age_level user_occupation_id user_star_level context_id context_timestamp context_page_id "
+    "predict_category_property shop_id shop_review_num_level shop_review_positive_rate "
+    "shop_star_level shop_score_service shop_score_delivery shop_score_description is_trade"
+).split()
+LIST_COLUMNS = ("item_category_list", "item_property_list", "predict_category_property")
+FLOAT_COLUMNS = ("shop_review_positive_rate", "shop_score_service", "shop_score_delivery", "shop_score_description")
+DOMAIN = ("user_gender_id", "user_age_level", "user_star_level")
+CATEGORICAL = (
+    "item_id", "item_brand_id", "item_city_id", "item_price_level", "item_sales_level",
+    "item_collected_level", "item_pv_level", "user_id", "user_occupation_id", "context_page_id",
+    "shop_id", "shop_review_num_level", "shop_star_level", "item_category_1", "item_category_last",
+    "context_hour",
+)
+NUMERIC = FLOAT_COLUMNS + ("item_property_count", "predict_category_hit")
+BUCKETS = {"item_id": 400_000, "user_id": 2_000_000, "shop_id": 100_000, "item_brand_id": 20_000, "item_city_id": 2_000}
+DOMAIN_BUCKETS = {"user_gender_id": 16, "user_age_level": 64, "user_star_level": 64}
+
+
+def _convert_options() -> pacsv.ConvertOptions:
+    types = {c: pa.int64() for c in COLUMNS}
+    types.update({c: pa.string() for c in LIST_COLUMNS})
+    types.update({c: pa.float64() for c in FLOAT_COLUMNS})
+    return pacsv.ConvertOptions(column_types=types, include_columns=list(COLUMNS), strings_can_be_null=False)
+
+
+def _split_lists(col: pa.Array, sep: str) -> pa.ListArray:
+    return pc.split_pattern(col, sep)
+
+
+def transform(batch: pa.RecordBatch) -> pa.Table:
+    """One batch of the raw text's columns → the Parquet columns described in the module doc."""
+    t = pa.Table.from_batches([batch])
+    cats = _split_lists(t["item_category_list"].combine_chunks(), ";")
+    offsets = cats.offsets.to_numpy()
+    flat = cats.flatten()
+    lengths = np.diff(offsets)
+    has = pa.array(lengths > 0)
+    # second entry where there is one, else the first; last entry; "-1" (missing) for empty lists
+    second_idx = np.where(lengths > 1, offsets[:-1] + 1, offsets[:-1])
+    last_idx = offsets[1:] - 1
+    if len(flat):
+        cat_first = pc.if_else(has, flat.take(pa.array(np.where(lengths > 0, second_idx, 0))), pa.scalar("-1"))
+        cat_last = pc.if_else(has, flat.take(pa.array(np.where(lengths > 0, last_idx, 0))), pa.scalar("-1"))
+    else:
+        cat_first = cat_last = pa.array(["-1"] * len(cats))
+    props = _split_lists(t["item_property_list"].combine_chunks(), ";")
+    prop_count = pc.list_value_length(props).cast(pa.float64())
+    # predicted categories: "cat:prop,prop;cat:-1;..." -> set of cats per row; hit if any item category is in it
+    pred = _split_lists(t["predict_category_property"].combine_chunks(), ";")
+    pred_flat = pc.list_element(pc.split_pattern(pred.flatten(), ":"), 0)
+    pred_rows = np.repeat(np.arange(len(pred)), np.diff(pred.offsets.to_numpy()))
+    cat_rows = np.repeat(np.arange(len(cats)), lengths)
+    hit = np.zeros(len(t), dtype=np.float64)
+    if len(pred_flat) and len(flat):
+        pairs_pred = pa.table({"row": pred_rows, "cat": pred_flat})
+        pairs_item = pa.table({"row": cat_rows, "cat": flat})
+        joined = pairs_item.join(pairs_pred, keys=["row", "cat"], join_type="inner")
+        hit[np.unique(joined["row"].to_numpy())] = 1.0
+    ts = t["context_timestamp"]
+    hour = pc.divide(pc.add(ts, 8 * 3600), 3600)  # Beijing time
+    hour = pc.subtract(hour, pc.multiply(pc.divide(hour, 24), 24))
+    out = {c: t[c] for c in COLUMNS if c not in LIST_COLUMNS and c != "instance_id" and c != "context_id"}
+    out.update(
+        item_category_1=cat_first,
+        item_category_last=cat_last,
+        item_property_count=prop_count,
+        predict_category_hit=pa.array(hit),
+        context_hour=hour,
+    )
+    return pa.table(out)
+
+
+def spec_dict(location: str) -> dict:
+    return {
+        "name": "ijcai18",
+        "location": location,
+        "format": "parquet",
+        "label": "is_trade",
+        "time": "context_timestamp",
+        "domain_fields": [{"name": c, "buckets": DOMAIN_BUCKETS[c]} for c in DOMAIN],
+        "categorical_fields": [{"name": c, "buckets": BUCKETS.get(c, 1_000)} for c in CATEGORICAL],
+        "numeric_fields": list(NUMERIC),
+        "missing_values": [-1, "-1", ""],
+        "split": {"train": 4, "dev": 1, "test": 1},
+    }
+
+
+def convert(input_path: str, out: str, shard_rows: int = 1_000_000, block_bytes: int = 16 << 20) -> dict:
+    """Stream ``input_path`` into Parquet shards under ``out`` plus ``out/spec.yaml``."""
+    if not os.path.exists(input_path) and "://" not in input_path:
+        raise DataError(f"{input_path}: no such file")
+    fs_in, path_in = fsspec.core.url_to_fs(input_path)
+    fs, root = fsspec.core.url_to_fs(out)
+    fs.makedirs(root, exist_ok=True)
+    rows = shards = 0
+    writer = None
+    in_shard = 0
+    with fs_in.open(path_in, "rb") as fh:
+        try:
+            reader = pacsv.open_csv(
+                fh,
+                read_options=pacsv.ReadOptions(block_size=block_bytes),
+                parse_options=pacsv.ParseOptions(delimiter=" "),
+                convert_options=_convert_options(),
+            )
+        except (pa.ArrowInvalid, KeyError) as err:
+            raise DataError(f"{input_path}: not an IJCAI-18 file ({str(err).splitlines()[0]})") from None
+        missing = [c for c in COLUMNS if c not in reader.schema.names]
+        if missing:
+            raise DataError(f"{input_path}: column {missing[0]!r} is missing")
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except pa.ArrowInvalid as err:
+                raise DataError(f"{input_path}: {str(err).splitlines()[0]}") from None
+            table = transform(batch)
+            start = 0
+            while start < table.num_rows:
+                if writer is None:
+                    final = posixpath.join(root, f"part-{shards:06d}.parquet")
+                    sink = fs.open(final + ".tmp", "wb")
+                    writer = pq.ParquetWriter(sink, table.schema)
+                    in_shard = 0
+                take = min(shard_rows - in_shard, table.num_rows - start)
+                writer.write_table(table.slice(start, take))
+                in_shard += take
+                start += take
+                rows += take
+                if in_shard >= shard_rows:
+                    writer.close()
+                    sink.close()
+                    fs.mv(final + ".tmp", final)
+                    writer = None
+                    shards += 1
+    if writer is not None:
+        writer.close()
+        sink.close()
+        fs.mv(final + ".tmp", final)
+        shards += 1
+    if rows == 0:
+        raise DataError(f"{input_path}: no data rows")
+    with fs.open(posixpath.join(root, "spec.yaml"), "w") as fh:
+        yaml.safe_dump(spec_dict("." if "://" not in out else out), fh, sort_keys=False)
+    return {"rows": rows, "files": shards}

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU wheel on these machines; on a GPU host set TORCH_SPEC to the CUDA build you want.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev
+EXTRAS ?= ray,dev
 
 .PHONY: install demo test bench clean
 

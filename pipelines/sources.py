@@ -45,6 +45,12 @@ def filesystem(spec: DatasetSpec) -> fsspec.AbstractFileSystem:
     """The fsspec filesystem for the spec's location (s3fs for ``s3://``)."""
     if spec.is_s3:
         kw: dict = {"anon": spec.s3.anonymous}
+        # Keys from the submitting process's environment travel with the filesystem object to
+        # the Ray workers, whose environment may not have them; without such variables s3fs
+        # falls back to its own chain (profile, instance role) on every node.
+        env = os.environ
+        if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY") and not spec.s3.anonymous:
+            kw.update(key=env["AWS_ACCESS_KEY_ID"], secret=env["AWS_SECRET_ACCESS_KEY"], token=env.get("AWS_SESSION_TOKEN"))
         client: dict = {}
         if spec.s3.endpoint_url:
             client["endpoint_url"] = spec.s3.endpoint_url

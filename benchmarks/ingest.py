@@ -1,0 +1,166 @@
+"""Data-pipeline figures, measured side by side in one run:
+
+1. generator throughput (``adasparse generate`` on local Ray), rows/s;
+2. Ray Data ingest (read + time filter + encode, streamed to numpy batches) rows/s versus plain
+   pyarrow reading and encoding the same shards in one process on the same cores
+   (goal ≥ 0.5×);
+3. peak memory of the whole process tree (driver + Ray workers, PSS) while streaming 1M and
+   10M rows (goal: ≤ 1.2× — the proof that ingest streams);
+4. IJCAI-18 converter throughput and peak memory at 1M and 10M rows.
+
+Each measured pass runs in a fresh subprocess so that peaks do not carry over.
+
+    python benchmarks/ingest.py --sizes 1000000,10000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+
+class PeakMemory:
+    """Samples the PSS of this process and all its descendants (Ray workers included)."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+
+    def _sample(self) -> int:
+        me = psutil.Process()
+        total = 0
+        for p in [me] + me.children(recursive=True):
+            try:
+                total += p.memory_full_info().pss
+            except (psutil.Error, OSError):
+                pass
+        return total
+
+    def __enter__(self):
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self._sample())
+
+
+def _child(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    if out.returncode:
+        sys.stderr.write(out.stderr[-4000:])
+        raise SystemExit(f"benchmark step {args} failed")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def step_generate(out: str, rows: int) -> dict:
+    from pipelines.generate import generate
+    from pipelines.ray_env import init_ray
+
+    init_ray("local", num_cpus=os.cpu_count())
+    t0 = time.perf_counter()
+    res = generate(out, rows=rows)
+    return {"rows": res["rows"], "seconds": time.perf_counter() - t0}
+
+
+def step_ray_ingest(spec_path: str) -> dict:
+    from pipelines.ingest import open_source, read_split, train_batches
+    from pipelines.ray_env import init_ray
+    from pipelines.spec import load_spec
+
+    init_ray("local", num_cpus=os.cpu_count())
+    src = open_source(load_spec(spec_path))
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        rows = 0
+        for b in train_batches(read_split(src, "all", None, shuffle_files=True), 4096):
+            rows += len(b["label"])
+        secs = time.perf_counter() - t0
+    return {"rows": rows, "seconds": secs, "peak_bytes": mem.peak}
+
+
+def step_pyarrow(spec_path: str) -> dict:
+    import pyarrow.parquet as pq
+
+    from pipelines.sources import open_source
+    from pipelines.spec import load_spec
+    from pipelines.transforms import encode_table
+
+    src = open_source(load_spec(spec_path))
+    t0 = time.perf_counter()
+    rows = 0
+    for f in src.files:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=65536, columns=src.spec.columns):
+            import pyarrow as pa
+
+            rows += len(encode_table(pa.Table.from_batches([batch]), src.spec)["label"])
+    return {"rows": rows, "seconds": time.perf_counter() - t0}
+
+
+def step_convert(raw: str, out: str) -> dict:
+    from pipelines.convert_ijcai18 import convert
+
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        res = convert(raw, out)
+        secs = time.perf_counter() - t0
+    return {"rows": res["rows"], "seconds": secs, "peak_bytes": mem.peak}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="1000000,10000000")
+    p.add_argument("--workdir", default=None, help="where to write the data (default: a temp dir, removed)")
+    p.add_argument("--step", nargs="+", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.step:
+        name, *rest = args.step
+        print(json.dumps({"generate": lambda: step_generate(rest[0], int(rest[1])), "ray": lambda: step_ray_ingest(rest[0]),
+                          "pyarrow": lambda: step_pyarrow(rest[0]), "convert": lambda: step_convert(rest[0], rest[1])}[name]()))
+        return
+    from pipelines.convert_ijcai18 import write_sample
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        rows_out = []
+        for n in sizes:
+            d = Path(tmp) / f"gen{n}"
+            g = _child(["--step", "generate", str(d), str(n)])
+            r = _child(["--step", "ray", str(d / "spec.yaml")])
+            a = _child(["--step", "pyarrow", str(d / "spec.yaml")])
+            raw = Path(tmp) / f"ijcai{n}.txt"
+            write_sample(str(raw), n)
+            c = _child(["--step", "convert", str(raw), str(Path(tmp) / f"conv{n}")])
+            raw.unlink()
+            rows_out.append((n, g, r, a, c))
+            print(
+                f"{n:>11,} rows | generate {g['rows'] / g['seconds']:>9,.0f} rows/s | Ray Data ingest {r['rows'] / r['seconds']:>9,.0f} rows/s, "
+                f"pyarrow loop {a['rows'] / a['seconds']:>9,.0f} rows/s, ratio {(r['rows'] / r['seconds']) / (a['rows'] / a['seconds']):.2f}x | "
+                f"ingest peak {r['peak_bytes'] / 2**20:,.0f} MiB | convert {c['rows'] / c['seconds']:>9,.0f} rows/s, peak {c['peak_bytes'] / 2**20:,.0f} MiB",
+                flush=True,
+            )
+        if len(rows_out) > 1:
+            (n0, _, r0, _, c0), (n1, _, r1, _, c1) = rows_out[0], rows_out[-1]
+            print(
+                f"peak memory {n1:,} vs {n0:,} rows: ingest {r1['peak_bytes'] / r0['peak_bytes']:.2f}x, "
+                f"converter {c1['peak_bytes'] / c0['peak_bytes']:.2f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()

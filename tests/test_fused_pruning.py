@@ -9,8 +9,17 @@ from adasparse.layers.weighting import weighting_factors
 FORMS = ["binarization", "scaling", "fusion"]
 
 
-def _grads(tensors):
-    return [t.grad.clone() for t in tensors]
+def _record(out, kept, gate, inputs):
+    return out.detach(), kept.detach(), gate.detach(), [t.grad.clone() for t in inputs]
+
+
+def _assert_same(reference, fused):
+    (o0, k0, g0, d0), (o1, k1, g1, d1) = reference, fused
+    assert torch.equal(g0, g1)  # identical masks
+    torch.testing.assert_close(o1, o0)
+    torch.testing.assert_close(k1, k0)
+    for a, b in zip(d1, d0):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -29,13 +38,8 @@ def test_instance_prune_matches_reference(form, alpha):
             out, kept = h * pi, gate.mean()
         loss = (out * w_out).sum() + (kept * w_kept if form != "scaling" else 0)
         loss.backward()
-        results.append((out.detach(), kept.detach(), gate.detach(), _grads([h, pre, w])))
-    (o0, k0, g0, d0), (o1, k1, g1, d1) = results
-    assert torch.equal(g0, g1)
-    torch.testing.assert_close(o1, o0)
-    torch.testing.assert_close(k1, k0)
-    for a, b in zip(d1, d0):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        results.append(_record(out, kept, gate, [h, pre, w]))
+    _assert_same(*results)
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -60,10 +64,5 @@ def test_domain_prune_matches_reference(form):
             kept = torch.stack([per_row[:, :6].mean(), per_row[:, 6:].mean()])
         loss = (rows * w_rows).sum() + ((kept * w_kept).sum() if form != "scaling" else 0)
         loss.backward()
-        results.append((rows.detach(), kept.detach(), gate.detach(), _grads([e, w, b])))
-    (r0, k0, g0, d0), (r1, k1, g1, d1) = results
-    assert torch.equal(g0, g1)
-    torch.testing.assert_close(r1, r0)
-    torch.testing.assert_close(k1, k0)
-    for a, b in zip(d1, d0):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        results.append(_record(rows, kept, gate, [e, w, b]))
+    _assert_same(*results)

@@ -69,6 +69,7 @@ def _summary(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adasparse", description="AdaSparse multi-domain CTR prediction")
     sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("train", help="distributed training on Ray Train (see 'adasparse train --help')")
     d = sub.add_parser("demo", help="train DNN and AdaSparse on generated data in one process and compare")
     d.add_argument("--rows", type=int, default=600_000, help="rows to generate (split 4:1:1 by time)")
     d.add_argument("--epochs", type=int, default=2)
@@ -103,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # the Ray Train job owns its options (pipelines/train.py)
+        from pipelines.train import main as train_main
+
+        return train_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "demo" and args.rows < 60:
         print("adasparse: --rows must be at least 60", file=sys.stderr)

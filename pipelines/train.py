@@ -7,8 +7,14 @@ Each worker reads its shard of the streamed train split, trains with DDP (gloo o
 embedding gradients included), and after every epoch all workers evaluate their dev shard; the
 per-worker metric tables are gathered and merged, so dev LogLoss/AUC/GAUC are exact
 (:mod:`adasparse.metrics`). Every worker calls ``ray.train.report`` once per epoch (rank 0 adds
-the checkpoint). The best epoch by dev GAUC is kept in memory, evaluated on test at the end,
-and written with everything else to ``OUT/NAME/metrics.json``.
+the checkpoint: model, optimiser, the best epoch's weights, history; saved with ``torch.save``
+and loaded with ``weights_only=True``, written by Ray Train to a temporary directory first).
+The best epoch by dev GAUC is evaluated on test at the end and written with everything else to
+``OUT/NAME/metrics.json``.
+
+Resume: rerunning with the same ``--name`` (and ``--out``) continues from the run's latest
+checkpoint (Ray Train's run snapshot); with ``--max-failures`` > 0 a dead worker makes the
+run restart from the last checkpoint (``--fail-at-epoch`` injects such a failure once).
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ class RunSpec(StrictModel):
     seed: int = 0
     shuffle_buffer: int = Field(default=20_000, ge=0)
     address: str | None = None
+    max_failures: int = Field(default=0, ge=0, description="worker failures to recover from (restart from the last checkpoint)")
+    fail_at_epoch: int | None = Field(default=None, ge=1, description="fault injection: one worker dies once after this epoch")
 
 
 def model_config(run: RunSpec, features) -> ModelConfig:
@@ -122,9 +130,36 @@ def train_loop(cfg: dict) -> None:
         wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
     opt = build_optimizer(model, OptimConfig(lr=cfg["lr"]))
     best: dict | None = None
-    history = []
+    history: list = []
+    start = 1
+    resumed = ray.train.get_checkpoint()
+    if resumed is not None:  # a rerun of the same run name, or a restart after a worker failure
+        with resumed.as_directory() as d:
+            state = torch.load(os.path.join(d, "state.pt"), weights_only=True)  # tensors only, no pickled objects
+            meta = json.loads(open(os.path.join(d, "meta.json")).read())
+        model.load_state_dict(state["model"])
+        if "optim" in state:
+            opt.load_state_dict(state["optim"])
+        best = {"epoch": meta["best_epoch"], "dev": meta["best_dev"], "sparsity": meta["best_sparsity"], "state": state["best_model"]}
+        history, start = meta["history"], meta["epoch"] + 1
+
+    def save(extra: dict, with_optim: bool, files: dict | None = None):
+        """Rank 0 writes a checkpoint directory (others return None)."""
+        if rank != 0:
+            return None
+        tmp = tempfile.mkdtemp()
+        state = {"model": model.state_dict(), "best_model": best["state"]}
+        if with_optim:
+            state["optim"] = opt.state_dict()
+        torch.save(state, os.path.join(tmp, "state.pt"))
+        meta = {"best_epoch": best["epoch"], "best_dev": best["dev"], "best_sparsity": best["sparsity"], "history": history, **extra}
+        for name, content in {"meta.json": meta, "model_config.json": model_cfg.model_dump(), **(files or {})}.items():
+            with open(os.path.join(tmp, name), "w") as fh:
+                json.dump(content, fh, default=float)
+        return Checkpoint.from_directory(tmp)
+
     seen, busy = 0, 0.0
-    for epoch in range(1, cfg["epochs"] + 1):
+    for epoch in range(start, cfg["epochs"] + 1):
         shard = ray.train.get_dataset_shard("train")
         t0 = time.perf_counter()
         losses, n = [], 0
@@ -149,14 +184,12 @@ def train_loop(cfg: dict) -> None:
         history.append(row)
         if best is None or dev_m["gauc"] > best["dev"]["gauc"]:
             best = {"epoch": epoch, "dev": dev_m, "sparsity": sparsity, "state": copy.deepcopy(model.state_dict())}
-        checkpoint = None
-        if rank == 0:
-            tmp = tempfile.mkdtemp()
-            torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "epoch": epoch}, os.path.join(tmp, "state.pt"))
-            with open(os.path.join(tmp, "model_config.json"), "w") as fh:
-                fh.write(model_cfg.model_dump_json())
-            checkpoint = Checkpoint.from_directory(tmp)
+        checkpoint = save({"epoch": epoch, "final": False}, with_optim=True)
         ray.train.report({k: v for k, v in row.items() if k != "sparsity"} | {"final": False}, checkpoint=checkpoint)
+        marker = cfg.get("fail_marker")
+        if cfg.get("fail_at_epoch") == epoch and rank == world - 1 and marker and not os.path.exists(marker):
+            open(marker, "w").close()  # fault injection (tests): this worker dies once, after the checkpoint
+            os._exit(1)
     model.load_state_dict(best["state"])
     test, test_sparsity = _evaluate(model, ray.train.get_dataset_shard("test"), cfg["batch_size"])
     per = test.per_domain()
@@ -164,12 +197,11 @@ def train_loop(cfg: dict) -> None:
     if world > 1 and dist.is_initialized():
         dist.all_reduce(samples)
     final = {
-        "final": True,
         "best_epoch": best["epoch"],
         "dev": best["dev"],
         "test": test.compute(),
         "sparsity": {"dev": best["sparsity"], "test": test_sparsity},
-        "samples_per_s": float(samples[0] / max(samples[1] / world, 1e-9)),
+        "samples_per_s": float(samples[0] / max(samples[1] / world, 1e-9)) if samples[1] > 0 else None,
         "history": history,
         "test_per_domain": [
             {"domain": int(d), "rows": int(r), "ctr": float(c), "auc": None if np.isnan(a) else float(a)}
@@ -178,16 +210,8 @@ def train_loop(cfg: dict) -> None:
     }
     # The final report carries a checkpoint (the best epoch's weights and every final figure,
     # per-domain rows included) so the driver reads them from storage, not from the metrics
-    # stream; its reported metrics stay small.
-    checkpoint = None
-    if rank == 0:
-        tmp = tempfile.mkdtemp()
-        torch.save({"model": model.state_dict(), "epoch": best["epoch"]}, os.path.join(tmp, "state.pt"))
-        with open(os.path.join(tmp, "model_config.json"), "w") as fh:
-            fh.write(model_cfg.model_dump_json())
-        with open(os.path.join(tmp, "final.json"), "w") as fh:
-            json.dump(final, fh, default=float)
-        checkpoint = Checkpoint.from_directory(tmp)
+    # stream; its reported metrics stay small. Rerunning a finished run re-evaluates from it.
+    checkpoint = save({"epoch": cfg["epochs"], "final": True}, with_optim=False, files={"final.json": final})
     ray.train.report(
         {"final": True, "epoch": best["epoch"], "dev_gauc": best["dev"]["gauc"], "test_gauc": final["test"]["gauc"]},
         checkpoint=checkpoint,
@@ -199,7 +223,7 @@ def train_loop(cfg: dict) -> None:
 
 def run(spec: RunSpec, log=print) -> dict:
     import ray
-    from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from pipelines.ingest import open_source, read_split, time_cuts
@@ -222,7 +246,10 @@ def run(spec: RunSpec, log=print) -> dict:
         "model": model_config(spec, data.features).model_dump(),
         "lr": spec.lr, "epochs": spec.epochs, "batch_size": spec.batch_size, "seed": spec.seed,
         "shuffle_buffer": spec.shuffle_buffer,
+        "fail_at_epoch": spec.fail_at_epoch,
+        "fail_marker": str(out / name / ".fault_injected") if spec.fail_at_epoch else None,
     }
+    (out / name).mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=cfg,
@@ -231,6 +258,7 @@ def run(spec: RunSpec, log=print) -> dict:
             name=name,
             storage_path=str(out),
             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="dev_gauc", checkpoint_score_order="max"),
+            failure_config=FailureConfig(max_failures=spec.max_failures),
         ),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split="all"),
@@ -252,8 +280,9 @@ def run(spec: RunSpec, log=print) -> dict:
     tmp.replace(run_dir / "metrics.json")
     (run_dir / "config.json").write_text(json.dumps(spec.model_dump(), indent=2))
     t, d = final["test"], final["dev"]
+    speed = f"{final['samples_per_s']:,.0f} samples/s" if final.get("samples_per_s") else "resumed after training"
     log(f"{name}: best epoch {final['best_epoch']}  dev GAUC {d['gauc']:.4f}  test logloss {t['logloss']:.5f} "
-        f"AUC {t['auc']:.4f} GAUC {t['gauc']:.4f}  ({final['samples_per_s']:,.0f} samples/s)  -> {run_dir / 'metrics.json'}")
+        f"AUC {t['auc']:.4f} GAUC {t['gauc']:.4f}  ({speed})  -> {run_dir / 'metrics.json'}")
     return final
 
 

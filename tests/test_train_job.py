@@ -39,3 +39,17 @@ def test_gpu_requested_without_gpu_fails_fast(generated, tmp_path):
     spec = parse_args(["--data", str(generated / "spec.yaml"), "--gpu", "--out", str(tmp_path)])
     with pytest.raises(ConfigError, match="--gpu: the Ray cluster has no GPU"):
         run(spec)
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_run_restarts_from_checkpoint_and_rerun_resumes(generated, tmp_path):
+    args = [
+        "--data", str(generated / "spec.yaml"), "--workers", "2", "--epochs", "2", "--batch-size", "1024",
+        "--hidden-units", "16", "--out", str(tmp_path), "--name", "ft", "--shuffle-buffer", "0",
+    ]
+    final = run(parse_args(args + ["--max-failures", "1", "--fail-at-epoch", "1"]), log=lambda s: None)
+    assert (tmp_path / "ft" / ".fault_injected").exists()  # a worker really died after epoch 1
+    assert [h["epoch"] for h in final["history"]] == [1, 2]  # epoch 1 was not trained twice
+    # the same command again: the run is found by name and finishes from its last checkpoint
+    again = run(parse_args(args), log=lambda s: None)
+    assert again["history"] == final["history"] and again["test"] == final["test"]

@@ -96,7 +96,10 @@ def test_gradients_reach_the_pruner(formulation, mode):
     assert model.embedding.table.weight.grad.is_sparse
 
 
-def test_domain_mode_runs_the_pruner_once_per_domain():
+def test_domain_mode_runs_the_pruner_once_per_domain(monkeypatch):
+    import adasparse.layers.pruner as pruner_mod
+
+    monkeypatch.setattr(pruner_mod, "DOMAIN_DEDUP_MIN_ROWS", 0)  # de-duplicate even this small batch
     torch.manual_seed(0)
     cfg = make_model_config(input="domain")
     model = build_model(cfg).eval()
@@ -162,3 +165,27 @@ def test_ratios_are_the_row_mean_of_one_minus_l1_over_n(mode):
     assert out.ratios.tolist() == pytest.approx(expected, abs=1e-6)
     assert max(expected) > 0  # the example prunes something
     assert layer_sparsity(model.masks(cat, num)) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_domain_mode_per_row_and_deduplicated_paths_agree(formulation, monkeypatch):
+    """Small batches compute π row by row, large ones once per domain: same values and gradients."""
+    import adasparse.layers.pruner as pruner_mod
+
+    cfg = make_model_config(formulation=formulation, input="domain", alpha_init=3.0, alpha_max=5.0)
+    cat, num, label = random_batch(cfg, n=300, seed=3)
+    results = []
+    for threshold in (10**9, 0):
+        monkeypatch.setattr(pruner_mod, "DOMAIN_DEDUP_MIN_ROWS", threshold)
+        torch.manual_seed(0)
+        model = build_model(cfg).train()
+        out = model(cat, num)
+        model.objective(out, label).total.backward()
+        grads = [p.grad.to_dense() if p.grad.is_sparse else p.grad for p in model.parameters()]
+        results.append((out.logits.detach(), out.ratios.detach(), [m.clone() for m in out.prune.row_gates()], grads))
+    (l0, r0, m0, g0), (l1, r1, m1, g1) = results
+    torch.testing.assert_close(l1, l0)
+    torch.testing.assert_close(r1, r0)
+    assert all(torch.equal(a, b) for a, b in zip(m0, m1))
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -116,3 +116,34 @@ class DomainPrune(torch.autograd.Function):
             g_gate = torch.outer(w_rows, layer_mean @ g_kept)
         g_u = factors_backward(g_pi, g_gate, s, gate, form, alpha, beta)
         return g_u @ weight, g_u.t() @ e_u, g_u.sum(0), None, None, None, None, None, None, None
+
+
+class RowsPrune(torch.autograd.Function):
+    """``domain``-mode factors computed for every row (no de-duplication): for small batches,
+    where sorting out the distinct domains and gathering back costs more than the FC itself.
+    Same values and gradients as :class:`DomainPrune` (π depends on e_d alone either way).
+    Returns (π (B, ΣN_l), kept (L,), gate (B, ΣN_l))."""
+
+    @staticmethod
+    @_FP32_FWD
+    def forward(ctx, e_d, weight, bias, layer_mean, form: int, alpha: float, beta: float, epsilon: float):
+        u = torch.addmm(bias, e_d, weight.t())
+        s, pi, gate = factors_forward(u, form, alpha, beta, epsilon)
+        if gate is pi:  # Binarization: π is the gate; a separate output object keeps π differentiable
+            gate = gate.clone()
+        kept = gate.mean(0) @ layer_mean
+        ctx.save_for_backward(e_d, weight, layer_mean, s, gate)
+        ctx.args = (form, alpha, beta)
+        ctx.mark_non_differentiable(gate)
+        return pi, kept, gate
+
+    @staticmethod
+    @_BWD
+    def backward(ctx, g_pi, g_kept, _g_gate):
+        e_d, weight, layer_mean, s, gate = ctx.saved_tensors
+        form, alpha, beta = ctx.args
+        g_gate = None
+        if g_kept is not None and form != SCALING:
+            g_gate = (layer_mean @ g_kept / s.shape[0]).expand_as(s)
+        g_u = factors_backward(g_pi, g_gate, s, gate, form, alpha, beta)
+        return g_u @ weight, g_u.t() @ e_d, g_u.sum(0), None, None, None, None, None

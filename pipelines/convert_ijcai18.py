@@ -8,7 +8,8 @@ each is transformed and appended to the current shard, and a new shard starts ev
 Columns written (``-1`` stays the missing marker; the spec lists it):
 * the id/level columns as they are (categorical), ``context_timestamp`` (time), ``is_trade`` (label);
 * ``item_category_1``: the second entry of ``item_category_list`` (the first is the same root
-  category for nearly all items), ``item_category_last``: its last entry;
+  category for nearly all items; the first where there is only one), ``item_category_last``:
+  its last entry; ``-1`` for an empty list;
 * ``item_property_count``: the number of entries of ``item_property_list`` (numeric);
 * ``predict_category_hit``: 1 if one of the item's categories appears among the query's
   predicted categories in ``predict_category_property`` (``cat:prop,prop;cat:...``), else 0;

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from adasparse.config import CategoricalField, FeatureConfig, ModelConfig, OptimConfig

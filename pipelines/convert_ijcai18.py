@@ -63,14 +63,10 @@ def _convert_options() -> pacsv.ConvertOptions:
     return pacsv.ConvertOptions(column_types=types, include_columns=list(COLUMNS), strings_can_be_null=False)
 
 
-def _split_lists(col: pa.Array, sep: str) -> pa.ListArray:
-    return pc.split_pattern(col, sep)
-
-
 def transform(batch: pa.RecordBatch) -> pa.Table:
     """One batch of the raw text's columns → the Parquet columns described in the module doc."""
     t = pa.Table.from_batches([batch])
-    cats = _split_lists(t["item_category_list"].combine_chunks(), ";")
+    cats = pc.split_pattern(t["item_category_list"].combine_chunks(), ";")
     offsets = cats.offsets.to_numpy()
     flat = cats.flatten()
     lengths = np.diff(offsets)
@@ -83,10 +79,10 @@ def transform(batch: pa.RecordBatch) -> pa.Table:
         cat_last = pc.if_else(has, flat.take(pa.array(np.where(lengths > 0, last_idx, 0))), pa.scalar("-1"))
     else:
         cat_first = cat_last = pa.array(["-1"] * len(cats))
-    props = _split_lists(t["item_property_list"].combine_chunks(), ";")
+    props = pc.split_pattern(t["item_property_list"].combine_chunks(), ";")
     prop_count = pc.list_value_length(props).cast(pa.float64())
     # predicted categories: "cat:prop,prop;cat:-1;..." -> set of cats per row; hit if any item category is in it
-    pred = _split_lists(t["predict_category_property"].combine_chunks(), ";")
+    pred = pc.split_pattern(t["predict_category_property"].combine_chunks(), ";")
     pred_flat = pc.list_element(pc.split_pattern(pred.flatten(), ":"), 0)
     pred_rows = np.repeat(np.arange(len(pred)), np.diff(pred.offsets.to_numpy()))
     cat_rows = np.repeat(np.arange(len(cats)), lengths)

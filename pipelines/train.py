@@ -85,7 +85,6 @@ def _gather_metrics(acc):
 
 
 def _evaluate(model, shard, batch_size: int):
-    import numpy as np
     import torch
 
     from adasparse.metrics import CTRMetrics

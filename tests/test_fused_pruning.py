@@ -45,7 +45,6 @@ def test_instance_prune_matches_reference(form, alpha):
 @pytest.mark.parametrize("form", FORMS)
 def test_domain_prune_matches_reference(form):
     g = torch.Generator().manual_seed(2)
-    widths = [6, 4]
     e0, w0, b0 = torch.randn(5, 8, generator=g), torch.randn(10, 8, generator=g), torch.randn(10, generator=g)
     inverse = torch.tensor([0, 1, 1, 2, 3, 4, 4, 4, 0, 2, 1])
     counts = torch.bincount(inverse)

@@ -12,7 +12,6 @@ from adasparse.model import build_model
 from adasparse.optim import build_optimizer
 from adasparse.trainer import evaluate, fit
 from pipelines.ingest import open_source, read_split, time_cuts, train_batches, unwrap_data_error
-from pipelines.sources import DataError
 from pipelines.spec import load_spec, parse_spec
 
 ALI_CCP = Path(__file__).resolve().parents[2] / "shared" / "data" / "ali-ccp"

@@ -10,12 +10,22 @@ import argparse
 import sys
 from pathlib import Path
 
+# the README's first command: a few million rows, 2 workers, about 10 minutes on 2 cores
+DEMO_ROWS = 2_000_000
+DEMO_BATCH = 512
+
 
 def _demo(args: argparse.Namespace) -> int:
-    from adasparse.experiment import demo, set_threads
+    if args.in_memory:  # the model library alone: one process, no Ray
+        from adasparse.experiment import demo, set_threads
 
-    set_threads()
-    demo(Path(args.out), rows=args.rows, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+        set_threads()
+        demo(Path(args.out), rows=args.rows, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+        return 0
+    from pipelines.demo import run_demo
+
+    run_demo(args.out, rows=args.rows, epochs=args.epochs, batch_size=args.batch_size, workers=args.workers,
+             seed=args.seed, address=args.address)
     return 0
 
 
@@ -70,12 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adasparse", description="AdaSparse multi-domain CTR prediction")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="distributed training on Ray Train (see 'adasparse train --help')")
-    d = sub.add_parser("demo", help="train DNN and AdaSparse on generated data in one process and compare")
-    d.add_argument("--rows", type=int, default=600_000, help="rows to generate (split 4:1:1 by time)")
+    sub.add_parser("tune", help="Ray Tune sweep of the training job against dev GAUC (see 'adasparse tune --help')")
+    d = sub.add_parser("demo", help="generate data, train DNN and AdaSparse (Fusion) on local Ray Train, compare them")
+    d.add_argument("--rows", type=int, default=DEMO_ROWS, help="rows to generate (split 4:1:1 by time)")
     d.add_argument("--epochs", type=int, default=2)
-    d.add_argument("--batch-size", type=int, default=256)
+    d.add_argument("--batch-size", type=int, default=DEMO_BATCH)
+    d.add_argument("--workers", type=int, default=2, help="Ray Train workers")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--out", default="runs/demo", help="directory for metrics.json")
+    d.add_argument("--out", default="runs/demo", help="directory for data, runs and comparison.json")
+    d.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    d.add_argument("--in-memory", action="store_true", help="the model library alone: one process, no Ray (default rows 600k)")
     d.set_defaults(func=_demo)
 
     g = sub.add_parser("generate", help="write synthetic multi-domain CTR data as Parquet shards (Ray tasks) + spec.yaml")
@@ -109,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.train import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] == ["tune"]:  # so does the sweep (pipelines/tune.py)
+        from pipelines.tune import main as tune_main
+
+        return tune_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "demo" and args.rows < 60:
         print("adasparse: --rows must be at least 60", file=sys.stderr)

@@ -157,13 +157,15 @@ class OptimConfig(StrictModel):
 
 def format_validation_error(err: ValidationError, source: str) -> str:
     """One line: ``source: key.path: message`` for the first error (and a count of the rest)."""
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+    errors = err.errors()
+    # an unknown key first: a misspelt key usually explains the "field required" beside it
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = ".".join(str(p) for p in first["loc"])  # empty for whole-object checks, whose message names the keys
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
-    more = len(err.errors()) - 1
-    return f"{source}: {loc}: {msg}" + (f" (and {more} more)" if more else "")
+    more = len(errors) - 1
+    return f"{source}: {loc + ': ' if loc else ''}{msg}" + (f" (and {more} more)" if more else "")
 
 
 def validate(cls: type[StrictModel], data: Any, source: str = "config"):

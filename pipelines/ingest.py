@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 from pyarrow.fs import FSSpecHandler, PyFileSystem
+from ray.data.extensions.tensor_extension import ArrowTensorArray
 
 from pipelines.sources import DataError, DataSource, open_source
 from pipelines.spec import DatasetSpec
@@ -143,13 +144,18 @@ class _Encode:
     def __init__(self, spec: DatasetSpec, lo: float, hi: float):
         self.spec, self.lo, self.hi = spec, lo, hi
 
-    def __call__(self, table: pa.Table) -> dict[str, np.ndarray]:
+    def __call__(self, table: pa.Table) -> dict[str, np.ndarray] | pa.Table:
         if self.spec.time is not None and (self.lo > -np.inf or self.hi < np.inf):
             t = time_values(table[self.spec.time]) if table.num_rows else np.zeros(0, np.int64)
             keep = (t >= self.lo) & (t < self.hi)
             if not keep.all():
                 table = table.filter(pa.array(keep))
-        return encode_table(table, self.spec)
+        out = encode_table(table, self.spec)
+        if table.num_rows == 0:
+            # Ray Data turns an empty 2-D array into pickled objects (a warning and a schema
+            # unlike every other block): hand it a typed empty table instead
+            return pa.table({k: ArrowTensorArray.from_numpy(v, column_name=k) if v.ndim > 1 else pa.array(v) for k, v in out.items()})
+        return out
 
 
 def read_split(source: DataSource, split: str, cuts: TimeCuts | None, *, shuffle_files: bool = False) -> ray.data.Dataset:

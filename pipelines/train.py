@@ -21,16 +21,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from adasparse.config import ConfigError, ModelConfig, StrictModel, load_yaml, validate
+
+
+PROGRESS_EVERY_S = 15.0  # rank 0 prints rows/s, loss and data wait this often
 
 
 class RunSpec(StrictModel):
@@ -43,6 +48,11 @@ class RunSpec(StrictModel):
     backbone: Literal["dnn", "dcnv2"] = "dnn"
     hidden_units: list[int] = Field(default_factory=lambda: [128, 64, 32])
     embedding_dim: int = Field(default=16, ge=1)
+    beta: float = Field(default=2.0, ge=1.0, description="β of eqs. 6 and 8")
+    epsilon: float = Field(default=0.25, gt=0.0, description="ε of eqs. 5 and 8")
+    r_min: float = Field(default=0.15, ge=0.0, lt=1.0, description="sparsity boundary, eq. 10")
+    r_max: float = Field(default=0.25, gt=0.0, le=1.0, description="sparsity boundary, eq. 10")
+    alpha_anneal_steps: int = Field(default=20_000, ge=1, description="steps for α to rise from 0.1 to 5")
     epochs: int = Field(default=2, ge=1)
     batch_size: int = Field(default=256, ge=1)
     lr: float = Field(default=1e-3, gt=0)
@@ -56,6 +66,12 @@ class RunSpec(StrictModel):
     max_failures: int = Field(default=0, ge=0, description="worker failures to recover from (restart from the last checkpoint)")
     fail_at_epoch: int | None = Field(default=None, ge=1, description="fault injection: one worker dies once after this epoch")
 
+    @model_validator(mode="after")
+    def _boundary(self) -> "RunSpec":
+        if self.r_min >= self.r_max:
+            raise ValueError(f"r_min ({self.r_min}) must be below r_max ({self.r_max})")
+        return self
+
 
 def model_config(run: RunSpec, features) -> ModelConfig:
     return ModelConfig(
@@ -64,7 +80,8 @@ def model_config(run: RunSpec, features) -> ModelConfig:
         hidden_units=run.hidden_units,
         features=features,
         embedding={"dim": run.embedding_dim},
-        pruner={"formulation": run.formulation, "input": run.pruner_input},
+        pruner={"formulation": run.formulation, "input": run.pruner_input, "beta": run.beta, "epsilon": run.epsilon,
+                "r_min": run.r_min, "r_max": run.r_max, "alpha_anneal_steps": run.alpha_anneal_steps},
     )
 
 
@@ -84,25 +101,46 @@ def _gather_metrics(acc):
     return CTRMetrics.from_states(states)
 
 
+def _tensor(a, device):
+    """A batch column as a tensor on ``device`` (zero-copy on CPU: the batch is never written)."""
+    import torch
+
+    with warnings.catch_warnings():  # Ray hands out read-only arrays; we only read them
+        warnings.simplefilter("ignore", UserWarning)
+        t = torch.from_numpy(a)
+    return t if device.type == "cpu" else t.to(device, non_blocking=True)
+
+
 def _evaluate(model, shard, batch_size: int):
     import torch
 
     from adasparse.metrics import CTRMetrics
 
+    device = next(model.parameters()).device
     model.eval()
     acc, pruned, rows = CTRMetrics(), None, 0
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
         for b in shard.iter_batches(batch_size=max(batch_size, 4096), batch_format="numpy"):
-            out = model(torch.from_numpy(b["cat_ids"]), torch.from_numpy(b["numeric"]))
-            acc.update(b["domain"], b["label"], logits=out.logits.numpy())
+            out = model(_tensor(b["cat_ids"], device), _tensor(b["numeric"], device))
+            acc.update(b["domain"], b["label"], logits=out.logits.float().cpu().numpy())
             if out.ratios is not None:
-                r = out.ratios.numpy() * len(b["label"])
+                r = out.ratios.float().cpu().numpy() * len(b["label"])
                 pruned = r if pruned is None else pruned + r
             rows += len(b["label"])
     model.train()
     merged = _gather_metrics(acc)
     sparsity = [] if pruned is None else (pruned / max(rows, 1)).tolist()
     return merged, sparsity
+
+
+def _quiet_report_log() -> None:
+    """Ray Train logs every report (all metrics, every rank) at INFO: noise beside our progress
+    lines. Its logger is named by the module's file path (Ray 2.60); nothing else is silenced."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def train_loop(cfg: dict) -> None:
@@ -117,30 +155,38 @@ def train_loop(cfg: dict) -> None:
     from adasparse.config import ModelConfig, OptimConfig
     from adasparse.model import build_model
     from adasparse.optim import build_optimizer
+    from adasparse.parallel import GradientAverager
 
+    _quiet_report_log()
     torch.manual_seed(cfg["seed"])
     model_cfg = ModelConfig.model_validate(cfg["model"])
-    model = build_model(model_cfg)
+    device = ray.train.torch.get_device()
+    model = build_model(model_cfg).to(device)
     model.check_ids = False  # ids come from adasparse.encoding: always inside their buckets
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    wrapped = model
-    if world > 1:
-        wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
+    # data parallel: rank 0's weights everywhere, then the mean gradient every step (see
+    # adasparse.parallel for why this is not DistributedDataParallel)
+    averager = GradientAverager(model) if world > 1 else None
     opt = build_optimizer(model, OptimConfig(lr=cfg["lr"]))
+    # mixed precision on GPU: bfloat16 autocast (same exponent range as float32, no loss scaling)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     best: dict | None = None
     history: list = []
     start = 1
     resumed = ray.train.get_checkpoint()
     if resumed is not None:  # a rerun of the same run name, or a restart after a worker failure
         with resumed.as_directory() as d:
-            state = torch.load(os.path.join(d, "state.pt"), weights_only=True)  # tensors only, no pickled objects
+            # tensors only, no pickled objects
+            state = torch.load(os.path.join(d, "state.pt"), weights_only=True, map_location=device)
             meta = json.loads(open(os.path.join(d, "meta.json")).read())
         model.load_state_dict(state["model"])
         if "optim" in state:
             opt.load_state_dict(state["optim"])
         best = {"epoch": meta["best_epoch"], "dev": meta["best_dev"], "sparsity": meta["best_sparsity"], "state": state["best_model"]}
         history, start = meta["history"], meta["epoch"] + 1
+    if averager is not None:
+        averager.broadcast_parameters(model)
 
     def save(extra: dict, with_optim: bool, files: dict | None = None):
         """Rank 0 writes a checkpoint directory (others return None)."""
@@ -161,24 +207,44 @@ def train_loop(cfg: dict) -> None:
     for epoch in range(start, cfg["epochs"] + 1):
         shard = ray.train.get_dataset_shard("train")
         t0 = time.perf_counter()
-        losses, n = [], 0
-        for b in shard.iter_batches(
+        losses, n, wait, sync, shown = [], 0, 0.0, 0.0, t0
+        it = iter(shard.iter_batches(
             batch_size=cfg["batch_size"], batch_format="numpy",
             local_shuffle_buffer_size=cfg["shuffle_buffer"] or None, local_shuffle_seed=cfg["seed"] + epoch,
-        ):
+        ))
+        while True:
+            tw = time.perf_counter()
+            b = next(it, None)
+            wait += time.perf_counter() - tw
+            if b is None:
+                break
             opt.zero_grad()
-            out = wrapped(torch.from_numpy(b["cat_ids"]), torch.from_numpy(b["numeric"]))
-            obj = model.objective(out, torch.from_numpy(b["label"]))
+            with amp:
+                out = model(_tensor(b["cat_ids"], device), _tensor(b["numeric"], device))
+                obj = model.objective(out, _tensor(b["label"], device))
             obj.total.backward()
+            if averager is not None:
+                ts = time.perf_counter()
+                averager.average()
+                sync += time.perf_counter() - ts
             opt.step()
             losses.append(float(obj.total.detach()))
             n += len(b["label"])
-        busy += time.perf_counter() - t0
+            if rank == 0 and time.perf_counter() - shown > PROGRESS_EVERY_S:
+                shown = time.perf_counter()
+                el = shown - t0
+                # sys.stdout, not print: Ray Train's patched print would emit every line twice
+                sys.stdout.write(f"[train] epoch {epoch}: {n * world:,} rows, {n * world / el:,.0f} rows/s, "
+                                 f"loss {np.mean(losses[-200:]):.4f}, waiting for data {100 * wait / el:.0f}% of the time\n")
+                sys.stdout.flush()
+        train_s = time.perf_counter() - t0
+        busy += train_s
         seen += n
         dev, sparsity = _evaluate(model, ray.train.get_dataset_shard("dev"), cfg["batch_size"])
         dev_m = dev.compute()
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-               "rows_per_s_worker": n / max(time.perf_counter() - t0, 1e-9),
+               "rows_per_s_worker": n / max(train_s, 1e-9), "data_wait_s": wait, "grad_sync_s": sync,
+               "train_s": train_s, "threads": torch.get_num_threads(),
                **{f"dev_{k}": v for k, v in dev_m.items()}, "sparsity": sparsity}
         history.append(row)
         if best is None or dev_m["gauc"] > best["dev"]["gauc"]:
@@ -212,7 +278,8 @@ def train_loop(cfg: dict) -> None:
     # stream; its reported metrics stay small. Rerunning a finished run re-evaluates from it.
     checkpoint = save({"epoch": cfg["epochs"], "final": True}, with_optim=False, files={"final.json": final})
     ray.train.report(
-        {"final": True, "epoch": best["epoch"], "dev_gauc": best["dev"]["gauc"], "test_gauc": final["test"]["gauc"]},
+        # no "epoch" key: an epoch-based scheduler (ASHA in adasparse tune) must not read this as one
+        {"final": True, "best_epoch": best["epoch"], "dev_gauc": best["dev"]["gauc"], "test_gauc": final["test"]["gauc"]},
         checkpoint=checkpoint,
     )
 
@@ -220,7 +287,11 @@ def train_loop(cfg: dict) -> None:
 # --- driver ---------------------------------------------------------------------------------
 
 
-def run(spec: RunSpec, log=print) -> dict:
+def run(spec: RunSpec, log=print, callbacks: list | None = None, cpu_budget: float | None = None) -> dict:
+    """Train, pick the best epoch, test it, write ``OUT/NAME/metrics.json``; returns its content.
+
+    ``callbacks``: extra Ray Train callbacks (``adasparse tune`` forwards reports to Tune);
+    ``cpu_budget``: CPUs this run may use (default: the whole cluster)."""
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -238,7 +309,7 @@ def run(spec: RunSpec, log=print) -> dict:
     datasets = {s: read_split(source, s, cuts, shuffle_files=(s == "train")) for s in ("train", "dev", "test")}
     name = spec.name or f"{spec.model}-{spec.formulation if spec.model == 'adasparse' else spec.backbone}"
     out = Path(spec.out).resolve()
-    cpus = ray.cluster_resources().get("CPU", 1)
+    cpus = cpu_budget or ray.cluster_resources().get("CPU", 1)
     # leave about one CPU to Ray Data's read/encode tasks, or the workers starve ingest forever
     per_worker = max(0.1, min(1.0, (cpus - 1) / spec.workers)) if not spec.gpu else 1.0
     cfg = {
@@ -258,6 +329,7 @@ def run(spec: RunSpec, log=print) -> dict:
             storage_path=str(out),
             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="dev_gauc", checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=spec.max_failures),
+            callbacks=list(callbacks or []),
         ),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split="all"),
@@ -285,8 +357,8 @@ def run(spec: RunSpec, log=print) -> dict:
     return final
 
 
-def parse_args(argv: list[str] | None = None) -> RunSpec:
-    p = argparse.ArgumentParser(prog="adasparse train", description="train AdaSparse or the plain backbone on Ray Train")
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """``--config`` plus one flag per :class:`RunSpec` key (shared with ``adasparse tune``)."""
     p.add_argument("--config", help="YAML run config with the same keys (flags override it)")
     for key, field in RunSpec.model_fields.items():
         flag = "--" + key.replace("_", "-")
@@ -296,12 +368,22 @@ def parse_args(argv: list[str] | None = None) -> RunSpec:
             p.add_argument(flag, type=lambda s: [int(x) for x in s.split(",")], default=None, help="e.g. 128,64,32")
         else:
             p.add_argument(flag, default=None)
-    args = vars(p.parse_args(argv))
-    base = load_yaml(args.pop("config")) if args.get("config") else {}
+
+
+def run_options(args: dict) -> dict:
+    """The options given: the ``--config`` file's keys overridden by the flags set (unvalidated)."""
+    base = load_yaml(args["config"]) if args.get("config") else {}
     if base is None:
         base = {}
-    merged = {**base, **{k: v for k, v in args.items() if v is not None}}
-    return validate(RunSpec, merged, "options")
+    if not isinstance(base, dict):
+        raise ConfigError(f"{args['config']}: expected a mapping of run options")
+    return {**base, **{k: v for k, v in args.items() if k in RunSpec.model_fields and v is not None}}
+
+
+def parse_args(argv: list[str] | None = None) -> RunSpec:
+    p = argparse.ArgumentParser(prog="adasparse train", description="train AdaSparse or the plain backbone on Ray Train")
+    add_run_options(p)
+    return validate(RunSpec, run_options(vars(p.parse_args(argv))), "options")
 
 
 def main(argv: list[str] | None = None) -> int:

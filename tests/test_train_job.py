@@ -1,11 +1,11 @@
-"""The distributed training job end to end on local Ray: 2 DDP workers, exact merged metrics."""
+"""The distributed training job end to end on local Ray: 2 data-parallel workers, exact merged metrics."""
 
 import json
 
 import pytest
 
 from adasparse.config import ConfigError
-from pipelines.train import parse_args, run
+from pipelines.train import model_config, parse_args, run
 
 
 def test_options_from_flags_and_yaml(tmp_path):
@@ -17,6 +17,18 @@ def test_options_from_flags_and_yaml(tmp_path):
         parse_args(["--data", "d.yaml", "--workers", "0"])
     with pytest.raises(ConfigError, match="options: model: Input should be 'dnn' or 'adasparse'"):
         parse_args(["--data", "d.yaml", "--model", "xgboost"])
+    with pytest.raises(ConfigError, match=r"^options: r_min \(0.3\) must be below r_max \(0.2\)$"):
+        parse_args(["--data", "d.yaml", "--r-min", "0.3", "--r-max", "0.2"])
+    with pytest.raises(ConfigError, match="options: beta: Input should be greater than or equal to 1"):
+        parse_args(["--data", "d.yaml", "--beta", "0.5"])
+
+
+def test_pruner_options_reach_the_model_config(features):
+    spec = parse_args(["--data", "d.yaml", "--beta", "3", "--epsilon", "0.1", "--r-min", "0.05", "--r-max", "0.1",
+                       "--alpha-anneal-steps", "500", "--formulation", "scaling"])
+    pruner = model_config(spec, features).pruner
+    assert (pruner.beta, pruner.epsilon, pruner.r_min, pruner.r_max, pruner.alpha_anneal_steps, pruner.formulation) == (
+        3.0, 0.1, 0.05, 0.1, 500, "scaling")
 
 
 @pytest.mark.slow

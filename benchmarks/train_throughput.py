@@ -1,0 +1,122 @@
+"""End-to-end training throughput: the Ray job (Ray Data → Ray Train workers) against a plain
+single-process PyTorch loop over the same train rows already in memory, side by side in one run.
+
+Both train the same model (AdaSparse Fusion on the DNN backbone by default) for one epoch at
+each batch size, with sparse Adam for the table. The plain loop uses every core for PyTorch's
+intra-op threads (``torch.set_num_threads(cores)``), the Ray job spreads the same cores over
+its train workers and Ray Data; rows are identical (the train split, encoded by the same
+:func:`pipelines.transforms.encode_table`). Figures:
+
+* samples/s of each and their ratio (goal ≥ 0.9×); the Ray figure is the job's own
+  ``samples_per_s`` (rows / the workers' mean time in the train loop, start-up and dev
+  evaluation excluded) and, beside it, rows / wall time of the whole ``fit`` call;
+* where a Ray worker's train-loop time goes (rank 0): waiting for the next batch from Ray
+  Data, gradient averaging across workers, and the rest (forward, backward, optimiser).
+
+    python benchmarks/train_throughput.py --rows 1000000 --batch-sizes 256,8192 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+
+def load_train_split(spec_path: str):
+    """The train split encoded in memory (pyarrow, no Ray), as the plain loop's input."""
+    from pipelines.ingest import time_cuts
+    from pipelines.sources import open_source
+    from pipelines.spec import load_spec
+    from pipelines.transforms import encode_table, time_values
+
+    src = open_source(load_spec(spec_path))
+    cuts = time_cuts(src)
+    parts = []
+    for path in src.files:
+        with src.fs.open(path, "rb") as fh:
+            t = pq.read_table(fh, columns=src.spec.columns)
+        keep = time_values(t[src.spec.time]) < cuts.train_end
+        parts.append(encode_table(t.filter(pa.array(keep)), src.spec))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def plain_loop(model_cfg, data: dict, batch_size: int, seed: int = 0) -> float:
+    """Samples/s of one epoch of the reference loop (shuffled rows, sparse Adam)."""
+    from adasparse.experiment import set_threads
+    from adasparse.model import build_model
+    from adasparse.optim import build_optimizer
+
+    set_threads()
+    torch.manual_seed(seed)
+    model = build_model(model_cfg).train()
+    model.check_ids = False
+    opt = build_optimizer(model)
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(data["label"])))
+    cat, num, lab = (torch.from_numpy(data[k]) for k in ("cat_ids", "numeric", "label"))
+    t0 = time.perf_counter()
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        opt.zero_grad()
+        obj = model.objective(model(cat[idx], num[idx]), lab[idx])
+        obj.total.backward()
+        opt.step()
+    return len(order) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="dataset spec; default: generate --rows rows")
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--batch-sizes", default="256,8192")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--model", default="adasparse")
+    p.add_argument("--formulation", default="fusion")
+    args = p.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+    from pipelines.generate import generate
+    from pipelines.ray_env import init_ray
+    from pipelines.spec import load_spec
+    from pipelines.train import RunSpec, model_config, run
+
+    tmp = Path(tempfile.mkdtemp(prefix="adasparse-bench-"))
+    init_ray("local")
+    spec_path = args.data
+    if spec_path is None:
+        generate(str(tmp / "data"), rows=args.rows, seed=0)
+        spec_path = str(tmp / "data" / "spec.yaml")
+    data = load_train_split(spec_path)
+    features = load_spec(spec_path).features
+    print(f"train split: {len(data['label']):,} rows; {os.cpu_count()} cores; {args.workers} Ray Train workers")
+    rows = []
+    for bs in [int(b) for b in args.batch_sizes.split(",")]:
+        spec = RunSpec(data=spec_path, model=args.model, formulation=args.formulation, epochs=1, batch_size=bs,
+                       workers=args.workers, out=str(tmp / "runs"), name=f"bench-{bs}")
+        ref = plain_loop(model_config(spec, features), data, bs)
+        t0 = time.perf_counter()
+        final = run(spec, log=lambda _: None)
+        wall = time.perf_counter() - t0
+        h = final["history"][0]
+        busy = h["train_s"]
+        rows.append((bs, ref, final["samples_per_s"], len(data["label"]) / wall, h["data_wait_s"] / busy,
+                     h.get("grad_sync_s", 0.0) / busy))
+    print(f"\n{'batch':>6} | {'plain loop':>12} | {'Ray train loop':>14} | {'ratio':>6} | {'Ray incl. start-up':>18} | "
+          f"{'ratio':>6} | rank-0 loop time: data wait / grad sync / compute")
+    for bs, ref, ray_sps, ray_wall, wait, sync in rows:
+        print(f"{bs:>6} | {ref:>10,.0f}/s | {ray_sps:>12,.0f}/s | {ray_sps / ref:>5.2f}x | {ray_wall:>16,.0f}/s | "
+              f"{ray_wall / ref:>5.2f}x | {100 * wait:.0f}% / {100 * sync:.0f}% / {100 * (1 - wait - sync):.0f}%")
+    import ray
+
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""``adasparse tune``: Ray Tune sweeps of the training job against dev GAUC.
+
+    adasparse tune --space tune_spaces/paper_adasparse.yaml --trials 16 --data DIR/spec.yaml --epochs 3 --out sweeps
+
+Every trial is the training job itself (:func:`pipelines.train.run`): a Tune function trial
+(0.01 CPU) builds the ``TorchTrainer`` with ``TuneReportCallback`` (the Ray Train V2 pattern),
+so each epoch's dev LogLoss/AUC/GAUC reaches Tune. The metric is dev GAUC; ASHA stops weak
+trials at epoch milestones (``scheduler`` in the space); the search is Optuna's TPE by
+default (``search: optuna``), or random sampling, or a full grid. Trials run side by side as
+far as the cluster allows: each needs ``workers`` CPUs for its workers plus one for Ray Data
+(GPU runs: ``workers`` GPUs), and on 2 CPUs one trial runs at a time with fractional workers.
+
+Output under ``OUT/NAME`` (NAME defaults to the space's name): ``results.csv`` and the table
+on stdout (trial, parameters, best dev GAUC, epochs run, test GAUC of finished trials),
+``best.yaml`` (a run config: ``adasparse train --config best.yaml`` trains the winner as is),
+``best.json`` (its parameters, dev and test metrics), ``trials/<trial>/metrics.json`` for each
+trial, and ``sparsity_boundary.png`` (dev GAUC against boundary, as Fig. 3(d)) when the space
+searches the boundary. Rerunning the same command resumes an interrupted sweep: finished
+trials are kept, unfinished ones continue from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import yaml
+
+from adasparse.config import ConfigError, validate
+from pipelines.train import RunSpec, add_run_options, run, run_options
+from pipelines.tune_space import TuneSpace, boundary_label, load_space, parse_boundary, trial_options
+
+METRIC = "dev_gauc"
+
+
+def concurrency(cluster: dict, workers: int, gpu: bool) -> tuple[int, float]:
+    """(trials at a time, CPUs each trial may use): workers + 1 CPU for ingest per trial."""
+    cpus = cluster.get("CPU", 1.0)
+    if gpu:
+        n = max(1, int(cluster.get("GPU", 0) // workers))
+    else:
+        n = max(1, int(cpus // (workers + 1)))
+    return n, cpus / n
+
+
+def _param_space(space: TuneSpace) -> dict:
+    from ray import tune
+
+    out = {}
+    for key, dom in space.params.items():
+        values = dom.values
+        if key == "sparsity_boundary":
+            values = [boundary_label(v) for v in values]
+        out[key] = {
+            "uniform": lambda v: tune.uniform(*v),
+            "loguniform": lambda v: tune.loguniform(*v),
+            "choice": tune.choice,
+            "grid": tune.grid_search,
+        }[dom.kind](values)
+    return out
+
+
+def _trial(config: dict, base: dict, trials_dir: str, cpu_budget: float) -> None:
+    """One Tune trial: the training job with this trial's parameters, reporting to Tune."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    opts = {**base, **trial_options(config)}
+    name = ray.tune.get_context().get_trial_id()
+    spec = RunSpec.model_validate({**opts, "out": trials_dir, "name": name, "address": None})
+    run(spec, log=lambda s: print(s, flush=True), callbacks=[TuneReportCallback()], cpu_budget=cpu_budget)
+
+
+def _searcher(space: TuneSpace, seed: int):
+    if space.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(metric=METRIC, mode="max", seed=seed)
+    return None  # random sampling and grids: Tune's basic variant generator
+
+
+def _scheduler(space: TuneSpace, epochs: int):
+    if space.scheduler is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    # max_t above the last epoch: a trial that reaches its end finishes (test evaluation) instead of being stopped
+    return ASHAScheduler(time_attr="epoch", max_t=epochs + 1, grace_period=space.scheduler.grace_period,
+                         reduction_factor=space.scheduler.reduction_factor)
+
+
+def sweep(space: TuneSpace, base: RunSpec, trials: int | None, out: str, name: str, log=print) -> dict:
+    import ray
+    from ray import tune
+
+    from pipelines.ray_env import init_ray
+
+    init_ray(base.address)
+    sweep_dir = Path(out).resolve() / name
+    trials_dir = sweep_dir / "trials"
+    n_parallel, cpu_budget = concurrency(ray.cluster_resources(), base.workers, base.gpu)
+    samples = trials or (1 if space.search == "grid" else 8)
+    base_opts = base.model_dump(exclude={"out", "name", "address"})
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, base=base_opts, trials_dir=str(trials_dir), cpu_budget=cpu_budget),
+        {"CPU": 0.01},
+    )
+    if tune.Tuner.can_restore(str(sweep_dir)):
+        log(f"resuming the sweep in {sweep_dir}")
+        tuner = tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        total = samples * space.grid_size()
+        log(f"sweep {name}: {total} trials ({space.search} search{', ASHA' if space.scheduler else ''}), "
+            f"{n_parallel} at a time, {base.workers} workers each -> {sweep_dir}")
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_param_space(space),
+            tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=_searcher(space, base.seed),
+                                        scheduler=_scheduler(space, base.epochs), num_samples=samples,
+                                        max_concurrent_trials=n_parallel, reuse_actors=False),
+            run_config=tune.RunConfig(name=name, storage_path=str(sweep_dir.parent)),
+        )
+    grid = tuner.fit()
+    return summarise(grid, space, base, sweep_dir, log)
+
+
+def _trial_rows(grid, space: TuneSpace, sweep_dir: Path) -> list[dict]:
+    rows = []
+    for result in grid:
+        df = result.metrics_dataframe
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        epochs = df[df["epoch"].notna()] if df is not None and "epoch" in df else None
+        best_dev = float(epochs[METRIC].max()) if epochs is not None and len(epochs) else float("nan")
+        final = sweep_dir / "trials" / trial_id / "metrics.json"
+        test = json.loads(final.read_text())["test"] if final.exists() else None
+        rows.append({
+            "trial": trial_id,
+            **{k: result.config.get(k) for k in space.params},
+            "best_dev_gauc": best_dev,
+            "epochs_run": int(epochs["epoch"].max()) if epochs is not None and len(epochs) else 0,
+            "finished": final.exists(),
+            "test_gauc": None if test is None else test["gauc"],
+            "error": None if result.error is None else str(result.error).splitlines()[0][:200],
+        })
+    return rows
+
+
+def _best_yaml(space: TuneSpace, base: RunSpec, best: dict, sweep_dir: Path) -> dict:
+    opts = {**base.model_dump(exclude={"address", "fail_at_epoch", "max_failures"}),
+            **trial_options({k: best[k] for k in space.params})}
+    opts["out"] = str(sweep_dir / "best")
+    opts["name"] = "best"
+    return validate(RunSpec, opts, "best.yaml").model_dump(exclude_none=True)
+
+
+def _plot_boundary(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = sorted((parse_boundary(r["sparsity_boundary"]), r["best_dev_gauc"]) for r in rows if not math.isnan(r["best_dev_gauc"]))
+    if not points:
+        return
+    labels = sorted({p for p, _ in points})
+    x = {p: i for i, p in enumerate(labels)}
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.scatter([x[p] for p, _ in points], [g for _, g in points], color="tab:blue", alpha=0.5, label="trials")
+    means = [sum(g for p, g in points if p == lab) / sum(1 for p, _ in points if p == lab) for lab in labels]
+    ax.plot(range(len(labels)), means, marker="o", color="tab:blue", label="mean")
+    ax.set_xticks(range(len(labels)), [f"[{a:g}, {b:g}]" for a, b in labels])
+    ax.set_xlabel("sparsity ratio boundary [r_min, r_max]")
+    ax.set_ylabel("dev GAUC (best epoch)")
+    ax.set_title("Effect of the sparsity boundary (cf. paper Fig. 3(d))")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def summarise(grid, space: TuneSpace, base: RunSpec, sweep_dir: Path, log=print) -> dict:
+    rows = _trial_rows(grid, space, sweep_dir)
+    cols = ["trial", *space.params, "best_dev_gauc", "epochs_run", "test_gauc", "error"]
+    with open(sweep_dir / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    log("")
+    log("  ".join(f"{c:>16}" if c != "error" else c for c in cols))
+    for r in sorted(rows, key=lambda r: -r["best_dev_gauc"] if not math.isnan(r["best_dev_gauc"]) else math.inf):
+        cells = []
+        for c in cols:
+            v = r[c]
+            cells.append((f"{v:>16.4f}" if isinstance(v, float) else f"{'' if v is None else v!s:>16}") if c != "error" else (v or ""))
+        log("  ".join(cells))
+    ranked = [r for r in rows if not math.isnan(r["best_dev_gauc"])]
+    if not ranked:
+        raise RuntimeError(f"no trial of {sweep_dir} reported a dev GAUC; see {sweep_dir}/trials for their logs")
+    # the winner among finished trials (they have test metrics); an early-stopped one only if none finished
+    finished = [r for r in ranked if r["finished"]]
+    best = max(finished or ranked, key=lambda r: r["best_dev_gauc"])
+    best_cfg = _best_yaml(space, base, best, sweep_dir)
+    tmp = sweep_dir / "best.yaml.tmp"
+    tmp.write_text("# the best trial of the sweep: adasparse train --config best.yaml\n" + yaml.safe_dump(best_cfg, sort_keys=False))
+    tmp.replace(sweep_dir / "best.yaml")
+    trial_metrics = sweep_dir / "trials" / best["trial"] / "metrics.json"
+    saved = json.loads(trial_metrics.read_text()) if trial_metrics.exists() else {}
+    summary = {"best_trial": best["trial"], "params": {k: best[k] for k in space.params}, "best_dev_gauc": best["best_dev_gauc"],
+               "dev": saved.get("dev"), "test": saved.get("test"), "trials": rows}
+    (sweep_dir / "best.json").write_text(json.dumps(summary, indent=2, default=str))
+    if "sparsity_boundary" in space.params:
+        _plot_boundary(rows, sweep_dir / "sparsity_boundary.png")
+    t = summary["test"]
+    test = f"test LogLoss {t['logloss']:.5f} AUC {t['auc']:.4f} GAUC {t['gauc']:.4f}" if t else "no test metrics (stopped early)"
+    log(f"\nbest trial {best['trial']}: dev GAUC {best['best_dev_gauc']:.4f}, {test}")
+    log(f"results: {sweep_dir / 'results.csv'}; best run config: {sweep_dir / 'best.yaml'}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    from adasparse.cli import _user_error
+
+    p = argparse.ArgumentParser(prog="adasparse tune", description="Ray Tune sweep of the training job against dev GAUC")
+    p.add_argument("--space", required=True, help="search space YAML (see tune_spaces/)")
+    p.add_argument("--trials", type=int, help="trials to sample (grid: repeats of the whole grid); default 8, grid 1")
+    add_run_options(p)
+    args = vars(p.parse_args(argv))
+    try:
+        if args["trials"] is not None and args["trials"] < 1:
+            raise ConfigError("--trials must be at least 1")
+        space = load_space(args["space"])
+        opts = run_options(args)
+        clash = sorted(set(opts) & set(space.params) | ({"r_min", "r_max"} & set(opts) if "sparsity_boundary" in space.params else set()))
+        if clash:
+            raise ConfigError(f"--{clash[0].replace('_', '-')}: searched by {args['space']}; drop the option or the parameter")
+        base = validate(RunSpec, {**space.fixed, **opts}, "options")
+        name = opts.get("name") or space.name
+        sweep(space, base, args["trials"], base.out, name)
+    except Exception as err:
+        msg = _user_error(err)
+        if msg is None:
+            raise
+        print(f"adasparse tune: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""adasparse tune: search-space validation (one-line errors) and a small sweep end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from adasparse.config import ConfigError
+from pipelines.train import parse_args
+from pipelines.tune import concurrency, main
+from pipelines.tune_space import load_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GOOD = """name: s
+search: optuna
+fixed: {model: adasparse}
+params:
+  beta: {uniform: [1.0, 3.0]}
+  sparsity_boundary: {choice: [[0.05, 0.15], [0.15, 0.25]]}
+"""
+
+
+def _space(tmp_path, text: str) -> str:
+    p = tmp_path / "space.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_shipped_spaces_validate():
+    paper = load_space(ROOT / "tune_spaces" / "paper_adasparse.yaml")
+    assert paper.search == "optuna" and paper.scheduler is not None
+    assert set(paper.params) == {"beta", "epsilon", "sparsity_boundary", "lr", "formulation"}
+    fig3d = load_space(ROOT / "tune_spaces" / "sparsity_boundary.yaml")
+    assert fig3d.search == "grid" and fig3d.grid_size() == 6
+    assert [0.35, 0.4] in [list(p) for p in fig3d.params["sparsity_boundary"].grid]  # the paper's largest tested
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("beta: {uniform: [1.0, 3.0]}", "beta: {uniform: [0.5, 3.0]}"),
+     "params.beta.uniform[0]: 0.5: Input should be greater than or equal to 1"),
+    (("beta: {uniform: [1.0, 3.0]}", "beta: {choice: [2, 0.9]}"),
+     "params.beta.choice[1]: 0.9: Input should be greater than or equal to 1"),
+    (("beta: {uniform: [1.0, 3.0]}", "epsilon: {loguniform: [0.0, 0.5]}"), "params.epsilon: loguniform range must be positive"),
+    (("beta: {uniform: [1.0, 3.0]}", "epsilon: {choice: [0.25, 0]}"),
+     "params.epsilon.choice[1]: 0: Input should be greater than 0"),
+    (("[0.15, 0.25]", "[0.25, 0.15]"), "params.sparsity_boundary.choice[1]: sparsity boundary [0.25, 0.15] needs 0 <= r_min < r_max <= 0.5"),
+    (("[0.15, 0.25]", "[0.3, 0.6]"), "params.sparsity_boundary.choice[1]: sparsity boundary [0.3, 0.6] needs 0 <= r_min < r_max <= 0.5"),
+    (("[0.15, 0.25]", "[0.15]"), "params.sparsity_boundary.choice[1]: a sparsity boundary is a pair [r_min, r_max], got [0.15]"),
+    (("beta: {uniform: [1.0, 3.0]}", "betta: {uniform: [1.0, 3.0]}"), "params.betta: unknown or untunable parameter"),
+    (("beta: {uniform: [1.0, 3.0]}", "r_min: {uniform: [0.1, 0.2]}"),
+     "params.r_min: unknown or untunable parameter (tune the pair as sparsity_boundary)"),
+    (("beta: {uniform: [1.0, 3.0]}", "workers: {choice: [1, 2]}"), "params.workers: unknown or untunable parameter"),
+    (("beta: {uniform: [1.0, 3.0]}", "beta: {uniform: [3.0, 1.0]}"), "params.beta: uniform range [3.0, 1.0] must have low < high"),
+    (("beta: {uniform: [1.0, 3.0]}", "beta: {grid: [1.0, 3.0]}"), "grid values need search: grid"),
+    (("beta: {uniform: [1.0, 3.0]}", "beta: {uniform: [1, 2], choice: [1]}"), "give exactly one of uniform, loguniform, choice, grid"),
+    (("search: optuna", "search: bayes"), "search: Input should be 'optuna', 'random' or 'grid'"),
+    (("fixed: {model: adasparse}", "fixed: {model: adasparse, colour: red}"), "fixed.colour: not a run option"),
+    (("fixed: {model: adasparse}", "fixed: {model: transformer}"), "fixed: model: Input should be 'dnn' or 'adasparse'"),
+    (("name: s", "nom: s"), "nom: unknown key"),
+])
+def test_bad_spaces_fail_in_one_line_naming_file_and_key(tmp_path, edit, message):
+    old, new = edit
+    assert old in GOOD
+    path = _space(tmp_path, GOOD.replace(old, new))
+    with pytest.raises(ConfigError) as err:
+        load_space(path)
+    text = str(err.value)
+    assert "\n" not in text and text.startswith(path + ": ")
+    assert message in text
+
+
+def test_missing_space_file_and_clashing_flags(tmp_path, capsys):
+    assert main(["--space", str(tmp_path / "nope.yaml"), "--data", "d.yaml"]) == 2
+    assert "nope.yaml: no such search space file" in capsys.readouterr().err
+    path = _space(tmp_path, GOOD)
+    assert main(["--space", path, "--data", "d.yaml", "--beta", "2"]) == 2
+    assert f"--beta: searched by {path}" in capsys.readouterr().err
+    assert main(["--space", path, "--data", "d.yaml", "--r-min", "0.1"]) == 2
+    assert "--r-min: searched by" in capsys.readouterr().err
+
+
+def test_concurrency_follows_the_cluster():
+    assert concurrency({"CPU": 2.0}, workers=2, gpu=False) == (1, 2.0)  # 2 cores: one trial, fractional workers
+    assert concurrency({"CPU": 16.0}, workers=3, gpu=False) == (4, 4.0)  # 3 workers + 1 ingest CPU each
+    assert concurrency({"CPU": 64.0, "GPU": 8.0}, workers=2, gpu=True) == (4, 16.0)
+
+
+@pytest.mark.slow
+def test_small_sweep_writes_table_best_config_and_plot_then_resumes(generated, tmp_path, capsys):
+    space = _space(tmp_path, GOOD.replace("search: optuna", "search: optuna\nscheduler: {grace_period: 1, reduction_factor: 2}"))
+    argv = ["--space", space, "--trials", "3", "--data", str(generated / "spec.yaml"), "--epochs", "2",
+            "--batch-size", "512", "--hidden-units", "32,16", "--workers", "1", "--out", str(tmp_path / "sweeps"), "--name", "t"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    sweep = tmp_path / "sweeps" / "t"
+    rows = list(csv.DictReader(open(sweep / "results.csv")))
+    assert len(rows) == 3 and all(1 <= int(r["epochs_run"]) <= 2 for r in rows)
+    assert all(1.0 <= float(r["beta"]) <= 3.0 and r["sparsity_boundary"] in ("0.05-0.15", "0.15-0.25") for r in rows)
+    best = json.loads((sweep / "best.json").read_text())
+    top = max((r for r in rows if r["test_gauc"]), key=lambda r: float(r["best_dev_gauc"]))
+    assert best["best_trial"] == top["trial"]
+    assert best["best_dev_gauc"] == pytest.approx(float(top["best_dev_gauc"]))
+    assert best["test"]["gauc"] == pytest.approx(float(top["test_gauc"]))
+    # best.yaml is a run config that adasparse train takes as is, with the winner's parameters
+    spec = parse_args(["--config", str(sweep / "best.yaml")])
+    lo, hi = (float(x) for x in top["sparsity_boundary"].split("-"))
+    assert (spec.beta, spec.r_min, spec.r_max) == (pytest.approx(float(top["beta"])), lo, hi)
+    assert (spec.model, spec.epochs, spec.hidden_units, spec.data) == ("adasparse", 2, [32, 16], str(generated / "spec.yaml"))
+    assert (sweep / "sparsity_boundary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"best trial {best['best_trial']}" in out
+    # the same command again restores the sweep instead of starting a new one
+    assert main(argv) == 0
+    assert "resuming the sweep" in capsys.readouterr().out
+    assert len(list(csv.DictReader(open(sweep / "results.csv")))) == 3

@@ -16,7 +16,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
     addr = address or os.environ.get("RAY_ADDRESS") or "local"
     kw: dict = {"address": addr, "logging_level": logging.WARNING}
     if addr == "local":
-        kw.update(num_cpus=num_cpus, include_dashboard=False, object_store_memory=object_store_memory)
+        # the dashboard stays on: Ray's State API lives there, and Ray Train's placement-group
+        # cleaner needs it to free the CPUs of a run whose controller died (a trial stopped by
+        # ASHA); without it later trials wait for those CPUs forever
+        kw.update(num_cpus=num_cpus, object_store_memory=object_store_memory)
     ray.init(**kw)
     configure_ray_data()
 

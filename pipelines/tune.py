@@ -35,16 +35,20 @@ from pipelines.train import RunSpec, add_run_options, run, run_options
 from pipelines.tune_space import TuneSpace, boundary_label, load_space, parse_boundary, trial_options
 
 METRIC = "dev_gauc"
+TRIAL_CPU = 0.01  # the Tune function that drives one training run (Ray refuses 0)
 
 
 def concurrency(cluster: dict, workers: int, gpu: bool) -> tuple[int, float]:
-    """(trials at a time, CPUs each trial may use): workers + 1 CPU for ingest per trial."""
+    """(trials at a time, CPUs each trial's training run may use): workers + 1 CPU for ingest
+    per trial. The trial's own function holds TRIAL_CPU of its share: the training run must
+    not count it, or its workers take the CPU that Ray Data's read tasks need and ingest
+    starves (a whole CPU must stay free for a read task to start)."""
     cpus = cluster.get("CPU", 1.0)
     if gpu:
         n = max(1, int(cluster.get("GPU", 0) // workers))
     else:
         n = max(1, int(cpus // (workers + 1)))
-    return n, cpus / n
+    return n, round(cpus / n - TRIAL_CPU, 6)
 
 
 def _param_space(space: TuneSpace) -> dict:
@@ -107,7 +111,7 @@ def sweep(space: TuneSpace, base: RunSpec, trials: int | None, out: str, name: s
     base_opts = base.model_dump(exclude={"out", "name", "address"})
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=base_opts, trials_dir=str(trials_dir), cpu_budget=cpu_budget),
-        {"CPU": 0.01},
+        {"CPU": TRIAL_CPU},
     )
     if tune.Tuner.can_restore(str(sweep_dir)):
         log(f"resuming the sweep in {sweep_dir}")

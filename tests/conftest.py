@@ -46,7 +46,7 @@ def features() -> FeatureConfig:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One private local Ray for the whole test session (2 CPUs, no dashboard)."""
+    """One private local Ray for the whole test session (2 CPUs; dashboard on for the State API)."""
     import os
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

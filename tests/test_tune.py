@@ -84,9 +84,10 @@ def test_missing_space_file_and_clashing_flags(tmp_path, capsys):
 
 
 def test_concurrency_follows_the_cluster():
-    assert concurrency({"CPU": 2.0}, workers=2, gpu=False) == (1, 2.0)  # 2 cores: one trial, fractional workers
-    assert concurrency({"CPU": 16.0}, workers=3, gpu=False) == (4, 4.0)  # 3 workers + 1 ingest CPU each
-    assert concurrency({"CPU": 64.0, "GPU": 8.0}, workers=2, gpu=True) == (4, 16.0)
+    # budgets exclude the trial function's 0.01 CPU, so one whole CPU stays free for ingest
+    assert concurrency({"CPU": 2.0}, workers=2, gpu=False) == (1, 1.99)  # 2 cores: one trial, fractional workers
+    assert concurrency({"CPU": 16.0}, workers=3, gpu=False) == (4, 3.99)  # 3 workers + 1 ingest CPU each
+    assert concurrency({"CPU": 64.0, "GPU": 8.0}, workers=2, gpu=True) == (4, 15.99)
 
 
 @pytest.mark.slow

@@ -41,24 +41,30 @@ class DataSource:
         return [f for f, _ in pairs], [n for _, n in pairs]
 
 
+def s3_filesystem(endpoint_url: str | None = None, region: str | None = None, anonymous: bool = False) -> fsspec.AbstractFileSystem:
+    """s3fs with the process's environment credentials, if any, bound into the object.
+
+    Keys from the submitting process's environment travel with the filesystem object to the
+    Ray workers, whose environment may not have them; without such variables s3fs falls back
+    to its own chain (profile, instance role) on every node."""
+    kw: dict = {"anon": anonymous}
+    env = os.environ
+    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY") and not anonymous:
+        kw.update(key=env["AWS_ACCESS_KEY_ID"], secret=env["AWS_SECRET_ACCESS_KEY"], token=env.get("AWS_SESSION_TOKEN"))
+    client: dict = {}
+    if endpoint_url:
+        client["endpoint_url"] = endpoint_url
+    if region:
+        client["region_name"] = region
+    if client:
+        kw["client_kwargs"] = client
+    return fsspec.filesystem("s3", skip_instance_cache=True, **kw)
+
+
 def filesystem(spec: DatasetSpec) -> fsspec.AbstractFileSystem:
     """The fsspec filesystem for the spec's location (s3fs for ``s3://``)."""
     if spec.is_s3:
-        kw: dict = {"anon": spec.s3.anonymous}
-        # Keys from the submitting process's environment travel with the filesystem object to
-        # the Ray workers, whose environment may not have them; without such variables s3fs
-        # falls back to its own chain (profile, instance role) on every node.
-        env = os.environ
-        if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY") and not spec.s3.anonymous:
-            kw.update(key=env["AWS_ACCESS_KEY_ID"], secret=env["AWS_SECRET_ACCESS_KEY"], token=env.get("AWS_SESSION_TOKEN"))
-        client: dict = {}
-        if spec.s3.endpoint_url:
-            client["endpoint_url"] = spec.s3.endpoint_url
-        if spec.s3.region:
-            client["region_name"] = spec.s3.region
-        if client:
-            kw["client_kwargs"] = client
-        return fsspec.filesystem("s3", skip_instance_cache=True, **kw)
+        return s3_filesystem(spec.s3.endpoint_url, spec.s3.region, spec.s3.anonymous)
     return fsspec.filesystem("file")
 
 

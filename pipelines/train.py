@@ -57,8 +57,11 @@ class RunSpec(StrictModel):
     batch_size: int = Field(default=256, ge=1)
     lr: float = Field(default=1e-3, gt=0)
     workers: int = Field(default=1, ge=1)
+    cpus_per_worker: float | None = Field(
+        default=None, gt=0, description="CPUs each worker asks for (default: the cluster's CPUs less one for ingest, shared; 1 with --gpu)")
     gpu: bool = False
-    out: str = "runs"
+    out: str = Field(default="runs", description="local directory or s3://bucket/prefix for checkpoints and metrics")
+    storage_endpoint: str | None = Field(default=None, description="S3-compatible endpoint URL for an s3:// --out (default: AWS)")
     name: str | None = None
     seed: int = 0
     shuffle_buffer: int = Field(default=20_000, ge=0)
@@ -287,6 +290,58 @@ def train_loop(cfg: dict) -> None:
 # --- driver ---------------------------------------------------------------------------------
 
 
+class OutputLocation:
+    """Where a run writes: a local (or shared) directory, or ``s3://bucket/prefix``.
+
+    Ray Train stores checkpoints there itself (``storage_path`` + ``storage_filesystem``); the
+    driver adds ``metrics.json`` and ``config.json``. Local files are written to a temporary
+    name and renamed; an S3 object appears whole with its single PUT, so no reader ever sees
+    half a file. S3 credentials come from the environment or the instance role."""
+
+    def __init__(self, fs, root: str, scheme: str):
+        self.fs, self.root, self.scheme = fs, root, scheme
+
+    @classmethod
+    def of(cls, spec: "RunSpec") -> "OutputLocation":
+        import fsspec
+
+        if spec.out.startswith("s3://"):
+            from pipelines.sources import s3_filesystem
+
+            return cls(s3_filesystem(spec.storage_endpoint), spec.out.removeprefix("s3://").rstrip("/"), "s3")
+        if "://" in spec.out and not spec.out.startswith("file://"):
+            raise ConfigError(f"--out {spec.out}: give a local directory or s3://bucket/prefix")
+        return cls(fsspec.filesystem("file"), str(Path(spec.out.removeprefix("file://")).resolve()), "file")
+
+    def join(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def url(self, path: str) -> str:
+        return path if self.scheme == "file" else f"s3://{path}"
+
+    def arrow_fs(self):
+        if self.scheme == "file":
+            return None
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        return PyFileSystem(FSSpecHandler(self.fs))
+
+    def write_text(self, path: str, text: str) -> None:
+        if self.scheme == "file":
+            tmp = Path(path + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
+        else:
+            self.fs.pipe(path, text.encode())
+
+    def fault_marker(self, name: str) -> str:
+        """Fault injection's once-only marker: a local file (workers of a test share the machine)."""
+        if self.scheme == "file":
+            return self.join(name, ".fault_injected")
+        return os.path.join(tempfile.gettempdir(), f"adasparse-{name}.fault_injected")
+
+
+
 def run(spec: RunSpec, log=print, callbacks: list | None = None, cpu_budget: float | None = None) -> dict:
     """Train, pick the best epoch, test it, write ``OUT/NAME/metrics.json``; returns its content.
 
@@ -308,25 +363,28 @@ def run(spec: RunSpec, log=print, callbacks: list | None = None, cpu_budget: flo
     cuts = time_cuts(source) if data.split_files is None else None
     datasets = {s: read_split(source, s, cuts, shuffle_files=(s == "train")) for s in ("train", "dev", "test")}
     name = spec.name or f"{spec.model}-{spec.formulation if spec.model == 'adasparse' else spec.backbone}"
-    out = Path(spec.out).resolve()
+    out = OutputLocation.of(spec)
     cpus = cpu_budget or ray.cluster_resources().get("CPU", 1)
     # leave about one CPU to Ray Data's read/encode tasks, or the workers starve ingest forever
     per_worker = max(0.1, min(1.0, (cpus - 1) / spec.workers)) if not spec.gpu else 1.0
+    if spec.cpus_per_worker is not None:  # e.g. on an autoscaling cluster: ask, and nodes are added to fit
+        per_worker = spec.cpus_per_worker
     cfg = {
         "model": model_config(spec, data.features).model_dump(),
         "lr": spec.lr, "epochs": spec.epochs, "batch_size": spec.batch_size, "seed": spec.seed,
         "shuffle_buffer": spec.shuffle_buffer,
         "fail_at_epoch": spec.fail_at_epoch,
-        "fail_marker": str(out / name / ".fault_injected") if spec.fail_at_epoch else None,
+        "fail_marker": out.fault_marker(name) if spec.fail_at_epoch else None,
     }
-    (out / name).mkdir(parents=True, exist_ok=True)
+    out.fs.makedirs(out.join(name), exist_ok=True)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=cfg,
         scaling_config=ScalingConfig(num_workers=spec.workers, use_gpu=spec.gpu, resources_per_worker={"CPU": per_worker}),
         run_config=RunConfig(
             name=name,
-            storage_path=str(out),
+            storage_path=out.root,
+            storage_filesystem=out.arrow_fs(),
             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="dev_gauc", checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=spec.max_failures),
             callbacks=list(callbacks or []),
@@ -340,20 +398,16 @@ def run(spec: RunSpec, log=print, callbacks: list | None = None, cpu_budget: flo
         raise result.error
     with result.checkpoint.as_directory() as ckpt:
         final = json.loads(Path(ckpt, "final.json").read_text())
-    final["best_checkpoint"] = result.checkpoint.path
+    final["best_checkpoint"] = out.url(result.checkpoint.path)
     final["wall_s"] = time.perf_counter() - t0
     final["config"] = spec.model_dump()
     final["model_config"] = cfg["model"]
-    run_dir = out / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(final, indent=2, default=str))
-    tmp.replace(run_dir / "metrics.json")
-    (run_dir / "config.json").write_text(json.dumps(spec.model_dump(), indent=2))
+    out.write_text(out.join(name, "metrics.json"), json.dumps(final, indent=2, default=str))
+    out.write_text(out.join(name, "config.json"), json.dumps(spec.model_dump(), indent=2))
     t, d = final["test"], final["dev"]
     speed = f"{final['samples_per_s']:,.0f} samples/s" if final.get("samples_per_s") else "resumed after training"
     log(f"{name}: best epoch {final['best_epoch']}  dev GAUC {d['gauc']:.4f}  test logloss {t['logloss']:.5f} "
-        f"AUC {t['auc']:.4f} GAUC {t['gauc']:.4f}  ({speed})  -> {run_dir / 'metrics.json'}")
+        f"AUC {t['auc']:.4f} GAUC {t['gauc']:.4f}  ({speed})  -> {out.url(out.join(name, 'metrics.json'))}")
     return final
 
 

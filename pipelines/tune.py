@@ -242,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         if clash:
             raise ConfigError(f"--{clash[0].replace('_', '-')}: searched by {args['space']}; drop the option or the parameter")
         base = validate(RunSpec, {**space.fixed, **opts}, "options")
+        if "://" in base.out:
+            raise ConfigError(f"--out {base.out}: sweeps write to a local or shared directory (s3:// is for adasparse train)")
         name = opts.get("name") or space.name
         sweep(space, base, args["trials"], base.out, name)
     except Exception as err:

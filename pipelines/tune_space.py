@@ -28,8 +28,8 @@ from adasparse.config import ConfigError, StrictModel, format_validation_error, 
 from pipelines.train import RunSpec
 
 # options that are not hyperparameters: where data and results live, the cluster, tests
-NOT_TUNABLE = frozenset({"data", "out", "name", "address", "workers", "gpu", "epochs", "max_failures", "fail_at_epoch",
-                         "seed", "r_min", "r_max"})
+NOT_TUNABLE = frozenset({"data", "out", "storage_endpoint", "name", "address", "workers", "cpus_per_worker", "gpu", "epochs", "max_failures",
+                         "fail_at_epoch", "seed", "r_min", "r_max"})
 TUNABLE = frozenset(RunSpec.model_fields) - NOT_TUNABLE | {"sparsity_boundary"}
 BOUNDARY_MAX = 0.5
 
@@ -127,7 +127,7 @@ def _check_value(key: str, value, where: str, source: str) -> None:
 
 def check_space(space: TuneSpace, source: str) -> TuneSpace:
     for key in space.fixed:
-        if key not in RunSpec.model_fields or key in {"data", "out", "name", "address", "fail_at_epoch"}:
+        if key not in RunSpec.model_fields or key in {"data", "out", "storage_endpoint", "name", "address", "fail_at_epoch"}:
             raise ConfigError(f"{source}: fixed.{key}: not a run option that a space may fix")
     try:
         RunSpec.model_validate({"data": "-", **space.fixed})

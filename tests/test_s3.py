@@ -66,3 +66,24 @@ def test_wrong_credentials_and_missing_bucket_are_one_line(generated, s3_endpoin
     with pytest.raises(DataError) as err:
         open_source(missing)
     assert str(err.value) == "s3://no-such-bucket/x: no such file or directory"
+
+
+@pytest.mark.slow
+def test_training_job_writes_checkpoints_and_metrics_to_s3(generated, s3_endpoint, s3_env, ray_local):
+    import json
+
+    import boto3
+
+    from pipelines.sources import s3_filesystem
+    from pipelines.train import parse_args, run
+
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket="runs")
+    spec = parse_args(["--data", str(generated / "spec.yaml"), "--workers", "2", "--epochs", "1", "--batch-size", "512",
+                       "--hidden-units", "16", "--out", "s3://runs/ctr", "--storage-endpoint", s3_endpoint, "--name", "r"])
+    final = run(spec, log=lambda s: None)
+    fs = s3_filesystem(s3_endpoint)
+    saved = json.loads(fs.cat("runs/ctr/r/metrics.json"))
+    assert saved["test"]["rows"] == final["test"]["rows"] > 0
+    assert final["best_checkpoint"].startswith("s3://runs/ctr/r/checkpoint_")
+    assert fs.exists(final["best_checkpoint"].removeprefix("s3://") + "/state.pt")
+    assert not [p for p in fs.find("runs/ctr/r") if p.endswith(".tmp")]

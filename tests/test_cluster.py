@@ -1,0 +1,140 @@
+"""cluster/: every YAML validated (the launcher configs by Ray's own schema check, the KubeRay
+manifests for the fields the operator needs), and the local autoscaling cluster shown working:
+a job that needs more CPUs than the head has makes the autoscaler add nodes, the job
+finishes, and the idle nodes are removed again."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ray_head import BIN, free_port, head_node, ray_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = ROOT / "cluster"
+
+
+def _load(name: str):
+    return yaml.safe_load((CLUSTER / name).read_text())
+
+
+def test_aws_launcher_config_passes_rays_validation():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    cfg = _load("aws.yaml")
+    validate_config(prepare_config(copy.deepcopy(cfg)))  # raises on any schema error
+    types = cfg["available_node_types"]
+    assert types[cfg["head_node_type"]]["resources"] == {"CPU": 0}
+    assert {"worker.gpu", "worker.cpu"} <= set(types) and all(types[t]["min_workers"] == 0 for t in ("worker.gpu", "worker.cpu"))
+    assert types["worker.gpu"]["node_config"]["InstanceType"].startswith(("g", "p"))
+    # only SSH is open to the outside; token auth on every node; S3 through the instance role
+    perms = cfg["provider"]["security_group"]["IpPermissions"]
+    assert [(p["FromPort"], p["ToPort"]) for p in perms] == [(22, 22)]
+    starts = cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]
+    assert all("RAY_AUTH_MODE=token" in c for c in starts if "ray start" in c)
+    assert all("IamInstanceProfile" in t["node_config"] for t in types.values())
+    text = (CLUSTER / "aws.yaml").read_text().lower()
+    assert "aws_secret_access_key" not in text and "aws_access_key_id" not in text
+    bad = copy.deepcopy(cfg)
+    bad["available_node_types"]["worker.gpu"]["max_workrs"] = 3
+    with pytest.raises(Exception, match="max_workrs"):
+        validate_config(prepare_config(bad))
+
+
+def test_local_fake_multinode_config_passes_rays_validation():
+    from ray.autoscaler._private.util import validate_config
+
+    cfg = _load("local-fake-multinode.yaml")
+    validate_config(copy.deepcopy(cfg))  # the fake provider ships no defaults to merge (prepare_config)
+    assert cfg["provider"]["type"] == "fake_multinode" and cfg["head_node_type"] == "ray.head.default"
+
+
+def _check_pod_template(tpl: dict, where: str) -> None:
+    containers = tpl["spec"]["containers"]
+    assert containers, where
+    for c in containers:
+        assert c.get("name") and c.get("image"), f"{where}: containers need name and image"
+        env = {e["name"]: e for e in c.get("env", [])}
+        assert env["RAY_AUTH_MODE"]["value"] == "token", where
+        assert "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"], f"{where}: the token comes from a Secret"
+
+
+def _check_cluster_spec(spec: dict, where: str) -> None:
+    head = spec["headGroupSpec"]
+    assert isinstance(head["rayStartParams"], dict)
+    assert head.get("serviceType", "ClusterIP") == "ClusterIP", f"{where}: nothing exposed outside the cluster"
+    _check_pod_template(head["template"], f"{where}.headGroupSpec")
+    assert spec.get("enableInTreeAutoscaling") is True
+    for g in spec["workerGroupSpecs"]:
+        gw = f"{where}.workerGroupSpecs.{g['groupName']}"
+        assert isinstance(g["rayStartParams"], dict), gw
+        assert 0 <= g["minReplicas"] <= g["replicas"] <= g["maxReplicas"], gw
+        _check_pod_template(g["template"], gw)
+    gpu = [g for g in spec["workerGroupSpecs"] if "nvidia.com/gpu" in g["template"]["spec"]["containers"][0]["resources"]["limits"]]
+    assert gpu, f"{where}: a GPU worker group for training"
+
+
+def test_kuberay_manifests_have_the_fields_the_operator_requires():
+    rc = _load("kuberay-raycluster.yaml")
+    assert (rc["apiVersion"], rc["kind"]) == ("ray.io/v1", "RayCluster") and rc["metadata"]["name"]
+    _check_cluster_spec(rc["spec"], "RayCluster.spec")
+    job = _load("kuberay-rayjob.yaml")
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob") and job["metadata"]["name"]
+    assert job["spec"]["entrypoint"].startswith("python -m pipelines.train ")
+    assert job["spec"]["shutdownAfterJobFinishes"] is True
+    _check_cluster_spec(job["spec"]["rayClusterSpec"], "RayJob.spec.rayClusterSpec")
+    # the entry point's options are the training job's own
+    from pipelines.train import parse_args
+
+    opts = job["spec"]["entrypoint"].split()[3:]
+    spec = parse_args(opts)
+    assert spec.gpu and spec.workers >= 1 and spec.data.startswith("s3://")
+
+
+def _worker_nodes(url: str, env: dict) -> int:
+    r = ray_cli("list", "nodes", "--address", url, "--format", "json", "--filter", "state=ALIVE", env=env)
+    if r.returncode != 0:
+        return -1
+    return sum(1 for n in json.loads(r.stdout) if not n.get("is_head_node"))
+
+
+@pytest.mark.slow
+def test_local_autoscaling_cluster_adds_nodes_for_a_job_and_removes_them_when_idle(generated, tmp_path):
+    import ray._private.services
+
+    gcs = free_port()
+    cfg = _load("local-fake-multinode.yaml")
+    cfg["provider"]["gcs_address"] = f"{ray._private.services.get_node_ip_address()}:{gcs}"
+    config = tmp_path / "autoscaling.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    with head_node(tmp_path, f"--autoscaling-config={config}", num_cpus=0, gcs_port=gcs,
+                   env_extra={"RAY_FAKE_CLUSTER": "1"}) as (url, env, tree):
+        assert _worker_nodes(url, env) == 0
+        out = tmp_path / "runs"
+        # 2 workers × 1 CPU + ingest: more than the head's 0 CPUs
+        cmd = [str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", str(ROOT), "--",
+               sys.executable, "-m", "pipelines.train", "--data", str(generated / "spec.yaml"), "--workers", "2",
+               "--cpus-per-worker", "1", "--epochs", "1", "--batch-size", "512", "--hidden-units", "32,16",
+               "--out", str(out), "--name", "scaled"]
+        job = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+        peak, deadline = 0, time.time() + 600
+        while job.poll() is None and time.time() < deadline:
+            peak = max(peak, _worker_nodes(url, env))
+            tree.scan()
+            time.sleep(2)
+        log = job.communicate(timeout=60)[0]
+        assert job.returncode == 0 and "succeeded" in log, log[-3000:]
+        assert peak >= 2, f"the autoscaler added {peak} nodes"
+        assert json.loads((out / "scaled" / "metrics.json").read_text())["test"]["rows"] > 0
+        deadline = time.time() + 180  # idle_timeout_minutes 0.25 + autoscaler update period
+        while (n := _worker_nodes(url, env)) != 0 and time.time() < deadline:
+            tree.scan()
+            time.sleep(3)
+        assert n == 0, f"{n} idle worker nodes were not removed"

@@ -206,6 +206,9 @@ def train_loop(cfg: dict) -> None:
                 json.dump(content, fh, default=float)
         return Checkpoint.from_directory(tmp)
 
+    # this run's placement group, reported so that a sweep can free it if Tune stops the run
+    pg = ray.util.get_current_placement_group()
+    pg_hex = pg.id.hex() if pg is not None else ""
     seen, busy = 0, 0.0
     for epoch in range(start, cfg["epochs"] + 1):
         shard = ray.train.get_dataset_shard("train")
@@ -253,7 +256,8 @@ def train_loop(cfg: dict) -> None:
         if best is None or dev_m["gauc"] > best["dev"]["gauc"]:
             best = {"epoch": epoch, "dev": dev_m, "sparsity": sparsity, "state": copy.deepcopy(model.state_dict())}
         checkpoint = save({"epoch": epoch, "final": False}, with_optim=True)
-        ray.train.report({k: v for k, v in row.items() if k != "sparsity"} | {"final": False}, checkpoint=checkpoint)
+        ray.train.report({k: v for k, v in row.items() if k != "sparsity"} | {"final": False, "placement_group": pg_hex},
+                         checkpoint=checkpoint)
         marker = cfg.get("fail_marker")
         if cfg.get("fail_at_epoch") == epoch and rank == world - 1 and marker and not os.path.exists(marker):
             open(marker, "w").close()  # fault injection (tests): this worker dies once, after the checkpoint

@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from ray.tune import Callback
 
 from adasparse.config import ConfigError, validate
 from pipelines.train import RunSpec, add_run_options, run, run_options
@@ -79,6 +80,45 @@ def _trial(config: dict, base: dict, trials_dir: str, cpu_budget: float) -> None
     run(spec, log=lambda s: print(s, flush=True), callbacks=[TuneReportCallback()], cpu_budget=cpu_budget)
 
 
+class FreeStoppedRunsCallback(Callback):
+    """Tune callback: when a trial ends (ASHA stopped it, or it failed), remove its training
+    run's placement group if it is still there.
+
+    A stopped trial's actor dies with its Ray Train controller, but the workers' placement
+    group belongs to the sweep's job and outlives them; Ray Train's own cleaner removes it
+    only once the State API says the controller died, which on a small cluster came late or
+    never (the next trial then waited for those CPUs forever). The training job reports its
+    placement group id with every epoch, so the driver knows which one to free."""
+
+    def __init__(self):
+        self.groups: dict[str, str] = {}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("placement_group"):
+            self.groups[trial.trial_id] = result["placement_group"]
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._free(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._free(trial)
+
+    def _free(self, trial) -> None:
+        import ray
+        from ray._raylet import PlacementGroupID
+        from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
+        hex_id = self.groups.pop(trial.trial_id, None)
+        if not hex_id:
+            return
+        pg = PlacementGroup(PlacementGroupID.from_hex(hex_id))
+        try:
+            if placement_group_table(pg).get("state") not in (None, "REMOVED"):
+                remove_placement_group(pg)
+        except ray.exceptions.RayError:
+            pass  # already gone
+
+
 def _searcher(space: TuneSpace, seed: int):
     if space.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
@@ -126,7 +166,7 @@ def sweep(space: TuneSpace, base: RunSpec, trials: int | None, out: str, name: s
             tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=_searcher(space, base.seed),
                                         scheduler=_scheduler(space, base.epochs), num_samples=samples,
                                         max_concurrent_trials=n_parallel, reuse_actors=False),
-            run_config=tune.RunConfig(name=name, storage_path=str(sweep_dir.parent)),
+            run_config=tune.RunConfig(name=name, storage_path=str(sweep_dir.parent), callbacks=[FreeStoppedRunsCallback()]),
         )
     grid = tuner.fit()
     return summarise(grid, space, base, sweep_dir, log)

@@ -117,3 +117,47 @@ def test_small_sweep_writes_table_best_config_and_plot_then_resumes(generated, t
     assert main(argv) == 0
     assert "resuming the sweep" in capsys.readouterr().out
     assert len(list(csv.DictReader(open(sweep / "results.csv")))) == 3
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_resumes_when_rerun(generated, tmp_path, ray_local, capsys):
+    """The sweep's driver is killed after its first trial finished; the same command again
+    keeps that trial (not retrained) and runs the rest."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    space = _space(tmp_path, GOOD.replace("search: optuna", "search: random\nscheduler: null"))
+    argv = ["--space", space, "--trials", "2", "--data", str(generated / "spec.yaml"), "--epochs", "1",
+            "--batch-size", "512", "--hidden-units", "16", "--workers", "1", "--out", str(tmp_path / "sweeps"), "--name", "i"]
+    address = ray_local.get_runtime_context().gcs_address  # the first run joins this test session's cluster
+    env = {**os.environ, "RAY_ADDRESS": address}
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.tune", *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=ROOT)
+    trials = tmp_path / "sweeps" / "i" / "trials"
+    try:
+        deadline = time.time() + 300
+        while not list(trials.glob("*/metrics.json")) and time.time() < deadline and proc.poll() is None:
+            time.sleep(1)
+        finished = max((m.stat().st_mtime for m in trials.glob("*/metrics.json")), default=time.time())
+        sweep = tmp_path / "sweeps" / "i"
+        while time.time() < deadline and proc.poll() is None:  # until Tune has saved its state after that trial
+            if any(f.stat().st_mtime > finished for f in sweep.glob("experiment_state-*.json")):
+                break
+            time.sleep(0.5)
+    finally:
+        tree = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
+        for p in tree:
+            p.kill()
+        proc.wait()
+    done = list(trials.glob("*/metrics.json"))
+    assert len(done) == 1, "the first trial should have finished before the interruption"
+    first, stamp = done[0], done[0].stat().st_mtime
+    assert main(argv) == 0
+    assert "resuming the sweep" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(tmp_path / "sweeps" / "i" / "results.csv")))
+    assert len(rows) == 2 and all(r["test_gauc"] for r in rows)
+    assert first.stat().st_mtime == stamp  # the finished trial was kept, not trained again

@@ -3,8 +3,9 @@
     adasparse train --data DIR/spec.yaml --model adasparse --formulation fusion --workers 2 --out runs
     python -m pipelines.train ...            # the same, e.g. under ``ray job submit``
 
-Each worker reads its shard of the streamed train split, trains with DDP (gloo on CPU, sparse
-embedding gradients included), and after every epoch all workers evaluate their dev shard; the
+Each worker reads its shard of the streamed train split, trains data-parallel with the mean
+gradient of all workers every step (:mod:`adasparse.parallel`: dense all-reduce + all-gather of
+the touched embedding rows; gloo on CPU, NCCL on GPU), and after every epoch all workers evaluate their dev shard; the
 per-worker metric tables are gathered and merged, so dev LogLoss/AUC/GAUC are exact
 (:mod:`adasparse.metrics`). Every worker calls ``ray.train.report`` once per epoch (rank 0 adds
 the checkpoint: model, optimiser, the best epoch's weights, history; saved with ``torch.save``

@@ -4,20 +4,42 @@ The model library: importable, testable and servable without Ray. See docs/model
 map from the paper's equations to the code.
 """
 
-from adasparse.config import (
-    CategoricalField,
-    ConfigError,
-    EmbeddingConfig,
-    FeatureConfig,
-    ModelConfig,
-    OptimConfig,
-    PrunerConfig,
-    load_model_config,
-)
-from adasparse.encoding import EncodedBatch, encode_columns
-from adasparse.metrics import CTRMetrics
-from adasparse.model import CTRModel, ModelOutput, build_model, layer_sparsity
-from adasparse.optim import CTROptimizer, build_optimizer
+import importlib
+
+# Names are resolved on first use (PEP 562), so that a process which only hashes and encodes
+# data (Ray Data's read tasks import adasparse.encoding) never pays for importing torch.
+_EXPORTS = {
+    "CategoricalField": "config",
+    "ConfigError": "config",
+    "EmbeddingConfig": "config",
+    "FeatureConfig": "config",
+    "ModelConfig": "config",
+    "OptimConfig": "config",
+    "PrunerConfig": "config",
+    "load_model_config": "config",
+    "EncodedBatch": "encoding",
+    "encode_columns": "encoding",
+    "CTRMetrics": "metrics",
+    "CTRModel": "model",
+    "ModelOutput": "model",
+    "build_model": "model",
+    "layer_sparsity": "model",
+    "CTROptimizer": "optim",
+    "build_optimizer": "optim",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"adasparse.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'adasparse' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))
+
 
 __version__ = "0.1.0"
 

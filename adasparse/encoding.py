@@ -36,11 +36,16 @@ def field_hashes(values: np.ndarray, name: str, missing: np.ndarray | None = Non
     """64-bit hashes of a field's raw values; masked (missing) rows get the field's sentinel hash."""
     values = np.asarray(values)
     if missing is not None and missing.any():
-        h = np.empty(len(values), dtype=np.uint64)
-        present = ~missing
-        if present.any():
-            h[present] = hash_values(values[present], name)
-        h[missing] = hash_values(np.array([MISSING_SENTINEL]), name)[0]
+        sentinel = hash_values(np.array([MISSING_SENTINEL]), name)[0]
+        if values.dtype.kind in "iub":
+            # numbers: hash every row (cheap, vectorised) and overwrite the masked ones
+            h = hash_values(values, name)
+        else:
+            h = np.empty(len(values), dtype=np.uint64)
+            present = ~missing
+            if present.any():
+                h[present] = hash_values(values[present], name)
+        h[missing] = sentinel
         return h
     return hash_values(values, name)
 

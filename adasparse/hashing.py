@@ -20,11 +20,14 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser on uint64 (wrapping arithmetic), a bijection with good avalanche."""
-    z = np.asarray(x, dtype=np.uint64) + _GOLDEN
+    z = np.asarray(x, dtype=np.uint64) + _GOLDEN  # a fresh array: the steps below work in place
     with np.errstate(over="ignore"):
-        z = (z ^ (z >> np.uint64(30))) * _M1
-        z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
+        z ^= z >> np.uint64(30)
+        z *= _M1
+        z ^= z >> np.uint64(27)
+        z *= _M2
+        z ^= z >> np.uint64(31)
+    return z
 
 
 def field_salt(name: str) -> np.uint64:

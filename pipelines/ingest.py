@@ -22,14 +22,12 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 from pyarrow.fs import FSSpecHandler, PyFileSystem
-from ray.data.extensions.tensor_extension import ArrowTensorArray
 
 from pipelines.sources import DataError, DataSource, open_source
 from pipelines.spec import DatasetSpec
 from pipelines.transforms import PATH_COLUMN, encode_table, time_values
 
 HIST_BINS = 1 << 16
-ENCODE_BATCH_ROWS = 1 << 16
 SPLITS = ("train", "dev", "test")
 
 
@@ -144,18 +142,41 @@ class _Encode:
     def __init__(self, spec: DatasetSpec, lo: float, hi: float):
         self.spec, self.lo, self.hi = spec, lo, hi
 
-    def __call__(self, table: pa.Table) -> dict[str, np.ndarray] | pa.Table:
+    def __call__(self, table: pa.Table) -> pa.Table:
         if self.spec.time is not None and (self.lo > -np.inf or self.hi < np.inf):
             t = time_values(table[self.spec.time]) if table.num_rows else np.zeros(0, np.int64)
             keep = (t >= self.lo) & (t < self.hi)
             if not keep.all():
                 table = table.filter(pa.array(keep))
-        out = encode_table(table, self.spec)
-        if table.num_rows == 0:
-            # Ray Data turns an empty 2-D array into pickled objects (a warning and a schema
-            # unlike every other block): hand it a typed empty table instead
-            return pa.table({k: ArrowTensorArray.from_numpy(v, column_name=k) if v.ndim > 1 else pa.array(v) for k, v in out.items()})
-        return out
+        return columns_to_arrow(encode_table(table, self.spec))
+
+
+def columns_to_arrow(cols: dict[str, np.ndarray]) -> pa.Table:
+    """Encoded columns as one Arrow block, without copying: a 2-D array becomes a fixed-size
+    list column over its buffer. (Left to Ray Data, a dict of numpy arrays is converted to its
+    tensor extension type, which cost as much CPU as the encoding itself; an empty 2-D array
+    even fell back to pickled objects.)"""
+    out = {}
+    for k, v in cols.items():
+        if v.ndim == 2:
+            out[k] = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(v).reshape(-1)), v.shape[1])
+        else:
+            out[k] = pa.array(v)
+    return pa.table(out)
+
+
+def arrow_to_columns(table: pa.Table) -> dict[str, np.ndarray]:
+    """The inverse of :func:`columns_to_arrow` (zero-copy where the block is one chunk)."""
+    out = {}
+    for name in table.column_names:
+        col = table[name]
+        arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+        if pa.types.is_fixed_size_list(arr.type):
+            # flatten() honours the slice offset of a batch cut from a larger block
+            out[name] = arr.flatten().to_numpy(zero_copy_only=False).reshape(len(arr), arr.type.list_size)
+        else:
+            out[name] = arr.to_numpy(zero_copy_only=False)
+    return out
 
 
 def read_split(source: DataSource, split: str, cuts: TimeCuts | None, *, shuffle_files: bool = False) -> ray.data.Dataset:
@@ -166,19 +187,23 @@ def read_split(source: DataSource, split: str, cuts: TimeCuts | None, *, shuffle
         raise ValueError(f"split {split!r} of a time-split dataset needs its time cuts (pipelines.ingest.time_cuts)")
     lo, hi = (-np.inf, np.inf) if cuts is None else cuts.bounds(split)
     ds = read_raw(source, source.spec.columns, split=split, shuffle_files=shuffle_files)
-    # 64k-row batches: large enough that the vectorised encoder's per-call cost vanishes, small
-    # enough that a task's working set stays flat whatever the size of the blocks it reads
-    return ds.map_batches(_Encode(source.spec, lo, hi), batch_format="pyarrow", batch_size=ENCODE_BATCH_ROWS, zero_copy_batch=True)
+    # whole blocks (batch_size=None): a block is bounded by the configured block size
+    # (pipelines/ray_env.py), and without a batch size Ray Data fuses the encoder into the
+    # read task, so raw rows never pass through the object store
+    return ds.map_batches(_Encode(source.spec, lo, hi), batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
 
 
-def train_batches(ds: ray.data.Dataset, batch_size: int, shuffle_buffer: int = 0, seed: int | None = None):
-    """Numpy batches of a split, with a local shuffle buffer (rows) for training."""
-    return ds.iter_batches(
+def train_batches(ds, batch_size: int | None, shuffle_buffer: int = 0, seed: int | None = None, prefetch_batches: int = 1):
+    """Batches (dicts of numpy arrays) of an encoded split — a ``Dataset`` or a Ray Train
+    shard's ``DataIterator`` — with a local shuffle buffer (rows) for training."""
+    for t in ds.iter_batches(
         batch_size=batch_size,
-        batch_format="numpy",
+        batch_format="pyarrow",
         local_shuffle_buffer_size=shuffle_buffer or None,
         local_shuffle_seed=seed,
-    )
+        prefetch_batches=prefetch_batches,
+    ):
+        yield arrow_to_columns(t)
 
 
 def unwrap_data_error(err: BaseException) -> DataError | None:
@@ -203,4 +228,4 @@ def unwrap_data_error(err: BaseException) -> DataError | None:
     return None
 
 
-__all__ = ["SPLITS", "TimeCuts", "open_source", "read_split", "read_raw", "time_cuts", "train_batches", "unwrap_data_error"]
+__all__ = ["SPLITS", "TimeCuts", "arrow_to_columns", "columns_to_arrow", "open_source", "read_split", "read_raw", "time_cuts", "train_batches", "unwrap_data_error"]

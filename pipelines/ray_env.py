@@ -28,12 +28,15 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
 # lets a stream fill a large share of the object store (30 % of RAM) before backpressure, so
 # peak memory grew with the dataset; a fixed budget keeps a stream's footprint flat whatever
 # its length (benchmarks/ingest.py measures 1M vs 10M rows).
-INGEST_OBJECT_STORE_BUDGET = int(os.environ.get("ADASPARSE_INGEST_BUDGET_BYTES", 512 << 20))
+INGEST_OBJECT_STORE_BUDGET = int(os.environ.get("ADASPARSE_INGEST_BUDGET_BYTES", 256 << 20))
 
 
-# Smaller blocks than Ray Data's 128 MiB default: a CTR row is ~150 bytes encoded, so 16 MiB is
-# ~100k rows, plenty to amortise per-block costs while keeping each task's working set small.
-INGEST_BLOCK_BYTES = 16 << 20
+# Half Ray Data's 128 MiB default: a CTR row is ~150 bytes encoded, so 64 MiB is ~400k rows.
+# Measured (benchmarks/ingest.py, 10M rows, 40 shards of 250k rows): at 16 or 32 MiB the
+# reader splits each shard's output (SplitBlocks), which keeps read and encode apart as two
+# operators with a trip through the object store between them (~1.2M rows/s); at 64 MiB they
+# fuse into one task per shard (~1.6M rows/s) while a task's working set stays bounded.
+INGEST_BLOCK_BYTES = 64 << 20
 
 
 def configure_ray_data(object_store_budget: int | None = None) -> None:
@@ -45,5 +48,14 @@ def configure_ray_data(object_store_budget: int | None = None) -> None:
     ctx.execution_options.resource_limits = limits.copy(object_store_memory=object_store_budget or INGEST_OBJECT_STORE_BUDGET)
     ctx.target_max_block_size = INGEST_BLOCK_BYTES
     ctx.enable_progress_bars = False
+    # Ray Data's file-datasource V2 (its default) lists files in a task of its own before any
+    # read starts: 5-6 s to the first batch of every stream here (every epoch of a training
+    # run), against ~1 s for the V1 reader, whose read workers also peaked at a third of the
+    # memory (benchmarks/ingest.py). Both read the same files with the same options.
+    ctx.use_datasource_v2 = False
+    # no extra splitting of read blocks to reach Ray's default of 200 blocks per read: the
+    # split would stop the encoder from fusing with the read, and a shard is already one
+    # task's worth of work (Ray Train's streaming split balances rows across workers anyway)
+    ctx.read_op_min_num_blocks = 1
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)

@@ -119,12 +119,13 @@ def _evaluate(model, shard, batch_size: int):
     import torch
 
     from adasparse.metrics import CTRMetrics
+    from pipelines.ingest import train_batches
 
     device = next(model.parameters()).device
     model.eval()
     acc, pruned, rows = CTRMetrics(), None, 0
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        for b in shard.iter_batches(batch_size=max(batch_size, 4096), batch_format="numpy"):
+        for b in train_batches(shard, max(batch_size, 4096)):
             out = model(_tensor(b["cat_ids"], device), _tensor(b["numeric"], device))
             acc.update(b["domain"], b["label"], logits=out.logits.float().cpu().numpy())
             if out.ratios is not None:
@@ -160,6 +161,7 @@ def train_loop(cfg: dict) -> None:
     from adasparse.model import build_model
     from adasparse.optim import build_optimizer
     from adasparse.parallel import GradientAverager
+    from pipelines.ingest import train_batches
 
     _quiet_report_log()
     torch.manual_seed(cfg["seed"])
@@ -215,10 +217,7 @@ def train_loop(cfg: dict) -> None:
         shard = ray.train.get_dataset_shard("train")
         t0 = time.perf_counter()
         losses, n, wait, sync, shown = [], 0, 0.0, 0.0, t0
-        it = iter(shard.iter_batches(
-            batch_size=cfg["batch_size"], batch_format="numpy",
-            local_shuffle_buffer_size=cfg["shuffle_buffer"] or None, local_shuffle_seed=cfg["seed"] + epoch,
-        ))
+        it = train_batches(shard, cfg["batch_size"], cfg["shuffle_buffer"], cfg["seed"] + epoch)
         while True:
             tw = time.perf_counter()
             b = next(it, None)

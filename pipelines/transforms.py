@@ -26,15 +26,17 @@ def _where(table: pa.Table, mask: np.ndarray) -> str:
     return "batch"
 
 
-def _missing_markers(arr: pa.Array, markers: list) -> np.ndarray:
-    """Null or equal to one of the spec's missing markers of a compatible type."""
-    missing = arr.is_null().to_numpy(zero_copy_only=False)
+def _missing_markers(arr: pa.Array, markers: list, values: np.ndarray | None = None) -> np.ndarray:
+    """Null or equal to one of the spec's missing markers of a compatible type. ``values``:
+    the column as numpy (nulls filled), when the caller has it, so numbers compare in numpy."""
+    missing = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else np.zeros(len(arr), bool)
     if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
-        nums = [m for m in markers if isinstance(m, int) and not isinstance(m, bool)]
-        if nums:
-            missing |= pc.fill_null(pc.is_in(arr, pa.array(nums, arr.type)), False).to_numpy(zero_copy_only=False)
+        vals = values if values is not None else pc.fill_null(arr, 0).to_numpy(zero_copy_only=False)
+        for m in markers:
+            if isinstance(m, int) and not isinstance(m, bool):
+                missing |= vals == m
         if pa.types.is_floating(arr.type):
-            missing |= pc.fill_null(pc.is_nan(arr), False).to_numpy(zero_copy_only=False)
+            missing |= np.isnan(vals)
     elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
         strs = [str(m) for m in markers]
         missing |= pc.fill_null(pc.is_in(arr, pa.array(strs, arr.type)), False).to_numpy(zero_copy_only=False)
@@ -47,23 +49,23 @@ def categorical_hashes(arr: pa.Array, name: str, markers: list) -> np.ndarray:
         arr = arr.combine_chunks()
     if pa.types.is_dictionary(arr.type):
         arr = arr.cast(arr.type.value_type)
-    missing = _missing_markers(arr, markers)
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        missing = _missing_markers(arr, markers)
         enc = pc.dictionary_encode(arr)
         uniq = enc.dictionary.to_numpy(zero_copy_only=False)
         idx = pc.fill_null(enc.indices, 0).to_numpy(zero_copy_only=False)
         h = hash_values(uniq, name)[idx] if len(uniq) else np.zeros(len(arr), np.uint64)
         return np.where(missing, field_hashes(np.array([0]), name, np.array([True]))[0], h)
+    if pa.types.is_null(arr.type):
+        return field_hashes(np.zeros(len(arr), np.int64), name, np.ones(len(arr), bool))
+    vals = (pc.fill_null(arr, 0) if arr.null_count else arr).to_numpy(zero_copy_only=False)
+    missing = _missing_markers(arr, markers, vals)
     if pa.types.is_floating(arr.type):
-        vals = pc.fill_null(arr, 0.0).to_numpy(zero_copy_only=False)
         vals = np.where(np.isfinite(vals), vals, 0.0)
         ints = vals.astype(np.int64)
         # integral floats (ids read from CSV with gaps) hash like the integers they are
         vals = np.where(ints == vals, ints, vals.view(np.int64))
-        return field_hashes(vals, name, missing)
-    if pa.types.is_null(arr.type):
-        return field_hashes(np.zeros(len(arr), np.int64), name, np.ones(len(arr), bool))
-    return field_hashes(pc.fill_null(arr, 0).to_numpy(zero_copy_only=False), name, missing)
+    return field_hashes(vals, name, missing)
 
 
 def encode_table(table: pa.Table, spec: DatasetSpec) -> dict[str, np.ndarray]:
@@ -86,10 +88,11 @@ def encode_table(table: pa.Table, spec: DatasetSpec) -> dict[str, np.ndarray]:
         times = np.zeros(n, dtype=np.int64)
     fields = spec.domain_fields + spec.categorical_fields
     cat = np.empty((n, len(fields)), dtype=np.int64)
+    cat_u = cat.view(np.uint64)  # bucket < 2^63: the same bits as int64
     dom_h = []
     for j, f in enumerate(fields):
         h = categorical_hashes(table[f.name], f.name, spec.missing_values)
-        cat[:, j] = (h % np.uint64(f.buckets)).astype(np.int64)
+        np.remainder(h, np.uint64(f.buckets), out=cat_u[:, j])
         if j < len(spec.domain_fields):
             dom_h.append(h)
     numeric = np.zeros((n, len(spec.numeric_fields)), dtype=np.float32)

@@ -13,3 +13,21 @@ def test_importing_adasparse_does_not_import_ray():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_encoding_data_does_not_import_torch():
+    """Ray Data's read tasks encode rows in fresh worker processes: importing torch there
+    (1-3 s per worker) once delayed the first batch of every stream by seconds."""
+    code = (
+        "import sys, adasparse, adasparse.encoding, pipelines.transforms, pipelines.ingest;"
+        "print('torch' in sys.modules); sys.exit(1 if 'torch' in sys.modules else 0)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_lazy_exports_resolve():
+    import adasparse
+
+    assert adasparse.build_model.__module__ == "adasparse.model"
+    assert set(adasparse.__all__) <= set(dir(adasparse))

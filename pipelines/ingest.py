@@ -57,11 +57,14 @@ def read_raw(
     source: DataSource, columns: list[str], *, split: str = "all", shuffle_files: bool = False, with_paths: bool = True
 ) -> ray.data.Dataset:
     """A lazy Ray dataset over the files of ``split`` with only ``columns`` (+ ``path``)."""
-    kw = dict(filesystem=_arrow_fs(source), include_paths=with_paths, shuffle="files" if shuffle_files else None)
     all_files, rows = source.files_for(split)
     files = [f for f, n in zip(all_files, rows) if n != 0]  # zero-row shards hold nothing to read
     if not files:
         raise DataError(f"{source.spec.location}: every file is empty")
+    # one read task per file: left to its size estimate Ray packed several shards into a task,
+    # whose worker then peaked higher the more rows the dataset had (benchmarks/ingest.py)
+    kw = dict(filesystem=_arrow_fs(source), include_paths=with_paths, shuffle="files" if shuffle_files else None,
+              override_num_blocks=len(files))
     if source.spec.format == "parquet":
         # select_columns is pushed down into the read: only these columns leave the files
         return ray.data.read_parquet(files, **kw).select_columns(columns + ([PATH_COLUMN] if with_paths else []))

@@ -28,7 +28,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
 # lets a stream fill a large share of the object store (30 % of RAM) before backpressure, so
 # peak memory grew with the dataset; a fixed budget keeps a stream's footprint flat whatever
 # its length (benchmarks/ingest.py measures 1M vs 10M rows).
-INGEST_OBJECT_STORE_BUDGET = int(os.environ.get("ADASPARSE_INGEST_BUDGET_BYTES", 256 << 20))
+INGEST_OBJECT_STORE_BUDGET = int(os.environ.get("ADASPARSE_INGEST_BUDGET_BYTES", 128 << 20))
 
 
 # Half Ray Data's 128 MiB default: a CTR row is ~150 bytes encoded, so 64 MiB is ~400k rows.

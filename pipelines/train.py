@@ -173,7 +173,10 @@ def train_loop(cfg: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     # data parallel: rank 0's weights everywhere, then the mean gradient every step (see
     # adasparse.parallel for why this is not DistributedDataParallel)
-    averager = GradientAverager(model) if world > 1 else None
+    # (a step touches at most batch × fields table rows: with that bound small exchanges take
+    # one collective instead of two)
+    lookups = len(model_cfg.features.all_categorical)
+    averager = GradientAverager(model, max_rows=cfg["batch_size"] * lookups) if world > 1 else None
     opt = build_optimizer(model, OptimConfig(lr=cfg["lr"]))
     # mixed precision on GPU: bfloat16 autocast (same exponent range as float32, no loss scaling)
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")

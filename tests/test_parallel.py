@@ -24,13 +24,13 @@ def _grads(model, batch):
     return out
 
 
-def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+def _worker(rank: int, world: int, init_file: str, out_dir: str, max_rows: int | None) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         cfg = make_model_config(kind="adasparse")
         torch.manual_seed(100 + rank)  # ranks start different: broadcast must align them
         model = build_model(cfg).train()
-        avg = GradientAverager(model)
+        avg = GradientAverager(model, max_rows=max_rows)
         avg.broadcast_parameters(model)
         batches = []
         for r in range(world):
@@ -47,22 +47,28 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         got = {n: (p.grad.to_dense() if p.grad.is_sparse else p.grad) for n, p in model.named_parameters() if p.grad is not None}
         sparse_is_sparse = model.embedding.table.weight.grad.is_sparse
         expected = {n: sum(ref[n] for ref in reference) / world for n in reference[0]}
-        torch.save({"got": got, "expected": expected, "sparse": sparse_is_sparse,
+        torch.save({"got": got, "expected": expected, "sparse": sparse_is_sparse, "fused": avg.fused,
                     "params": {n: p.detach().clone() for n, p in model.named_parameters()}},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
-@pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory):
+# the largest batch below is 80 rows; a bound of 80 rows x every field holds on both ranks
+FIELDS = len(make_model_config(kind="adasparse").features.all_categorical)
+
+
+@pytest.fixture(scope="module", params=[None, 80 * FIELDS], ids=["allreduce+allgather", "one-allgather"])
+def two_ranks(request, tmp_path_factory):
     d = tmp_path_factory.mktemp("ddp")
-    mp.start_processes(_worker, args=(2, str(d / "init"), str(d)), nprocs=2, join=True, start_method="spawn")
-    return [torch.load(d / f"rank{r}.pt") for r in range(2)]
+    mp.start_processes(_worker, args=(2, str(d / "init"), str(d), request.param), nprocs=2, join=True, start_method="spawn")
+    return [torch.load(d / f"rank{r}.pt") for r in range(2)], request.param
 
 
 def test_every_gradient_is_the_mean_of_the_ranks(two_ranks):
-    for res in two_ranks:
+    results, max_rows = two_ranks
+    for res in results:
+        assert res["fused"] == (max_rows is not None)
         assert set(res["got"]) == set(res["expected"])
         for name, g in res["got"].items():
             torch.testing.assert_close(g, res["expected"][name], rtol=1e-6, atol=1e-7, msg=name)
@@ -70,6 +76,6 @@ def test_every_gradient_is_the_mean_of_the_ranks(two_ranks):
 
 
 def test_ranks_start_from_rank_zero_parameters(two_ranks):
-    a, b = two_ranks
+    (a, b), _ = two_ranks
     for name in a["params"]:
         assert torch.equal(a["params"][name], b["params"][name]), name

@@ -131,13 +131,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo" and args.rows < 60:
         print("adasparse: --rows must be at least 60", file=sys.stderr)
         return 2
+    return run_command("adasparse", lambda: args.func(args))
+
+
+def run_command(prog: str, fn) -> int:
+    """Run a command's body: bad input (a config or data error, also from inside a Ray task)
+    becomes one line ``prog: message`` on stderr and exit status 2, never a traceback; any
+    other exception propagates. ``fn`` returns an exit status or None (= 0)."""
     try:
-        return args.func(args)
-    except Exception as err:  # bad input: one line, no traceback
+        return fn() or 0
+    except Exception as err:
         msg = _user_error(err)
         if msg is None:
             raise
-        print(f"adasparse: {msg}", file=sys.stderr)
+        print(f"{prog}: {msg}", file=sys.stderr)
         return 2
 
 

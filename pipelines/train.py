@@ -448,17 +448,12 @@ def parse_args(argv: list[str] | None = None) -> RunSpec:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from adasparse.cli import _user_error
+    from adasparse.cli import run_command
 
-    try:
+    def body() -> None:
         run(parse_args(argv))
-    except Exception as err:
-        msg = _user_error(err)
-        if msg is None:
-            raise
-        print(f"adasparse train: {msg}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command("adasparse train", body)
 
 
 if __name__ == "__main__":

@@ -266,14 +266,15 @@ def summarise(grid, space: TuneSpace, base: RunSpec, sweep_dir: Path, log=print)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from adasparse.cli import _user_error
+    from adasparse.cli import run_command
 
     p = argparse.ArgumentParser(prog="adasparse tune", description="Ray Tune sweep of the training job against dev GAUC")
     p.add_argument("--space", required=True, help="search space YAML (see tune_spaces/)")
     p.add_argument("--trials", type=int, help="trials to sample (grid: repeats of the whole grid); default 8, grid 1")
     add_run_options(p)
     args = vars(p.parse_args(argv))
-    try:
+
+    def body() -> None:
         if args["trials"] is not None and args["trials"] < 1:
             raise ConfigError("--trials must be at least 1")
         space = load_space(args["space"])
@@ -286,13 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--out {base.out}: sweeps write to a local or shared directory (s3:// is for adasparse train)")
         name = opts.get("name") or space.name
         sweep(space, base, args["trials"], base.out, name)
-    except Exception as err:
-        msg = _user_error(err)
-        if msg is None:
-            raise
-        print(f"adasparse tune: {msg}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command("adasparse tune", body)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,10 @@ def _worker_nodes(url: str, env: dict) -> int:
     r = ray_cli("list", "nodes", "--address", url, "--format", "json", "--filter", "state=ALIVE", env=env)
     if r.returncode != 0:
         return -1
+    if r.stdout.strip().startswith("No resource"):
+        # what the state CLI prints instead of "[]" when no node matches (seen right after
+        # the head started, before it registered): no worker node either
+        return 0
     return sum(1 for n in json.loads(r.stdout) if not n.get("is_head_node"))
 
 

@@ -38,6 +38,21 @@ def _sparse_tables(model: nn.Module) -> list[nn.Parameter]:
     return [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
 
 
+def _pack_rows(rows: torch.Tensor, values: torch.Tensor, out: torch.Tensor) -> None:
+    """Rows and their gradient values into the first rows of a float32 block: the int64 row ids
+    reinterpreted bit for bit as two float32 columns (nothing is rounded), then the values."""
+    out[: rows.numel(), :2] = rows.contiguous().view(torch.float32).view(-1, 2)
+    out[: rows.numel(), 2:] = values.float()
+
+
+def _sparse_mean(p: nn.Parameter, blocks: list[torch.Tensor], sizes: list[int], world: int) -> torch.Tensor:
+    """The mean sparse gradient from every rank's packed block (``sizes``: its used rows)."""
+    both = torch.cat([b[:n] for b, n in zip(blocks, sizes)])
+    all_rows = both[:, :2].contiguous().view(torch.int64).view(-1)
+    all_values = (both[:, 2:] / world).to(p.dtype)
+    return torch.sparse_coo_tensor(all_rows.unsqueeze(0), all_values, p.shape, check_invariants=False).coalesce()
+
+
 # Above this many bytes received per step the fused all-gather loses to all-reduce + all-gather.
 FUSED_MAX_BYTES = 4 << 20
 
@@ -124,8 +139,7 @@ class GradientAverager:
             if rows.numel() > bound:  # cannot happen while the bound holds; never hang the others
                 raise ValueError(f"{rows.numel()} embedding rows in one step exceed the bound {bound} given to GradientAverager")
             block = torch.zeros(bound, p.shape[1] + 2, dtype=torch.float32, device=device)
-            block[: rows.numel(), :2] = rows.contiguous().view(torch.float32).view(-1, 2)
-            block[: rows.numel(), 2:] = values.float()
+            _pack_rows(rows, values, block)
             parts.append(block.reshape(-1))
         flat = torch.cat(parts)
         gathered = torch.empty(self.world, flat.numel(), dtype=flat.dtype, device=device)
@@ -141,13 +155,7 @@ class GradientAverager:
             width = p.shape[1] + 2
             blocks = gathered[:, offset : offset + bound * width].reshape(self.world, bound, width)
             offset += bound * width
-            if max(sizes) == 0:
-                p.grad = None
-                continue
-            both = torch.cat([blocks[r, :n] for r, n in enumerate(sizes)])
-            all_rows = both[:, :2].contiguous().view(torch.int64).view(-1)
-            all_values = (both[:, 2:] / self.world).to(p.dtype)
-            p.grad = torch.sparse_coo_tensor(all_rows.unsqueeze(0), all_values, p.shape, check_invariants=False).coalesce()
+            p.grad = None if max(sizes) == 0 else _sparse_mean(p, list(blocks.unbind(0)), sizes, self.world)
 
     def _average_sparse(self, p: nn.Parameter, rows: torch.Tensor, values: torch.Tensor, sizes: list[int]) -> None:
         if max(sizes) == 0:  # no rank touched the table this step (every rank knows it)
@@ -155,14 +163,10 @@ class GradientAverager:
             return
         dim = p.shape[1]
         packed = torch.zeros(max(sizes), dim + 2, dtype=torch.float32, device=p.device)
-        packed[: rows.numel(), :2] = rows.contiguous().view(torch.float32).view(-1, 2)
-        packed[: rows.numel(), 2:] = values.float()
+        _pack_rows(rows, values, packed)
         gathered = [torch.empty_like(packed) for _ in range(self.world)]
         dist.all_gather(gathered, packed, group=self.group)
-        both = torch.cat([g[:n] for g, n in zip(gathered, sizes)])
-        all_rows = both[:, :2].contiguous().view(torch.int64).view(-1)
-        all_values = (both[:, 2:] / self.world).to(p.dtype)
-        p.grad = torch.sparse_coo_tensor(all_rows.unsqueeze(0), all_values, p.shape, check_invariants=False).coalesce()
+        p.grad = _sparse_mean(p, gathered, sizes, self.world)
 
 
 __all__ = ["GradientAverager"]

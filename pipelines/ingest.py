@@ -196,7 +196,7 @@ def read_split(source: DataSource, split: str, cuts: TimeCuts | None, *, shuffle
     return ds.map_batches(_Encode(source.spec, lo, hi), batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
 
 
-def train_batches(ds, batch_size: int | None, shuffle_buffer: int = 0, seed: int | None = None, prefetch_batches: int = 1):
+def train_batches(ds, batch_size: int | None, shuffle_buffer: int = 0, seed: int | None = None):
     """Batches (dicts of numpy arrays) of an encoded split — a ``Dataset`` or a Ray Train
     shard's ``DataIterator`` — with a local shuffle buffer (rows) for training."""
     for t in ds.iter_batches(
@@ -204,7 +204,6 @@ def train_batches(ds, batch_size: int | None, shuffle_buffer: int = 0, seed: int
         batch_format="pyarrow",
         local_shuffle_buffer_size=shuffle_buffer or None,
         local_shuffle_seed=seed,
-        prefetch_batches=prefetch_batches,
     ):
         yield arrow_to_columns(t)
 

@@ -6,7 +6,10 @@ O(rows in the batch), independent of the table size (2M or 200M rows cost the sa
 "lazy Adam" as in TensorFlow's LazyAdam: the moments of a row decay only when the row is
 seen, which is the standard choice for CTR embedding tables (dense Adam over a 2M-row table
 measured 1.5k samples/s at batch 256 on 2 cores, against 52k with sparse updates).
-Dense parameters (backbone, pruner, numeric vectors) keep exact ``torch.optim.Adam`` semantics.
+Dense parameters (backbone, pruner, numeric vectors) keep exact ``torch.optim.Adam`` semantics,
+run by its fused implementation (one kernel per parameter on CPU and CUDA instead of ~10: at
+batch 256 on 2 cores the dense step took ~95 µs instead of ~265 µs for the public
+configuration's ten tensors; same update up to float rounding order, ~4e-7 after 550 steps).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ class CTROptimizer:
             if sparse
             else None
         )
-        self.dense = torch.optim.Adam(dense, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, foreach=True)
+        self.dense = torch.optim.Adam(dense, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=bool(dense))
 
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:

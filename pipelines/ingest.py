@@ -208,6 +208,32 @@ def train_batches(ds, batch_size: int | None, shuffle_buffer: int = 0, seed: int
         yield arrow_to_columns(t)
 
 
+class EarlyStart:
+    """A batch stream whose first batch is fetched in a background thread from construction on.
+
+    A stream's first batch waits for Ray Data to plan the read and start its tasks; the first
+    epoch of a job also waits for their worker processes (seconds, ``first_batch_s`` in the
+    job's history). Built before the model and the process group are set up, that wait overlaps
+    them. Iterate once; an error of the stream is raised by the iteration, as without it.
+    """
+
+    def __init__(self, batches):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._batches = iter(batches)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="adasparse-stream-start")
+        self._first = self._pool.submit(next, self._batches, None)
+
+    def __iter__(self):
+        try:
+            first = self._first.result()
+        finally:
+            self._pool.shutdown(wait=False)
+        if first is not None:
+            yield first
+            yield from self._batches
+
+
 def unwrap_data_error(err: BaseException) -> DataError | None:
     """The :class:`DataError` behind an exception raised inside a Ray task, if any."""
     seen = set()
@@ -230,4 +256,4 @@ def unwrap_data_error(err: BaseException) -> DataError | None:
     return None
 
 
-__all__ = ["SPLITS", "TimeCuts", "arrow_to_columns", "columns_to_arrow", "open_source", "read_split", "read_raw", "time_cuts", "train_batches", "unwrap_data_error"]
+__all__ = ["SPLITS", "EarlyStart", "TimeCuts", "arrow_to_columns", "columns_to_arrow", "open_source", "read_split", "read_raw", "time_cuts", "train_batches", "unwrap_data_error"]

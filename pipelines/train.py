@@ -161,12 +161,26 @@ def train_loop(cfg: dict) -> None:
     from adasparse.model import build_model
     from adasparse.optim import build_optimizer
     from adasparse.parallel import GradientAverager
-    from pipelines.ingest import train_batches
+    from pipelines.ingest import EarlyStart, train_batches
 
     _quiet_report_log()
+    device = ray.train.torch.get_device()
+    state = meta = None
+    resumed = ray.train.get_checkpoint()
+    if resumed is not None:  # a rerun of the same run name, or a restart after a worker failure
+        with resumed.as_directory() as d:
+            # tensors only, no pickled objects
+            state = torch.load(os.path.join(d, "state.pt"), weights_only=True, map_location=device)
+            meta = json.loads(open(os.path.join(d, "meta.json")).read())
+    start = 1 if meta is None else meta["epoch"] + 1
+
+    def epoch_batches(epoch: int):
+        return train_batches(ray.train.get_dataset_shard("train"), cfg["batch_size"], cfg["shuffle_buffer"], cfg["seed"] + epoch)
+
+    # the first epoch's stream starts now, while the model and the process group are set up
+    first_stream = EarlyStart(epoch_batches(start)) if start <= cfg["epochs"] else None
     torch.manual_seed(cfg["seed"])
     model_cfg = ModelConfig.model_validate(cfg["model"])
-    device = ray.train.torch.get_device()
     model = build_model(model_cfg).to(device)
     model.check_ids = False  # ids come from adasparse.encoding: always inside their buckets
     ctx = ray.train.get_context()
@@ -182,18 +196,12 @@ def train_loop(cfg: dict) -> None:
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     best: dict | None = None
     history: list = []
-    start = 1
-    resumed = ray.train.get_checkpoint()
-    if resumed is not None:  # a rerun of the same run name, or a restart after a worker failure
-        with resumed.as_directory() as d:
-            # tensors only, no pickled objects
-            state = torch.load(os.path.join(d, "state.pt"), weights_only=True, map_location=device)
-            meta = json.loads(open(os.path.join(d, "meta.json")).read())
+    if state is not None:
         model.load_state_dict(state["model"])
         if "optim" in state:
             opt.load_state_dict(state["optim"])
         best = {"epoch": meta["best_epoch"], "dev": meta["best_dev"], "sparsity": meta["best_sparsity"], "state": state["best_model"]}
-        history, start = meta["history"], meta["epoch"] + 1
+        history = meta["history"]
     if averager is not None:
         averager.broadcast_parameters(model)
 
@@ -217,14 +225,15 @@ def train_loop(cfg: dict) -> None:
     pg_hex = pg.id.hex() if pg is not None else ""
     seen, busy = 0, 0.0
     for epoch in range(start, cfg["epochs"] + 1):
-        shard = ray.train.get_dataset_shard("train")
         t0 = time.perf_counter()
-        losses, n, wait, sync, shown = [], 0, 0.0, 0.0, t0
-        it = train_batches(shard, cfg["batch_size"], cfg["shuffle_buffer"], cfg["seed"] + epoch)
+        losses, n, wait, sync, shown, first_wait = [], 0, 0.0, 0.0, t0, None
+        it = iter(first_stream if epoch == start else epoch_batches(epoch))
         while True:
             tw = time.perf_counter()
             b = next(it, None)
             wait += time.perf_counter() - tw
+            if first_wait is None:
+                first_wait = wait  # the stream's start-up: Ray Data plans the read and starts its tasks
             if b is None:
                 break
             opt.zero_grad()
@@ -252,7 +261,7 @@ def train_loop(cfg: dict) -> None:
         dev, sparsity = _evaluate(model, ray.train.get_dataset_shard("dev"), cfg["batch_size"])
         dev_m = dev.compute()
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-               "rows_per_s_worker": n / max(train_s, 1e-9), "data_wait_s": wait, "grad_sync_s": sync,
+               "rows_per_s_worker": n / max(train_s, 1e-9), "data_wait_s": wait, "first_batch_s": first_wait, "grad_sync_s": sync,
                "train_s": train_s, "threads": torch.get_num_threads(),
                **{f"dev_{k}": v for k, v in dev_m.items()}, "sparsity": sparsity}
         history.append(row)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from adasparse.layers.fused_pruning import FORMULATION_IDS, DomainPrune, InstancePrune
+from adasparse.layers.fused_pruning import FORMULATION_IDS, DomainPrune, InstancePrune, RowsPrune
 from adasparse.layers.weighting import weighting_factors
 
 FORMS = ["binarization", "scaling", "fusion"]
@@ -32,7 +32,9 @@ def test_instance_prune_matches_reference(form, alpha):
     for fused in (False, True):
         h, pre, w = (t.clone().requires_grad_(True) for t in (h0, pre0, w0))
         if fused:
-            out, kept, gate = InstancePrune.apply(h, pre, w, FORMULATION_IDS[form], alpha, 2.0, 0.25)
+            out, kept, pi = InstancePrune.apply(h, pre, w, FORMULATION_IDS[form], alpha, 2.0, 0.25)
+            gate = (pi > 0).float()
+            assert not pi.requires_grad
         else:
             pi, gate = weighting_factors(form, pre + h @ w.t(), alpha=alpha, beta=2.0, epsilon=0.25)
             out, kept = h * pi, gate.mean()
@@ -42,26 +44,57 @@ def test_instance_prune_matches_reference(form, alpha):
     _assert_same(*results)
 
 
+LAYER_WIDTHS = [6, 4]
+
+
+def _layer_mean():
+    layer_mean = torch.zeros(10, 2)
+    layer_mean[:6, 0], layer_mean[6:, 1] = 1 / 6, 1 / 4
+    return layer_mean
+
+
+def _reference_domain(form, e, w, b, inverse, alpha):
+    """Op by op: π per distinct domain, gathered to rows; r^l the plain mean over rows."""
+    pi, gate = weighting_factors(form, e @ w.t() + b, alpha=alpha, beta=2.0, epsilon=0.25)
+    rows, per_row = pi[inverse], gate[inverse]
+    ratios = 1 - torch.stack([per_row[:, :6].mean(), per_row[:, 6:].mean()])
+    return list(rows.split(LAYER_WIDTHS, dim=1)), ratios, gate
+
+
 @pytest.mark.parametrize("form", FORMS)
-def test_domain_prune_matches_reference(form):
+@pytest.mark.parametrize("alpha", [0.1, 3.0])
+@pytest.mark.parametrize("dedup", [True, False])
+def test_domain_and_rows_prune_match_reference(form, alpha, dedup):
     g = torch.Generator().manual_seed(2)
     e0, w0, b0 = torch.randn(5, 8, generator=g), torch.randn(10, 8, generator=g), torch.randn(10, generator=g)
     inverse = torch.tensor([0, 1, 1, 2, 3, 4, 4, 4, 0, 2, 1])
     counts = torch.bincount(inverse)
-    layer_mean = torch.zeros(10, 2)
-    layer_mean[:6, 0], layer_mean[6:, 1] = 1 / 6, 1 / 4
-    w_rows, w_kept = torch.randn(11, 10, generator=g), torch.tensor([2.0, -1.0])
+    w_rows, w_ratio = torch.randn(11, 10, generator=g), torch.tensor([2.0, -1.0])
+    args = (LAYER_WIDTHS, FORMULATION_IDS[form], alpha, 2.0, 0.25)
     results = []
     for fused in (False, True):
         e, w, b = (t.clone().requires_grad_(True) for t in (e0, w0, b0))
-        if fused:
-            rows, kept, gate = DomainPrune.apply(e, w, b, inverse, counts, layer_mean, FORMULATION_IDS[form], 3.0, 2.0, 0.25)
-        else:
-            pi, gate = weighting_factors(form, e @ w.t() + b, alpha=3.0, beta=2.0, epsilon=0.25)
-            rows = pi[inverse]
-            per_row = gate[inverse]  # r^l as the plain mean over rows, as in instance mode
-            kept = torch.stack([per_row[:, :6].mean(), per_row[:, 6:].mean()])
-        loss = (rows * w_rows).sum() + ((kept * w_kept).sum() if form != "scaling" else 0)
+        if not fused:
+            layers, ratios, gate = _reference_domain(form, e, w, b, inverse, alpha)
+        elif dedup:
+            *layers, ratios, pi = DomainPrune.apply(e, w, b, inverse, counts, _layer_mean(), *args)
+            gate = (pi > 0).float()
+        else:  # every row computed on its own: the gate is per row, compare per distinct domain
+            *layers, ratios, pi = RowsPrune.apply(e[inverse], w, b, _layer_mean(), *args)
+            first = torch.tensor([int((inverse == d).nonzero()[0]) for d in range(5)])
+            gate = (pi[first] > 0).float()
+        rows = torch.cat(layers, dim=1)
+        loss = (rows * w_rows).sum() + ((ratios * w_ratio).sum() if form != "scaling" else 0)
         loss.backward()
-        results.append(_record(rows, kept, gate, [e, w, b]))
+        results.append(_record(rows, ratios, gate, [e, w, b]))
     _assert_same(*results)
+
+
+def test_a_layer_without_gradient_gets_zeros():
+    """Only some layers' factors reach the loss: the others contribute zero gradient."""
+    g = torch.Generator().manual_seed(3)
+    e = torch.randn(7, 8, generator=g, requires_grad=True)
+    w, b = torch.randn(10, 8, generator=g, requires_grad=True), torch.zeros(10, requires_grad=True)
+    first, second, ratios, _ = RowsPrune.apply(e, w, b, _layer_mean(), LAYER_WIDTHS, FORMULATION_IDS["fusion"], 1.0, 2.0, 0.25)
+    second.sum().backward()
+    assert w.grad[:6].abs().sum() == 0 and w.grad[6:].abs().sum() > 0

@@ -12,6 +12,7 @@ from adasparse.model import build_model
 from adasparse.optim import build_optimizer
 from adasparse.trainer import evaluate, fit
 from pipelines.ingest import open_source, read_split, time_cuts, train_batches, unwrap_data_error
+from pipelines.sources import DataError
 from pipelines.spec import load_spec, parse_spec
 
 ALI_CCP = Path(__file__).resolve().parents[2] / "shared" / "data" / "ali-ccp"
@@ -118,3 +119,39 @@ def test_summary_counts_domains(generated):
     assert s["rows"] == 12_000 and 1 < s["domains"] <= 60
     assert s["rows_in_top_10pct_domains"] > 0.3  # long-tailed
     assert sum(d["rows"] for d in s["top_domains"]) <= 12_000
+
+
+def test_early_start_fetches_the_first_batch_in_the_background():
+    import threading
+
+    from pipelines.ingest import EarlyStart
+
+    fetched = threading.Event()
+    threads = []
+
+    def batches():
+        threads.append(threading.current_thread().name)
+        fetched.set()
+        yield 1
+        threads.append(threading.current_thread().name)
+        yield 2
+        yield 3
+
+    stream = EarlyStart(batches())
+    assert fetched.wait(5)  # before anyone iterates
+    assert threads[0].startswith("adasparse-stream-start")
+    assert list(stream) == [1, 2, 3]
+    assert threads[1] == threading.current_thread().name  # the rest streams in the caller's thread
+    assert list(EarlyStart(iter([]))) == []
+
+
+def test_early_start_raises_the_streams_error_when_iterated():
+    from pipelines.ingest import EarlyStart
+
+    def broken():
+        raise DataError("part-0.parquet: column 'label' holds nulls")
+        yield  # pragma: no cover
+
+    stream = EarlyStart(broken())
+    with pytest.raises(DataError, match="part-0.parquet: column 'label'"):
+        list(stream)

@@ -26,7 +26,16 @@ import torch
 from torch import nn
 
 from adasparse.config import PrunerConfig
-from adasparse.layers.fused_pruning import FORMULATION_IDS, DomainPrune, InstancePrune, RowsPrune, factors_forward
+from adasparse.layers.fused_pruning import (
+    FORMULATION_IDS,
+    DomainPrune,
+    InstancePrune,
+    RowsPrune,
+    factors_forward,
+    factors_from_scaled,
+    preactivation,
+    sigmoid_scale,
+)
 
 
 # Below this batch size ``domain`` mode computes the factors row by row: sorting out the distinct
@@ -39,8 +48,9 @@ class PruneContext:
     """The pruner's work for one forward pass: call it on each pruned layer's neurons in order.
 
     ``domain`` mode computes every layer's factors up front (one FC and one formulation pass
-    over the distinct domains of the batch, one gather); ``instance`` mode computes layer l's
-    when the backbone reaches it (its FC needs h^l). Both run as fused autograd nodes.
+    over the distinct domains of the batch, or over its rows for small batches); ``instance``
+    mode computes layer l's when the backbone reaches it (its FC needs h^l). Both run as fused
+    autograd nodes (:mod:`adasparse.layers.fused_pruning`).
     """
 
     def __init__(self, pruner: "DomainAdaptivePruner", e_d: torch.Tensor, domain_ids: torch.Tensor, alpha: float):
@@ -48,29 +58,27 @@ class PruneContext:
         self.alpha = alpha
         c = pruner.cfg
         self._args = (FORMULATION_IDS[c.formulation], alpha, c.beta, c.epsilon)
-        self.inverse: torch.Tensor | None = None  # domain mode: row -> distinct domain
-        self._gates: list[torch.Tensor] = []  # 0/1 kept indicators (rows: batch, or distinct domains)
-        self._kept: list[torch.Tensor] = []  # instance mode: ||π^l||_1 / N_l averaged over rows
+        self.inverse: torch.Tensor | None = None  # de-duplicated domain mode: row -> distinct domain
+        self._factors: tuple[torch.Tensor, ...] | None = None  # domain mode: π^l gathered to the rows
+        self._pi: list[torch.Tensor] = []  # π^l without gradient (rows: batch, or distinct domains)
+        self._kept: list[torch.Tensor] = []  # instance mode: kept fraction of each layer so far
         self._ratios: torch.Tensor | None = None
         e_d = e_d.float()
+        lin = pruner.domain_proj
+        n = len(pruner.widths)
         if c.input == "domain" and domain_ids.shape[0] < DOMAIN_DEDUP_MIN_ROWS:
-            lin = pruner.domain_proj
-            rows, kept, gate = RowsPrune.apply(e_d.float(), lin.weight, lin.bias, pruner.layer_mean, *self._args)
-            self._ratios = 1.0 - kept
-            self._factors = rows.split(pruner.widths, dim=1)
-            self._gates = list(gate.split(pruner.widths, dim=1))
+            out = RowsPrune.apply(e_d, lin.weight, lin.bias, pruner.layer_mean, pruner.widths, *self._args)
         elif c.input == "domain":
             self.inverse, rep, counts = pruner.unique_domains(domain_ids)
-            lin = pruner.domain_proj
-            rows, kept, gate = DomainPrune.apply(
-                e_d.index_select(0, rep), lin.weight, lin.bias, self.inverse, counts, pruner.layer_mean, *self._args
+            out = DomainPrune.apply(
+                e_d.index_select(0, rep), lin.weight, lin.bias, self.inverse, counts, pruner.layer_mean, pruner.widths, *self._args
             )
-            self._ratios = 1.0 - kept  # r^l weighted by rows: 1 − Σ_d n_d · mean_l(gate_d) / B
-            self._factors = rows.split(pruner.widths, dim=1)
-            self._gates = list(gate.split(pruner.widths, dim=1))
         else:
-            self._factors = None
-            self._pre = pruner.domain_proj(e_d).split(pruner.widths, dim=1)
+            self._pre = lin(e_d).split(pruner.widths, dim=1)
+            return
+        # r^l weighted by rows: 1 − Σ_rows ||gate^l||_1 / (B · N_l)
+        self._factors, self._ratios = out[:n], out[n]
+        self._pi = list(out[n + 1].split(pruner.widths, dim=1))
 
     def __call__(self, layer: int, h: torch.Tensor) -> torch.Tensor:
         """Eq. 2 for pruned layer ``layer`` (0-based, in the order the backbone visits them)."""
@@ -78,8 +86,8 @@ class PruneContext:
             return h * self._factors[layer].to(h.dtype)
         # W_p^l · [e_d; h^l] + b = (W_d^l e_d + b) + W_h^l h^l, the first term precomputed
         w_h = self.pruner.hidden_proj[layer].weight
-        out, kept, gate = InstancePrune.apply(h.float(), self._pre[layer], w_h, *self._args)
-        self._gates.append(gate)
+        out, kept, pi = InstancePrune.apply(h.float(), self._pre[layer], w_h, *self._args)
+        self._pi.append(pi)
         self._kept.append(kept)
         return out.to(h.dtype)
 
@@ -92,13 +100,14 @@ class PruneContext:
 
     @property
     def gates(self) -> list[torch.Tensor]:
-        return self._gates
+        """0/1 kept indicators per pruned layer (one row per distinct domain when de-duplicated)."""
+        return [(pi > 0).to(pi.dtype) for pi in self._pi]
 
     def row_gates(self) -> list[torch.Tensor]:
         """Boolean kept-masks per pruned layer with one row per input row."""
         if self.inverse is None:
-            return [g > 0 for g in self._gates]
-        return [g.index_select(0, self.inverse) > 0 for g in self._gates]
+            return [pi > 0 for pi in self._pi]
+        return [pi.index_select(0, self.inverse) > 0 for pi in self._pi]
 
 
 class DomainAdaptivePruner(nn.Module):
@@ -156,8 +165,7 @@ class DomainAdaptivePruner(nn.Module):
     def factors(self, u: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(π, gate) for pre-activations u (no autograd shortcuts; for inspection)."""
         c = self.cfg
-        _, pi, gate = factors_forward(u.float(), FORMULATION_IDS[c.formulation], alpha, c.beta, c.epsilon)
-        return pi, gate
+        return factors_forward(u.float(), FORMULATION_IDS[c.formulation], alpha, c.beta, c.epsilon)
 
     def unique_domains(self, domain_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(inverse, representative row, count) of the distinct domain-field tuples of a batch."""
@@ -186,5 +194,9 @@ class DomainAdaptivePruner(nn.Module):
                 "per-domain masks exist only with pruner.input = domain; in instance mode π depends "
                 "on each sample's neurons (use the per-row masks of a batch instead)"
             )
-        pre = self.domain_proj(e_d)
-        return [self.factors(u, alpha)[0] for u in pre.split(self.widths, dim=1)]
+        c = self.cfg
+        form = FORMULATION_IDS[c.formulation]
+        # the arithmetic of the training path (RowsPrune), so masks agree bit for bit
+        z = preactivation(self.domain_proj.bias, e_d.float(), self.domain_proj.weight, sigmoid_scale(form, alpha))
+        _, pi, _ = factors_from_scaled(z, form, c.beta, c.epsilon)
+        return list(pi.split(self.widths, dim=1))

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ray._common.utils import get_ray_address_file
 
 from ray_head import head_node, ray_cli, submit
 
@@ -17,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_ray_job_submit_runs_the_training_job(generated, tmp_path):
+    cluster_file = Path(get_ray_address_file(None))
+    before = cluster_file.read_text() if cluster_file.exists() else None
     with head_node(tmp_path) as (url, env, _):
         # without the token the cluster refuses the client
         anon = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"} | {"RAY_AUTH_MODE": "disabled"}
@@ -25,6 +28,9 @@ def test_ray_job_submit_runs_the_training_job(generated, tmp_path):
         r = submit(url, env, [sys.executable, "-m", "pipelines.train", "--data", str(generated / "spec.yaml"),
                               "--model", "adasparse", "--workers", "2", "--epochs", "1", "--batch-size", "512",
                               "--out", str(out), "--name", "submitted"], cwd=tmp_path, working_dir=ROOT)
+        assert cluster_file.exists() and cluster_file.read_text() != before  # ray start recorded itself
+    # the head is gone and Ray's cluster file no longer names it
+    assert (cluster_file.read_text() if cluster_file.exists() else None) == before
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "succeeded" in (r.stdout + r.stderr)
     metrics = json.loads((out / "submitted" / "metrics.json").read_text())

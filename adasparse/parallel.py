@@ -29,6 +29,8 @@ O(world · batch · fields · dim), never the table. Works on CPU (gloo) and GPU
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -65,6 +67,10 @@ class GradientAverager:
 
     def __init__(self, model: nn.Module, group=None, max_rows: int | None = None):
         self.group = group
+        # seconds spent per phase since the last reset_timings(): "coalesce" (this rank's sparse
+        # gradient to one entry per row), "collective" (the all-reduce / all-gathers, waiting for
+        # the slowest rank included), "merge" (every rank's rows and dense parts into the mean)
+        self.timings = dict.fromkeys(("coalesce", "collective", "merge"), 0.0)
         self.world = dist.get_world_size(group)
         sparse = _sparse_tables(model)
         ids = {id(p) for p in sparse}
@@ -89,14 +95,26 @@ class GradientAverager:
             for t in list(model.parameters()) + list(model.buffers()):
                 dist.broadcast(t.data, src, group=self.group)
 
+    def reset_timings(self) -> dict[str, float]:
+        """The phase timings so far (see ``timings``), then zero them."""
+        out, self.timings = self.timings, dict.fromkeys(self.timings, 0.0)
+        return out
+
+    def _tick(self, phase: str, since: float) -> float:
+        now = time.perf_counter()
+        self.timings[phase] += now - since
+        return now
+
     def average(self) -> None:
         if self.world == 1:
             return
+        t = time.perf_counter()
         local = [self._local_rows(p) for p in self.sparse]
+        t = self._tick("coalesce", t)
         if self.bounds is not None:
-            self._average_fused(local)
+            self._average_fused(local, t)
             return
-        counts = self._average_dense([rows.numel() for rows, _ in local])
+        counts = self._average_dense([rows.numel() for rows, _ in local], t)
         for p, (rows, values), sizes in zip(self.sparse, local, counts):
             self._average_sparse(p, rows, values, sizes)
 
@@ -106,7 +124,7 @@ class GradientAverager:
         g = p.grad.coalesce()
         return g.indices()[0], g.values()
 
-    def _average_dense(self, row_counts: list[int]) -> list[list[int]]:
+    def _average_dense(self, row_counts: list[int], t: float) -> list[list[int]]:
         """One all-reduce for every dense gradient, with each table's row count riding along.
 
         The counts sit in a (tables, world) block, this rank's in its own column, so the sum
@@ -121,15 +139,25 @@ class GradientAverager:
             rank = dist.get_rank(self.group)
             block[:, rank] = torch.tensor(row_counts, dtype=torch.float32, device=device)
         flat = torch.cat([g.reshape(-1).float() for g in grads] + [block.reshape(-1)])
+        t = self._tick("merge", t)
         dist.all_reduce(flat, group=self.group)
+        t = self._tick("collective", t)
+        offset = self._set_dense_grads(flat[: flat.numel() - block.numel()].div_(self.world))
+        counts = flat[offset:].view(len(row_counts), self.world).long().tolist()
+        self._tick("merge", t)
+        return counts
+
+    def _set_dense_grads(self, mean: torch.Tensor) -> int:
+        """Each dense parameter's gradient as a view of the flat mean (one division for all);
+        returns where the dense part ends."""
         offset = 0
         for p in self.dense:
             n = p.numel()
-            p.grad = (flat[offset : offset + n] / self.world).view_as(p).to(p.dtype)
+            p.grad = mean[offset : offset + n].view_as(p).to(p.dtype)
             offset += n
-        return flat[offset:].view(len(row_counts), self.world).long().tolist()
+        return offset
 
-    def _average_fused(self, local: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def _average_fused(self, local: list[tuple[torch.Tensor, torch.Tensor]], t: float) -> None:
         """One all-gather of [dense grads | row counts | each table's rows padded to its bound]."""
         device = self.dense[0].device if self.dense else self.sparse[0].device
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.dense]
@@ -143,12 +171,11 @@ class GradientAverager:
             parts.append(block.reshape(-1))
         flat = torch.cat(parts)
         gathered = torch.empty(self.world, flat.numel(), dtype=flat.dtype, device=device)
+        t = self._tick("merge", t)
         dist.all_gather(list(gathered.unbind(0)), flat, group=self.group)  # rows of one buffer
-        offset = 0
-        for p in self.dense:
-            n = p.numel()
-            p.grad = (gathered[:, offset : offset + n].sum(0) / self.world).view_as(p).to(p.dtype)
-            offset += n
+        t = self._tick("collective", t)
+        n_dense = sum(p.numel() for p in self.dense)
+        offset = self._set_dense_grads(gathered[:, :n_dense].sum(0).div_(self.world))
         counts = gathered[:, offset : offset + len(self.sparse)].long().T.tolist()  # (tables, world)
         offset += len(self.sparse)
         for p, bound, sizes in zip(self.sparse, self.bounds, counts):
@@ -156,17 +183,22 @@ class GradientAverager:
             blocks = gathered[:, offset : offset + bound * width].reshape(self.world, bound, width)
             offset += bound * width
             p.grad = None if max(sizes) == 0 else _sparse_mean(p, list(blocks.unbind(0)), sizes, self.world)
+        self._tick("merge", t)
 
     def _average_sparse(self, p: nn.Parameter, rows: torch.Tensor, values: torch.Tensor, sizes: list[int]) -> None:
         if max(sizes) == 0:  # no rank touched the table this step (every rank knows it)
             p.grad = None
             return
+        t = time.perf_counter()
         dim = p.shape[1]
         packed = torch.zeros(max(sizes), dim + 2, dtype=torch.float32, device=p.device)
         _pack_rows(rows, values, packed)
         gathered = [torch.empty_like(packed) for _ in range(self.world)]
+        t = self._tick("merge", t)
         dist.all_gather(gathered, packed, group=self.group)
+        t = self._tick("collective", t)
         p.grad = _sparse_mean(p, gathered, sizes, self.world)
+        self._tick("merge", t)
 
 
 __all__ = ["GradientAverager"]

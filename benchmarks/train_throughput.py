@@ -14,8 +14,9 @@ encoded by the same :func:`pipelines.transforms.encode_table`). Figures:
   evaluation after every epoch, the test evaluation, checkpoints);
 * where the last epoch's loop time goes (rank 0): waiting for the next batch from Ray Data,
   gradient exchange (which includes coalescing the local sparse gradient, work the plain loop
-  does inside ``SparseAdam``), and the rest (forward, backward, optimiser); and the first
-  epoch's wait for its first batch.
+  does inside ``SparseAdam``), and the rest (forward, backward, optimiser); the exchange split
+  by phase (coalesce / collective incl. waiting for the other worker / merge,
+  ``GradientAverager.timings``); and the first epoch's wait for its first batch.
 
     python benchmarks/train_throughput.py --rows 1000000 --batch-sizes 256,8192 --workers 2
 """
@@ -101,7 +102,7 @@ def main() -> None:
     data = load_train_split(spec_path)
     features = load_spec(spec_path).features
     print(f"train split: {len(data['label']):,} rows; {os.cpu_count()} cores; {args.workers} Ray Train workers")
-    rows = []
+    rows, exchange_split = [], {}
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
         spec = RunSpec(data=spec_path, model=args.model, formulation=args.formulation, epochs=args.epochs, batch_size=bs,
                        workers=args.workers, out=str(tmp / "runs"), name=f"bench-{bs}")
@@ -118,12 +119,17 @@ def main() -> None:
         busy = last["train_s"]
         rows.append((bs, ref, rate[0], rate[1], len(data["label"]) * args.epochs / wall, first["first_batch_s"],
                      last["data_wait_s"] / busy, last["grad_sync_s"] / busy))
+        phases = last.get("grad_sync_phases_s") or {}
+        if phases:
+            exchange_split[bs] = " / ".join(f"{k} {100 * v / busy:.0f}%" for k, v in phases.items())
     print(f"\n{'batch':>6} | {'plain loop':>11} | {'Ray epoch 1':>11} | {'ratio':>5} | {'Ray epoch ' + str(args.epochs):>11} | "
           f"{'ratio':>5} | {'whole fit':>10} | {'ratio':>5} | epoch 1 first batch | epoch {args.epochs}: wait / exchange / compute")
     for bs, ref, r1, r2, whole, first_s, wait, sync in rows:
         print(f"{bs:>6} | {ref:>9,.0f}/s | {r1:>9,.0f}/s | {r1 / ref:>4.2f}x | {r2:>9,.0f}/s | {r2 / ref:>4.2f}x | "
               f"{whole:>8,.0f}/s | {whole / ref:>4.2f}x | {first_s:>17.1f} s | "
               f"{100 * wait:.0f}% / {100 * sync:.0f}% / {100 * (1 - wait - sync):.0f}%")
+    for bs, split in exchange_split.items():
+        print(f"batch {bs}, epoch {args.epochs}, the exchange's share of the loop by phase: {split}")
     import ray
 
     ray.shutdown()

@@ -262,13 +262,15 @@ def train_loop(cfg: dict) -> None:
         dev_m = dev.compute()
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                "rows_per_s_worker": n / max(train_s, 1e-9), "data_wait_s": wait, "first_batch_s": first_wait, "grad_sync_s": sync,
+               "grad_sync_phases_s": averager.reset_timings() if averager is not None else {},
                "train_s": train_s, "threads": torch.get_num_threads(),
                **{f"dev_{k}": v for k, v in dev_m.items()}, "sparsity": sparsity}
         history.append(row)
         if best is None or dev_m["gauc"] > best["dev"]["gauc"]:
             best = {"epoch": epoch, "dev": dev_m, "sparsity": sparsity, "state": copy.deepcopy(model.state_dict())}
         checkpoint = save({"epoch": epoch, "final": False}, with_optim=True)
-        ray.train.report({k: v for k, v in row.items() if k != "sparsity"} | {"final": False, "placement_group": pg_hex},
+        ray.train.report({k: v for k, v in row.items() if k not in ("sparsity", "grad_sync_phases_s")}
+                         | {"final": False, "placement_group": pg_hex},
                          checkpoint=checkpoint)
         marker = cfg.get("fail_marker")
         if cfg.get("fail_at_epoch") == epoch and rank == world - 1 and marker and not os.path.exists(marker):

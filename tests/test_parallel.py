@@ -47,7 +47,9 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, max_rows: int |
         got = {n: (p.grad.to_dense() if p.grad.is_sparse else p.grad) for n, p in model.named_parameters() if p.grad is not None}
         sparse_is_sparse = model.embedding.table.weight.grad.is_sparse
         expected = {n: sum(ref[n] for ref in reference) / world for n in reference[0]}
+        timings = avg.reset_timings()
         torch.save({"got": got, "expected": expected, "sparse": sparse_is_sparse, "fused": avg.fused,
+                    "timings": timings, "after_reset": dict(avg.timings),
                     "params": {n: p.detach().clone() for n, p in model.named_parameters()}},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
@@ -79,3 +81,11 @@ def test_ranks_start_from_rank_zero_parameters(two_ranks):
     (a, b), _ = two_ranks
     for name in a["params"]:
         assert torch.equal(a["params"][name], b["params"][name]), name
+
+
+def test_exchange_time_is_split_by_phase(two_ranks):
+    results, _ = two_ranks
+    for res in results:
+        assert set(res["timings"]) == {"coalesce", "collective", "merge"}
+        assert all(v > 0 for v in res["timings"].values()), res["timings"]
+        assert all(v == 0 for v in res["after_reset"].values())

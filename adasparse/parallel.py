@@ -76,11 +76,11 @@ class GradientAverager:
         ids = {id(p) for p in sparse}
         self.sparse = sparse
         self.dense = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+        self.n_dense = sum(p.numel() for p in self.dense)  # length of the dense part of an exchange
         self.bounds: list[int] | None = None
         if max_rows is not None and max_rows < 1 << 24:
             bounds = [min(max_rows, p.shape[0]) for p in sparse]
-            n_dense = sum(p.numel() for p in self.dense)
-            payload = n_dense + len(sparse) + sum(b * (p.shape[1] + 2) for b, p in zip(bounds, sparse))
+            payload = self.n_dense + len(sparse) + sum(b * (p.shape[1] + 2) for b, p in zip(bounds, sparse))
             if self.world * payload * 4 <= FUSED_MAX_BYTES:
                 self.bounds = bounds
 
@@ -142,7 +142,7 @@ class GradientAverager:
         t = self._tick("merge", t)
         dist.all_reduce(flat, group=self.group)
         t = self._tick("collective", t)
-        offset = self._set_dense_grads(flat[: flat.numel() - block.numel()].div_(self.world))
+        offset = self._set_dense_grads(flat[: self.n_dense].div_(self.world))
         counts = flat[offset:].view(len(row_counts), self.world).long().tolist()
         self._tick("merge", t)
         return counts
@@ -174,8 +174,7 @@ class GradientAverager:
         t = self._tick("merge", t)
         dist.all_gather(list(gathered.unbind(0)), flat, group=self.group)  # rows of one buffer
         t = self._tick("collective", t)
-        n_dense = sum(p.numel() for p in self.dense)
-        offset = self._set_dense_grads(gathered[:, :n_dense].sum(0).div_(self.world))
+        offset = self._set_dense_grads(gathered[:, : self.n_dense].sum(0).div_(self.world))
         counts = gathered[:, offset : offset + len(self.sparse)].long().T.tolist()  # (tables, world)
         offset += len(self.sparse)
         for p, bound, sizes in zip(self.sparse, self.bounds, counts):

@@ -69,12 +69,6 @@ def factors_from_scaled(z: torch.Tensor, form: int, beta: float, epsilon: float)
     return s, pi, torch.sign(pi)
 
 
-def factors_forward(u: torch.Tensor, form: int, alpha: float, beta: float, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(π, gate) of eqs. 4–8 for pre-activations u (inspection; no autograd shortcuts)."""
-    _, pi, gate = factors_from_scaled(u * sigmoid_scale(form, alpha), form, beta, epsilon)
-    return pi, gate
-
-
 def factors_backward(g_pi, g_gate, s, gate, form: int, alpha: float, beta: float) -> torch.Tensor:
     """dL/du from dL/dπ and dL/dgate (``g_gate``: None, or broadcastable to π, e.g. per column).
 

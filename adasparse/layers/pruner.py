@@ -31,7 +31,6 @@ from adasparse.layers.fused_pruning import (
     DomainPrune,
     InstancePrune,
     RowsPrune,
-    factors_forward,
     factors_from_scaled,
     preactivation,
     sigmoid_scale,
@@ -161,11 +160,6 @@ class DomainAdaptivePruner(nn.Module):
         if self.hidden_proj is None:
             return w_d, b
         return torch.cat([w_d, self.hidden_proj[layer].weight], dim=1), b
-
-    def factors(self, u: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(π, gate) for pre-activations u (no autograd shortcuts; for inspection)."""
-        c = self.cfg
-        return factors_forward(u.float(), FORMULATION_IDS[c.formulation], alpha, c.beta, c.epsilon)
 
     def unique_domains(self, domain_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(inverse, representative row, count) of the distinct domain-field tuples of a batch."""

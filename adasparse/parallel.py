@@ -22,9 +22,18 @@ padded to the bound travel in one ``all_gather`` and every rank sums the dense p
 At batch 256 on two CPU workers this is one gloo round trip instead of two (measured: 1.3 ms
 against 3.2 ms per step). Large batches or many ranks keep the all-reduce, which scales.
 
+**Shared memory instead of gloo** when every rank runs on one host with CPU tensors and a
+bound is given (``transport="auto"``, the default): the same one-buffer payload goes through
+:class:`adasparse.local_exchange.SharedMemoryGather` (a ``/dev/shm`` file and a loopback
+barrier). Gloo's latency on a busy 2-core machine is ~0.5 ms even for a few floats; measured
+with two workers at batch 256, the exchange fell from 3.8–4.1 to 1.8–2.4 ms per step (its
+collective part from 2.5–2.7 to 0.6–1.1 ms, waiting for the other rank included).
+``transport="collectives"`` forces the process group, ``"shared_memory"`` insists (or raises).
+
 The result equals DDP's: every rank ends the step with the mean of the ranks' gradients
 (each rank's loss is its own batch mean). Traffic per step is the touched rows only,
-O(world · batch · fields · dim), never the table. Works on CPU (gloo) and GPU (NCCL) alike.
+O(world · batch · fields · dim), never the table. Works on CPU (gloo or shared memory) and
+GPU (NCCL) alike.
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ import time
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from adasparse.local_exchange import SharedMemoryGather, all_on_one_host
 
 
 def _sparse_tables(model: nn.Module) -> list[nn.Parameter]:
@@ -57,6 +68,9 @@ def _sparse_mean(p: nn.Parameter, blocks: list[torch.Tensor], sizes: list[int], 
 
 # Above this many bytes received per step the fused all-gather loses to all-reduce + all-gather.
 FUSED_MAX_BYTES = 4 << 20
+# The shared-memory exchange's largest slot (one rank's payload); larger ones use the collectives.
+SHARED_MAX_BYTES = 256 << 20
+TRANSPORTS = ("auto", "shared_memory", "collectives")
 
 
 class GradientAverager:
@@ -65,7 +79,9 @@ class GradientAverager:
     ``max_rows``: an upper bound, the same on every rank, on the rows one step touches in each
     sparse table (e.g. batch size × fields); it enables the one-collective exchange."""
 
-    def __init__(self, model: nn.Module, group=None, max_rows: int | None = None):
+    def __init__(self, model: nn.Module, group=None, max_rows: int | None = None, transport: str = "auto"):
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport {transport!r}: expected one of {', '.join(TRANSPORTS)}")
         self.group = group
         # seconds spent per phase since the last reset_timings(): "coalesce" (this rank's sparse
         # gradient to one entry per row), "collective" (the all-reduce / all-gathers, waiting for
@@ -78,16 +94,40 @@ class GradientAverager:
         self.dense = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
         self.n_dense = sum(p.numel() for p in self.dense)  # length of the dense part of an exchange
         self.bounds: list[int] | None = None
-        if max_rows is not None and max_rows < 1 << 24:
-            bounds = [min(max_rows, p.shape[0]) for p in sparse]
-            payload = self.n_dense + len(sparse) + sum(b * (p.shape[1] + 2) for b, p in zip(bounds, sparse))
-            if self.world * payload * 4 <= FUSED_MAX_BYTES:
-                self.bounds = bounds
+        self.local: SharedMemoryGather | None = None
+        if max_rows is None or max_rows >= 1 << 24 or self.world == 1:
+            if transport == "shared_memory" and self.world > 1:
+                raise ValueError("the shared-memory exchange needs max_rows (a bound below 2^24 on a step's table rows)")
+            return
+        bounds = [min(max_rows, p.shape[0]) for p in sparse]
+        payload = self.n_dense + len(sparse) + sum(b * (p.shape[1] + 2) for b, p in zip(bounds, sparse))
+        on_cpu = all(p.device.type == "cpu" for p in self.dense + self.sparse)
+        if transport != "collectives" and on_cpu and payload * 4 <= SHARED_MAX_BYTES and all_on_one_host(group):
+            self.local = SharedMemoryGather.create(payload, group)
+        if transport == "shared_memory" and self.local is None:
+            raise ValueError("the shared-memory exchange needs CPU tensors, every rank on one host and a usable /dev/shm")
+        if self.local is not None or self.world * payload * 4 <= FUSED_MAX_BYTES:
+            self.bounds = bounds
 
     @property
     def fused(self) -> bool:
-        """Whether a step exchanges everything in one collective."""
+        """Whether a step exchanges everything in one collective (or one shared-memory gather)."""
         return self.bounds is not None
+
+    @property
+    def transport(self) -> str:
+        """How a step's gradients travel: ``shared_memory`` (ranks on one host), ``all_gather``
+        (one collective) or ``all_reduce+all_gather``."""
+        if self.local is not None:
+            return "shared_memory"
+        return "all_gather" if self.fused else "all_reduce+all_gather"
+
+    def close(self) -> None:
+        """Release the shared-memory exchange (sockets and mapping), if any."""
+        if self.local is not None:
+            self.local.close()
+            self.local = None
+            self.bounds = None
 
     def broadcast_parameters(self, model: nn.Module, src: int = 0) -> None:
         """Make every rank start from rank ``src``'s parameters and buffers."""
@@ -170,9 +210,12 @@ class GradientAverager:
             _pack_rows(rows, values, block)
             parts.append(block.reshape(-1))
         flat = torch.cat(parts)
-        gathered = torch.empty(self.world, flat.numel(), dtype=flat.dtype, device=device)
         t = self._tick("merge", t)
-        dist.all_gather(list(gathered.unbind(0)), flat, group=self.group)  # rows of one buffer
+        if self.local is not None:
+            gathered = self.local.gather(flat)  # a view of shared memory, read before the next step
+        else:
+            gathered = torch.empty(self.world, flat.numel(), dtype=flat.dtype, device=device)
+            dist.all_gather(list(gathered.unbind(0)), flat, group=self.group)  # rows of one buffer
         t = self._tick("collective", t)
         offset = self._set_dense_grads(gathered[:, : self.n_dense].sum(0).div_(self.world))
         counts = gathered[:, offset : offset + len(self.sparse)].long().T.tolist()  # (tables, world)

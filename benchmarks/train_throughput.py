@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -82,6 +83,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--batch-sizes", default="256,8192")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="PyTorch threads per Ray worker (default: the job's)")
     p.add_argument("--model", default="adasparse")
     p.add_argument("--formulation", default="fusion")
     p.add_argument("--epochs", type=int, default=2, help="Ray job epochs (the last one is the steady state)")
@@ -105,7 +107,7 @@ def main() -> None:
     rows, exchange_split = [], {}
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
         spec = RunSpec(data=spec_path, model=args.model, formulation=args.formulation, epochs=args.epochs, batch_size=bs,
-                       workers=args.workers, out=str(tmp / "runs"), name=f"bench-{bs}")
+                       workers=args.workers, threads=args.threads, out=str(tmp / "runs"), name=f"bench-{bs}")
         before = plain_loop(model_config(spec, features), data, bs)
         t0 = time.perf_counter()
         final = run(spec, log=lambda _: None)
@@ -128,11 +130,13 @@ def main() -> None:
         print(f"{bs:>6} | {ref:>9,.0f}/s | {r1:>9,.0f}/s | {r1 / ref:>4.2f}x | {r2:>9,.0f}/s | {r2 / ref:>4.2f}x | "
               f"{whole:>8,.0f}/s | {whole / ref:>4.2f}x | {first_s:>17.1f} s | "
               f"{100 * wait:.0f}% / {100 * sync:.0f}% / {100 * (1 - wait - sync):.0f}%")
+    print(f"gradient exchange: {final['grad_exchange']}")
     for bs, split in exchange_split.items():
         print(f"batch {bs}, epoch {args.epochs}, the exchange's share of the loop by phase: {split}")
     import ray
 
     ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)  # generated rows, checkpoints
 
 
 if __name__ == "__main__":

@@ -196,16 +196,57 @@ def read_split(source: DataSource, split: str, cuts: TimeCuts | None, *, shuffle
     return ds.map_batches(_Encode(source.spec, lo, hi), batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
 
 
+# Rows fetched from Ray Data per request by train_batches (at least a batch, at least the buffer)
+CHUNK_ROWS = 16_384
+
+
 def train_batches(ds, batch_size: int | None, shuffle_buffer: int = 0, seed: int | None = None):
     """Batches (dicts of numpy arrays) of an encoded split — a ``Dataset`` or a Ray Train
-    shard's ``DataIterator`` — with a local shuffle buffer (rows) for training."""
-    for t in ds.iter_batches(
-        batch_size=batch_size,
-        batch_format="pyarrow",
-        local_shuffle_buffer_size=shuffle_buffer or None,
-        local_shuffle_seed=seed,
-    ):
-        yield arrow_to_columns(t)
+    shard's ``DataIterator`` — with a local shuffle buffer of ``shuffle_buffer`` rows.
+
+    Rows come from Ray Data in large chunks (one request per :data:`CHUNK_ROWS` rows or more)
+    and are batched here: Ray Data's own small-batch path costs ~0.5 ms per 256-row batch in the
+    consuming process (its local shuffle buffer included), a fifth of a training step there
+    (``benchmarks/ingest.py --batch-cost``). The shuffle: every batch is a uniformly random draw,
+    without replacement, from a pool of at least ``shuffle_buffer`` + ``batch_size`` rows while
+    the stream lasts (the pool is the rows fetched and not yet emitted); the last rows drain in
+    random order. ``shuffle_buffer`` 0 keeps the stream's order. The batches are the same in
+    number and size as ``ds.iter_batches(batch_size)`` gives (the last one may be short)."""
+    shuffle = bool(shuffle_buffer)
+    rng = np.random.default_rng(seed)
+    chunk = max(CHUNK_ROWS, batch_size or 0, 2 * shuffle_buffer)  # rows copied per row emitted: ~1 + buffer / chunk
+    pool: dict[str, np.ndarray] | None = None
+    for t in ds.iter_batches(batch_size=chunk, batch_format="pyarrow"):
+        cols = arrow_to_columns(t)
+        left = 0 if pool is None else len(next(iter(pool.values())))
+        pool = {k: np.concatenate([pool[k], cols[k]]) for k in cols} if left else cols
+        n = len(next(iter(pool.values())))
+        if batch_size is None:
+            yield pool
+            pool = None
+            continue
+        out = (n - shuffle_buffer) // batch_size * batch_size if shuffle else n // batch_size * batch_size
+        if out <= 0:
+            continue
+        if shuffle:
+            order = rng.permutation(n)
+            yield from _slices({k: v[order[:out]] for k, v in pool.items()}, out, batch_size)
+            pool = {k: v[order[out:]] for k, v in pool.items()}
+        else:
+            yield from _slices(pool, out, batch_size)
+            pool = {k: v[out:] for k, v in pool.items()}
+    if pool is not None and len(next(iter(pool.values()))):
+        n = len(next(iter(pool.values())))
+        if shuffle:
+            order = rng.permutation(n)
+            pool = {k: v[order] for k, v in pool.items()}
+        yield from _slices(pool, n, batch_size or n)
+
+
+def _slices(cols: dict[str, np.ndarray], n: int, batch_size: int):
+    """Consecutive batches of ``batch_size`` rows (views) over the first ``n`` rows of ``cols``."""
+    for i in range(0, n, batch_size):
+        yield {k: v[i : i + batch_size] for k, v in cols.items()}
 
 
 class EarlyStart:

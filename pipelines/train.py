@@ -60,6 +60,8 @@ class RunSpec(StrictModel):
     workers: int = Field(default=1, ge=1)
     cpus_per_worker: float | None = Field(
         default=None, gt=0, description="CPUs each worker asks for (default: the cluster's CPUs less one for ingest, shared; 1 with --gpu)")
+    threads: int | None = Field(
+        default=None, ge=1, description="PyTorch threads per worker (default: its node's CPUs shared among the workers on it)")
     gpu: bool = False
     out: str = Field(default="runs", description="local directory or s3://bucket/prefix for checkpoints and metrics")
     storage_endpoint: str | None = Field(default=None, description="S3-compatible endpoint URL for an s3:// --out (default: AWS)")
@@ -113,6 +115,19 @@ def _tensor(a, device):
         warnings.simplefilter("ignore", UserWarning)
         t = torch.from_numpy(a)
     return t if device.type == "cpu" else t.to(device, non_blocking=True)
+
+
+def _node_threads(local_workers: int) -> int:
+    """Intra-op threads for one of ``local_workers`` train workers on this node: the node's CPUs
+    shared among them. Ray would give each worker threads for the CPUs it *reserves* (a fraction
+    when a CPU is left to Ray Data), but ingest needs a few percent of a core at training speed,
+    so the reserved share would leave cores idle (measured in benchmarks/train_throughput.py)."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    cpus = next((n["Resources"].get("CPU", 1) for n in ray.nodes() if n["NodeID"] == node), 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, int(min(cpus, cores)) // max(1, local_workers))
 
 
 def _evaluate(model, shard, batch_size: int):
@@ -185,6 +200,7 @@ def train_loop(cfg: dict) -> None:
     model.check_ids = False  # ids come from adasparse.encoding: always inside their buckets
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(cfg.get("threads") or _node_threads(ctx.get_local_world_size()))
     # data parallel: rank 0's weights everywhere, then the mean gradient every step (see
     # adasparse.parallel for why this is not DistributedDataParallel)
     # (a step touches at most batch × fields table rows: with that bound small exchanges take
@@ -276,6 +292,10 @@ def train_loop(cfg: dict) -> None:
         if cfg.get("fail_at_epoch") == epoch and rank == world - 1 and marker and not os.path.exists(marker):
             open(marker, "w").close()  # fault injection (tests): this worker dies once, after the checkpoint
             os._exit(1)
+    exchange = "none (one worker)"
+    if averager is not None:
+        exchange = averager.transport
+        averager.close()
     model.load_state_dict(best["state"])
     test, test_sparsity = _evaluate(model, ray.train.get_dataset_shard("test"), cfg["batch_size"])
     per = test.per_domain()
@@ -288,6 +308,7 @@ def train_loop(cfg: dict) -> None:
         "test": test.compute(),
         "sparsity": {"dev": best["sparsity"], "test": test_sparsity},
         "samples_per_s": float(samples[0] / max(samples[1] / world, 1e-9)) if samples[1] > 0 else None,
+        "grad_exchange": exchange,
         "history": history,
         "test_per_domain": [
             {"domain": int(d), "rows": int(r), "ctr": float(c), "auc": None if np.isnan(a) else float(a)}
@@ -390,7 +411,7 @@ def run(spec: RunSpec, log=print, callbacks: list | None = None, cpu_budget: flo
     cfg = {
         "model": model_config(spec, data.features).model_dump(),
         "lr": spec.lr, "epochs": spec.epochs, "batch_size": spec.batch_size, "seed": spec.seed,
-        "shuffle_buffer": spec.shuffle_buffer,
+        "shuffle_buffer": spec.shuffle_buffer, "threads": spec.threads,
         "fail_at_epoch": spec.fail_at_epoch,
         "fail_marker": out.fault_marker(name) if spec.fail_at_epoch else None,
     }

@@ -155,3 +155,55 @@ def test_early_start_raises_the_streams_error_when_iterated():
     stream = EarlyStart(broken())
     with pytest.raises(DataError, match="part-0.parquet: column 'label'"):
         list(stream)
+
+
+class _Stream:
+    """A stand-in for a Ray Data iterator: rows 0..n-1 in order, in chunks of the size asked."""
+
+    def __init__(self, n: int):
+        self.n, self.asked = n, []
+
+    def iter_batches(self, batch_size, batch_format):
+        import pyarrow as pa
+
+        assert batch_format == "pyarrow"
+        self.asked.append(batch_size)
+        for i in range(0, self.n, batch_size):
+            r = np.arange(i, min(i + batch_size, self.n))
+            yield pa.table({"time": r, "cat_ids": pa.FixedSizeListArray.from_arrays(np.repeat(r, 2), 2)})
+
+
+def test_train_batches_have_the_sizes_of_iter_batches_and_keep_order_without_a_buffer():
+    parts = list(train_batches(_Stream(12_000), 1024))
+    assert [len(p["time"]) for p in parts] == [1024] * 11 + [736]
+    assert np.concatenate([p["time"] for p in parts]).tolist() == list(range(12_000))
+    assert np.concatenate([p["cat_ids"] for p in parts]).tolist() == [[i, i] for i in range(12_000)]
+
+
+def test_train_batches_shuffle_draws_each_batch_from_a_buffer_of_rows(monkeypatch):
+    import pipelines.ingest as ingest
+
+    monkeypatch.setattr(ingest, "CHUNK_ROWS", 1000)
+    stream = _Stream(20_000)
+    parts = list(train_batches(stream, 256, shuffle_buffer=1500, seed=3))
+    assert stream.asked == [3000]  # chunks of max(CHUNK_ROWS, batch, 2 × buffer) rows
+    assert [len(p["time"]) for p in parts] == [256] * 78 + [32]
+    rows = np.concatenate([p["time"] for p in parts])
+    assert sorted(rows.tolist()) == list(range(20_000))  # every row exactly once
+    assert all((p["cat_ids"] == p["time"][:, None]).all() for p in parts)  # columns stay aligned
+    first = parts[0]["time"]
+    # the first batch: a random draw from the first chunk (3000 rows), not a run of rows
+    assert first.max() < 3000 and first.max() - first.min() > 2000
+    # a batch emitted once r rows were fetched draws only from those rows, and stays spread out
+    fetched = 3000
+    emitted = 0
+    for p in parts[:-1]:
+        while fetched - emitted - 256 < 1500 and fetched < 20_000:  # the pool had < buffer + batch rows
+            fetched += 3000
+        assert p["time"].max() < fetched
+        assert p["time"].max() - p["time"].min() > 1000  # drawn from ≥ 1756 rows, not a run
+        emitted += 256
+    again = np.concatenate([p["time"] for p in train_batches(_Stream(20_000), 256, shuffle_buffer=1500, seed=3)])
+    assert (again == rows).all()  # deterministic for a seed
+    other = np.concatenate([p["time"] for p in train_batches(_Stream(20_000), 256, shuffle_buffer=1500, seed=4)])
+    assert (other != rows).any()

@@ -24,33 +24,42 @@ def _grads(model, batch):
     return out
 
 
-def _worker(rank: int, world: int, init_file: str, out_dir: str, max_rows: int | None) -> None:
+STEPS = 3  # the shared-memory exchange alternates two banks: three steps reuse the first
+
+
+def _worker(rank: int, world: int, init_file: str, out_dir: str, max_rows: int | None, transport: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         cfg = make_model_config(kind="adasparse")
         torch.manual_seed(100 + rank)  # ranks start different: broadcast must align them
         model = build_model(cfg).train()
-        avg = GradientAverager(model, max_rows=max_rows)
+        avg = GradientAverager(model, max_rows=max_rows, transport=transport)
         avg.broadcast_parameters(model)
-        batches = []
-        for r in range(world):
-            torch.manual_seed(r)
-            batches.append(random_batch(cfg, n=64 + 16 * r, seed=r))  # unequal batches, overlapping rows
-        start = {k: v.clone() for k, v in model.state_dict().items()}  # forward moves the step counter
-        reference = []
-        for b in batches:  # every rank's gradients, computed locally from the same state
+        params = {n: p.detach().clone() for n, p in model.named_parameters()}
+        got, expected = [], []
+        for step in range(STEPS):
+            batches = []
+            for r in range(world):
+                seed = r + 10 * step
+                torch.manual_seed(seed)
+                batches.append(random_batch(cfg, n=64 + 16 * r, seed=seed))  # unequal batches, overlapping rows
+            start = {k: v.clone() for k, v in model.state_dict().items()}  # forward moves the step counter
+            reference = []
+            for b in batches:  # every rank's gradients, computed locally from the same state
+                model.load_state_dict(start)
+                reference.append(_grads(model, b))
             model.load_state_dict(start)
-            reference.append(_grads(model, b))
-        model.load_state_dict(start)
-        _grads(model, batches[rank])
-        avg.average()
-        got = {n: (p.grad.to_dense() if p.grad.is_sparse else p.grad) for n, p in model.named_parameters() if p.grad is not None}
+            _grads(model, batches[rank])
+            avg.average()
+            got.append({n: (p.grad.to_dense() if p.grad.is_sparse else p.grad).clone()
+                        for n, p in model.named_parameters() if p.grad is not None})
+            expected.append({n: sum(ref[n] for ref in reference) / world for n in reference[0]})
         sparse_is_sparse = model.embedding.table.weight.grad.is_sparse
-        expected = {n: sum(ref[n] for ref in reference) / world for n in reference[0]}
         timings = avg.reset_timings()
-        torch.save({"got": got, "expected": expected, "sparse": sparse_is_sparse, "fused": avg.fused,
-                    "timings": timings, "after_reset": dict(avg.timings),
-                    "params": {n: p.detach().clone() for n, p in model.named_parameters()}},
+        transport_used, fused = avg.transport, avg.fused
+        avg.close()
+        torch.save({"got": got, "expected": expected, "sparse": sparse_is_sparse, "fused": fused,
+                    "transport": transport_used, "timings": timings, "after_reset": dict(avg.timings), "params": params},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -58,22 +67,37 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, max_rows: int |
 
 # the largest batch below is 80 rows; a bound of 80 rows x every field holds on both ranks
 FIELDS = len(make_model_config(kind="adasparse").features.all_categorical)
+EXCHANGES = {
+    "all_reduce+all_gather": (None, "auto"),
+    "all_gather": (80 * FIELDS, "collectives"),
+    "shared_memory": (80 * FIELDS, "auto"),
+}
 
 
-@pytest.fixture(scope="module", params=[None, 80 * FIELDS], ids=["allreduce+allgather", "one-allgather"])
+def _shm_files() -> set[str]:
+    return {f for f in os.listdir("/dev/shm") if f.startswith("adasparse-grad-")} if os.path.isdir("/dev/shm") else set()
+
+
+@pytest.fixture(scope="module", params=list(EXCHANGES))
 def two_ranks(request, tmp_path_factory):
     d = tmp_path_factory.mktemp("ddp")
-    mp.start_processes(_worker, args=(2, str(d / "init"), str(d), request.param), nprocs=2, join=True, start_method="spawn")
+    before = _shm_files()
+    max_rows, transport = EXCHANGES[request.param]
+    mp.start_processes(_worker, args=(2, str(d / "init"), str(d), max_rows, transport), nprocs=2, join=True, start_method="spawn")
+    assert _shm_files() <= before  # the shared-memory file is gone once the ranks mapped it
     return [torch.load(d / f"rank{r}.pt") for r in range(2)], request.param
 
 
 def test_every_gradient_is_the_mean_of_the_ranks(two_ranks):
-    results, max_rows = two_ranks
+    results, exchange = two_ranks
     for res in results:
-        assert res["fused"] == (max_rows is not None)
-        assert set(res["got"]) == set(res["expected"])
-        for name, g in res["got"].items():
-            torch.testing.assert_close(g, res["expected"][name], rtol=1e-6, atol=1e-7, msg=name)
+        assert res["transport"] == exchange
+        assert res["fused"] == (exchange != "all_reduce+all_gather")
+        assert len(res["got"]) == STEPS
+        for got, expected in zip(res["got"], res["expected"]):
+            assert set(got) == set(expected)
+            for name, g in got.items():
+                torch.testing.assert_close(g, expected[name], rtol=1e-6, atol=1e-7, msg=name)
         assert res["sparse"], "the table's gradient must stay sparse for the sparse optimiser"
 
 
@@ -89,3 +113,37 @@ def test_exchange_time_is_split_by_phase(two_ranks):
         assert set(res["timings"]) == {"coalesce", "collective", "merge"}
         assert all(v > 0 for v in res["timings"].values()), res["timings"]
         assert all(v == 0 for v in res["after_reset"].values())
+
+
+def _dying_peer(rank: int, init_file: str, out_dir: str) -> None:
+    from adasparse.local_exchange import SharedMemoryGather
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    ex = SharedMemoryGather.create(8)
+    assert ex is not None
+    ex.gather(torch.full((8,), float(rank)))  # one good step
+    if rank == 1:
+        os._exit(0)  # dies without a word
+    try:
+        ex.gather(torch.zeros(8))
+        outcome = "no error"
+    except RuntimeError as e:
+        outcome = str(e)
+    with open(os.path.join(out_dir, "outcome.txt"), "w") as fh:
+        fh.write(outcome)
+
+
+def test_shared_memory_exchange_raises_when_a_peer_dies(tmp_path):
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_dying_peer, args=(r, str(tmp_path / "init"), str(tmp_path))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode is not None, "a rank hung"
+    assert "peer closed the shared-memory gradient exchange" in (tmp_path / "outcome.txt").read_text()
+
+
+def test_transport_is_checked():
+    with pytest.raises(ValueError, match="transport 'nccl'"):
+        GradientAverager(build_model(make_model_config(kind="dnn")), transport="nccl")

@@ -12,6 +12,13 @@
 Each measured pass runs in a fresh subprocess so that peaks do not carry over.
 
     python benchmarks/ingest.py --sizes 1000000,10000000
+
+``--batch-cost`` measures instead what cutting training batches costs, in CPU time per row of
+the consuming process and of the whole machine: Ray Data's own ``iter_batches(batch,
+local_shuffle_buffer_size=...)`` against ``pipelines.ingest.train_batches`` (large chunks from
+Ray Data, batches cut and shuffled in the consumer), alternating, on generated rows:
+
+    python benchmarks/ingest.py --batch-cost --sizes 1000000
 """
 
 from __future__ import annotations
@@ -144,11 +151,47 @@ def step_convert(raw: str, out: str) -> dict:
     return {"rows": res["rows"], "seconds": secs, "peak_bytes": mem.peak}
 
 
+def _machine_cpu_s() -> float:
+    """CPU seconds spent by the whole machine so far (busy time of every core, /proc/stat)."""
+    with open("/proc/stat") as fh:
+        v = [int(x) for x in fh.readline().split()[1:]]
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def batch_cost(spec_path: str, rounds: int = 2, buffer: int = 20_000) -> None:
+    """Prints µs of CPU per row (consumer process, machine) and rows/s of both batch paths."""
+    from pipelines.ingest import arrow_to_columns, open_source, read_split, time_cuts, train_batches
+    from pipelines.ray_env import init_ray
+    from pipelines.spec import load_spec
+
+    def ray_batches(it, batch, buf, seed):
+        for t in it.iter_batches(batch_size=batch, batch_format="pyarrow", local_shuffle_buffer_size=buf, local_shuffle_seed=seed):
+            yield arrow_to_columns(t)
+
+    init_ray("local", num_cpus=os.cpu_count())
+    src = open_source(load_spec(spec_path))
+    cuts = time_cuts(src)
+    _ = sum(len(b["label"]) for b in train_batches(read_split(src, "train", cuts), 65536))  # warm the read workers
+    for r in range(rounds):
+        for batch in (256, 8192):
+            for name, fn in (("Ray Data iter_batches + local shuffle", ray_batches), ("train_batches", train_batches)):
+                it = read_split(src, "train", cuts, shuffle_files=True).iterator()
+                c0, p0, t0 = _machine_cpu_s(), time.process_time(), time.perf_counter()
+                rows = sum(len(b["label"]) for b in fn(it, batch, buffer, r))
+                secs = time.perf_counter() - t0
+                print(f"round {r + 1} batch {batch:>5} {name:<38}: {rows / secs:>10,.0f} rows/s | CPU per row: consumer "
+                      f"{1e6 * (time.process_time() - p0) / rows:.2f} us, machine {1e6 * (_machine_cpu_s() - c0) / rows:.2f} us", flush=True)
+    import ray
+
+    ray.shutdown()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="1000000,10000000")
     p.add_argument("--workdir", default=None, help="where to write the data (default: a temp dir, removed)")
     p.add_argument("--step", nargs="+", help=argparse.SUPPRESS)
+    p.add_argument("--batch-cost", action="store_true", help="measure the cost of cutting training batches instead")
     args = p.parse_args()
     if args.step:
         name, *rest = args.step
@@ -158,6 +201,12 @@ def main() -> None:
     from pipelines.convert_ijcai18 import write_sample
 
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.batch_cost:
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+            _child(["--step", "generate", f"{tmp}/gen", str(sizes[0])])
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            batch_cost(f"{tmp}/gen/spec.yaml")
+        return
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         rows_out = []
         for n in sizes:

@@ -155,11 +155,18 @@ class SharedMemoryGather:
             self._peers[0].sendall(b"\x01")
             self._recv_byte(self._peers[0])
 
-    def gather(self, vector: torch.Tensor) -> torch.Tensor:
-        """Every rank's ``vector`` as rows of a (world, numel) view of shared memory, valid until
-        this rank's next call but one: use it (or copy it) before then."""
+    def next_slot(self) -> torch.Tensor:
+        """This rank's slot for the next :meth:`gather` (numel floats): writing the vector here
+        directly (e.g. ``torch.cat(parts, out=slot)``) saves ``gather`` a copy."""
+        return self._banks[self.step % 2, self.rank]
+
+    def gather(self, vector: torch.Tensor | None = None) -> torch.Tensor:
+        """Every rank's ``vector`` (None: what this rank wrote into :meth:`next_slot`) as rows of
+        a (world, numel) view of shared memory, valid until this rank's next call but one: use
+        it (or copy it) before then."""
         bank = self._banks[self.step % 2]
-        bank[self.rank].copy_(vector)
+        if vector is not None:
+            bank[self.rank].copy_(vector)
         self._barrier()
         self.step += 1
         return bank

@@ -209,11 +209,13 @@ class GradientAverager:
             block = torch.zeros(bound, p.shape[1] + 2, dtype=torch.float32, device=device)
             _pack_rows(rows, values, block)
             parts.append(block.reshape(-1))
-        flat = torch.cat(parts)
-        t = self._tick("merge", t)
         if self.local is not None:
-            gathered = self.local.gather(flat)  # a view of shared memory, read before the next step
+            torch.cat(parts, out=self.local.next_slot())  # packed straight into shared memory
+            t = self._tick("merge", t)
+            gathered = self.local.gather()  # a view of shared memory, read before the next step
         else:
+            flat = torch.cat(parts)
+            t = self._tick("merge", t)
             gathered = torch.empty(self.world, flat.numel(), dtype=flat.dtype, device=device)
             dist.all_gather(list(gathered.unbind(0)), flat, group=self.group)  # rows of one buffer
         t = self._tick("collective", t)

@@ -219,9 +219,8 @@ def train_batches(ds, batch_size: int | None, shuffle_buffer: int = 0, seed: int
     pool: dict[str, np.ndarray] | None = None
     for t in ds.iter_batches(batch_size=chunk, batch_format="pyarrow"):
         cols = arrow_to_columns(t)
-        left = 0 if pool is None else len(next(iter(pool.values())))
-        pool = {k: np.concatenate([pool[k], cols[k]]) for k in cols} if left else cols
-        n = len(next(iter(pool.values())))
+        pool = {k: np.concatenate([pool[k], cols[k]]) for k in cols} if pool and _rows(pool) else cols
+        n = _rows(pool)
         if batch_size is None:
             yield pool
             pool = None
@@ -236,12 +235,16 @@ def train_batches(ds, batch_size: int | None, shuffle_buffer: int = 0, seed: int
         else:
             yield from _slices(pool, out, batch_size)
             pool = {k: v[out:] for k, v in pool.items()}
-    if pool is not None and len(next(iter(pool.values()))):
-        n = len(next(iter(pool.values())))
+    if pool and _rows(pool):
+        n = _rows(pool)
         if shuffle:
             order = rng.permutation(n)
             pool = {k: v[order] for k, v in pool.items()}
         yield from _slices(pool, n, batch_size or n)
+
+
+def _rows(cols: dict[str, np.ndarray]) -> int:
+    return len(next(iter(cols.values())))
 
 
 def _slices(cols: dict[str, np.ndarray], n: int, batch_size: int):

@@ -56,7 +56,6 @@ class SharedMemoryGather:
     shared memory is unavailable (no ``/dev/shm``, too little space, an error on any rank)."""
 
     def __init__(self, numel: int, group=None, timeout: float = 1800.0):
-        self.group = group
         self.rank = dist.get_rank(group)
         self.world = dist.get_world_size(group)
         self.numel = numel

@@ -98,3 +98,27 @@ def test_a_layer_without_gradient_gets_zeros():
     first, second, ratios, _ = RowsPrune.apply(e, w, b, _layer_mean(), LAYER_WIDTHS, FORMULATION_IDS["fusion"], 1.0, 2.0, 0.25)
     second.sum().backward()
     assert w.grad[:6].abs().sum() == 0 and w.grad[6:].abs().sum() > 0
+
+
+def test_autocast_variant_computes_the_same_and_is_used_only_under_autocast(monkeypatch):
+    """The float32-under-autocast node is the same computation; ``apply`` picks it only while
+    CUDA autocast is on (its wrappers cost time on every step otherwise)."""
+    from adasparse.layers import fused_pruning
+
+    g = torch.Generator().manual_seed(4)
+    h0, pre0, w0 = torch.randn(32, 8, generator=g), torch.randn(32, 8, generator=g), torch.randn(8, 8, generator=g)
+    grads = []
+    for fn in (InstancePrune, fused_pruning._FLOAT32[InstancePrune]):
+        h, pre, w = (t.clone().requires_grad_(True) for t in (h0, pre0, w0))
+        out, kept, _ = fn.apply(h, pre, w, FORMULATION_IDS["fusion"], 2.0, 2.0, 0.25)
+        (out.sum() + kept).backward()
+        grads.append((out.detach(), h.grad, pre.grad, w.grad))
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+    used = []
+    monkeypatch.setattr(fused_pruning._FLOAT32[InstancePrune], "apply", lambda *a: used.append("float32"))
+    monkeypatch.setattr(InstancePrune, "apply", lambda *a: used.append("plain"))
+    fused_pruning.apply(InstancePrune)
+    monkeypatch.setattr(torch, "is_autocast_enabled", lambda device_type=None: device_type == "cuda")
+    fused_pruning.apply(InstancePrune)
+    assert used == ["plain", "float32"]

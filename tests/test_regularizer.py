@@ -73,3 +73,19 @@ def test_scaling_is_not_regularized_by_default():
     obj = model.objective(model(cat, num), label)
     assert float(obj.sparsity) == 0.0
     assert not cfg.pruner.regularized
+
+
+def test_value_and_gradient_equal_eq9_written_out():
+    """The one-node R_s equals (1/L) Σ λ^l |r^l − r| with λ^l (eq. 10) held constant, by autograd."""
+    g = torch.Generator().manual_seed(3)
+    ratios = torch.cat([torch.rand(6, generator=g), torch.tensor([0.15, 0.25, 0.2])])
+    lam_hat = 0.7
+    fused = ratios.clone().requires_grad_(True)
+    reference = ratios.clone().requires_grad_(True)
+    value = sparsity_regularization(fused, 0.15, 0.25, lam_hat)
+    value.backward()
+    expected = (balancing_weight(reference, 0.15, 0.25, lam_hat) * (reference - 0.2).abs()).mean()
+    expected.backward()
+    torch.testing.assert_close(value, expected.detach())
+    torch.testing.assert_close(fused.grad, reference.grad)
+    assert fused.grad[-3:].abs().sum() == 0  # on the boundary and inside: no push

@@ -34,11 +34,28 @@ import torch.nn.functional as F
 
 BINARIZATION, SCALING, FUSION = 0, 1, 2
 
-# Under CUDA autocast (mixed precision) the pruner runs in float32: its thresholds (ε, the
-# step) and the sigmoid's tails are where half precision would flip masks.
-_FP32_FWD = torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-_BWD = torch.amp.custom_bwd(device_type="cuda")
 FORMULATION_IDS = {"binarization": BINARIZATION, "scaling": SCALING, "fusion": FUSION}
+
+
+def float32_under_autocast(fn: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
+    """The same node for CUDA autocast (mixed precision): inputs cast to float32, forward and
+    backward run with autocast off. The pruner's thresholds (ε, the step) and the sigmoid's tails
+    are where half precision would flip masks.
+
+    A separate class because ``torch.amp.custom_fwd``/``custom_bwd`` cost ~10 µs per node even
+    when autocast is off (the backward always enters an autocast context): :func:`apply` picks
+    this variant only while CUDA autocast is on.
+    """
+    fwd = torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)(fn.forward)
+    bwd = torch.amp.custom_bwd(device_type="cuda")(fn.backward)
+    return type(fn.__name__ + "Float32", (fn,), {"forward": staticmethod(fwd), "backward": staticmethod(bwd)})
+
+
+def apply(fn: type[torch.autograd.Function], *args):
+    """``fn.apply(*args)``, through its float32 variant while CUDA autocast is on."""
+    if torch.is_autocast_enabled("cuda"):
+        return _FLOAT32[fn].apply(*args)
+    return fn.apply(*args)
 
 
 def sigmoid_scale(form: int, alpha: float) -> float:
@@ -92,7 +109,6 @@ class InstancePrune(torch.autograd.Function):
     """(h ⊙ π, kept fraction ||gate||_1 / (B·N_l), π) for one layer; π from u = pre + h·W_hᵀ (eq. 3)."""
 
     @staticmethod
-    @_FP32_FWD
     def forward(ctx, h, pre, w_h, form: int, alpha: float, beta: float, epsilon: float):
         s, pi, gate = factors_from_scaled(preactivation(pre, h, w_h, sigmoid_scale(form, alpha)), form, beta, epsilon)
         ctx.save_for_backward(h, w_h, s, pi, gate)
@@ -102,7 +118,6 @@ class InstancePrune(torch.autograd.Function):
         return h * pi, gate.mean(), stacked
 
     @staticmethod
-    @_BWD
     def backward(ctx, g_out, g_kept, _g_pi):
         h, w_h, s, pi, gate = ctx.saved_tensors
         form, alpha, beta = ctx.args
@@ -127,7 +142,6 @@ class RowsPrune(torch.autograd.Function):
     """
 
     @staticmethod
-    @_FP32_FWD
     def forward(ctx, e_d, weight, bias, layer_mean, widths: list[int], form: int, alpha: float, beta: float, epsilon: float):
         s, pi, gate = factors_from_scaled(preactivation(bias, e_d, weight, sigmoid_scale(form, alpha)), form, beta, epsilon)
         ratios = torch.mv(layer_mean.t(), gate.sum(0)).mul_(-1.0 / pi.shape[0]).add_(1.0)
@@ -138,7 +152,6 @@ class RowsPrune(torch.autograd.Function):
         return (*pi.split(widths, dim=1), ratios, stacked)
 
     @staticmethod
-    @_BWD
     def backward(ctx, *grads):
         e_d, weight, layer_mean, s, gate = ctx.saved_tensors
         widths, form, alpha, beta = ctx.args
@@ -160,7 +173,6 @@ class DomainPrune(torch.autograd.Function):
     """
 
     @staticmethod
-    @_FP32_FWD
     def forward(ctx, e_u, weight, bias, inverse, counts, layer_mean, widths: list[int], form: int, alpha: float, beta: float, epsilon: float):
         s, pi, gate = factors_from_scaled(preactivation(bias, e_u, weight, sigmoid_scale(form, alpha)), form, beta, epsilon)
         w_rows = counts.to(pi.dtype)
@@ -174,7 +186,6 @@ class DomainPrune(torch.autograd.Function):
         return (*rows.split(widths, dim=1), ratios, stacked)
 
     @staticmethod
-    @_BWD
     def backward(ctx, *grads):
         e_u, weight, inverse, w_rows, layer_mean, s, gate = ctx.saved_tensors
         widths, form, alpha, beta = ctx.args
@@ -186,3 +197,6 @@ class DomainPrune(torch.autograd.Function):
             g_gate = torch.outer(w_rows, torch.mv(layer_mean, g_ratio).mul_(-1.0 / inverse.shape[0]))
         g_u = factors_backward(g_pi, g_gate, s, gate, form, alpha, beta)
         return g_u @ weight, g_u.t() @ e_u, g_u.sum(0), None, None, None, None, None, None, None, None
+
+
+_FLOAT32 = {fn: float32_under_autocast(fn) for fn in (InstancePrune, RowsPrune, DomainPrune)}

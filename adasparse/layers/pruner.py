@@ -31,6 +31,7 @@ from adasparse.layers.fused_pruning import (
     DomainPrune,
     InstancePrune,
     RowsPrune,
+    apply,
     factors_from_scaled,
     preactivation,
     sigmoid_scale,
@@ -66,12 +67,11 @@ class PruneContext:
         lin = pruner.domain_proj
         n = len(pruner.widths)
         if c.input == "domain" and domain_ids.shape[0] < DOMAIN_DEDUP_MIN_ROWS:
-            out = RowsPrune.apply(e_d, lin.weight, lin.bias, pruner.layer_mean, pruner.widths, *self._args)
+            out = apply(RowsPrune, e_d, lin.weight, lin.bias, pruner.layer_mean, pruner.widths, *self._args)
         elif c.input == "domain":
             self.inverse, rep, counts = pruner.unique_domains(domain_ids)
-            out = DomainPrune.apply(
-                e_d.index_select(0, rep), lin.weight, lin.bias, self.inverse, counts, pruner.layer_mean, pruner.widths, *self._args
-            )
+            e_u = e_d.index_select(0, rep)
+            out = apply(DomainPrune, e_u, lin.weight, lin.bias, self.inverse, counts, pruner.layer_mean, pruner.widths, *self._args)
         else:
             self._pre = lin(e_d).split(pruner.widths, dim=1)
             return
@@ -85,7 +85,7 @@ class PruneContext:
             return h * self._factors[layer].to(h.dtype)
         # W_p^l · [e_d; h^l] + b = (W_d^l e_d + b) + W_h^l h^l, the first term precomputed
         w_h = self.pruner.hidden_proj[layer].weight
-        out, kept, pi = InstancePrune.apply(h.float(), self._pre[layer], w_h, *self._args)
+        out, kept, pi = apply(InstancePrune, h.float(), self._pre[layer], w_h, *self._args)
         self._pi.append(pi)
         self._kept.append(kept)
         return out.to(h.dtype)

@@ -207,3 +207,17 @@ def test_train_batches_shuffle_draws_each_batch_from_a_buffer_of_rows(monkeypatc
     assert (again == rows).all()  # deterministic for a seed
     other = np.concatenate([p["time"] for p in train_batches(_Stream(20_000), 256, shuffle_buffer=1500, seed=4)])
     assert (other != rows).any()
+
+
+def test_local_cluster_object_store_is_sized_to_the_ingest_budget(ray_local, monkeypatch):
+    """The embedded cluster's store holds one stream budget per CPU (min 2), not 30 % of RAM:
+    the store keeps every page it ever wrote resident, so its size bounds a stream's footprint."""
+    from pipelines.ray_env import INGEST_OBJECT_STORE_BUDGET, local_object_store_bytes
+
+    assert local_object_store_bytes(2) == 2 * INGEST_OBJECT_STORE_BUDGET
+    assert local_object_store_bytes(1) == 2 * INGEST_OBJECT_STORE_BUDGET
+    assert local_object_store_bytes(16) == 16 * INGEST_OBJECT_STORE_BUDGET
+    monkeypatch.setenv("ADASPARSE_LOCAL_OBJECT_STORE_BYTES", str(300 << 20))
+    assert local_object_store_bytes(2) == 300 << 20
+    store = ray_local.cluster_resources()["object_store_memory"]
+    assert abs(store - 2 * INGEST_OBJECT_STORE_BUDGET) < 2**20

@@ -40,8 +40,8 @@ def local_object_store_bytes(num_cpus: int | None = None) -> int:
     resident in shared memory: its allocator spreads successive blocks over fresh pages, so the
     resident store grew with the length of a stream up to the store's size (benchmarks/ingest.py,
     2 cores: a read worker's shared pages 116 MiB after 1M rows, 438 MiB after 10M; with a
-    256 MiB store 104 and 234 MiB, peak 10M vs 1M 1.10× instead of 1.23×, and the stream 10-20 %
-    faster for the page faults it no longer takes). Beyond the store, Ray spills to disk.
+    256 MiB store 104–123 and 235 MiB, peak 10M vs 1M 1.05–1.13× instead of 1.23×, and the stream
+    7–20 % faster for the page faults it no longer takes). Beyond the store, Ray spills to disk.
     """
     env = os.environ.get("ADASPARSE_LOCAL_OBJECT_STORE_BYTES")
     if env:

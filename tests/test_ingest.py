@@ -214,6 +214,7 @@ def test_local_cluster_object_store_is_sized_to_the_ingest_budget(ray_local, mon
     the store keeps every page it ever wrote resident, so its size bounds a stream's footprint."""
     from pipelines.ray_env import INGEST_OBJECT_STORE_BUDGET, local_object_store_bytes
 
+    monkeypatch.delenv("ADASPARSE_LOCAL_OBJECT_STORE_BYTES", raising=False)
     assert local_object_store_bytes(2) == 2 * INGEST_OBJECT_STORE_BUDGET
     assert local_object_store_bytes(1) == 2 * INGEST_OBJECT_STORE_BUDGET
     assert local_object_store_bytes(16) == 16 * INGEST_OBJECT_STORE_BUDGET

@@ -76,7 +76,8 @@ def test_scaling_is_not_regularized_by_default():
 
 
 def test_value_and_gradient_equal_eq9_written_out():
-    """The one-node R_s equals (1/L) Σ λ^l |r^l − r| with λ^l (eq. 10) held constant, by autograd."""
+    """R_s (computed as one dot product) equals (1/L) Σ λ^l |r^l − r| with λ^l (eq. 10) held
+    constant, in value and in autograd gradient."""
     g = torch.Generator().manual_seed(3)
     ratios = torch.cat([torch.rand(6, generator=g), torch.tensor([0.15, 0.25, 0.2])])
     lam_hat = 0.7

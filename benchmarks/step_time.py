@@ -21,6 +21,7 @@ import torch
 
 from adasparse.config import CategoricalField, FeatureConfig, ModelConfig
 from adasparse.experiment import set_threads
+from adasparse.layers.pruner import DOMAIN_DEDUP_MIN_ROWS
 from adasparse.model import build_model
 from adasparse.optim import build_optimizer
 from adasparse.trainer import train_step
@@ -82,6 +83,70 @@ def time_variants(cfgs: dict[str, ModelConfig], batches, steps: int, rounds: int
     return {n: statistics.median(t) for n, t in times.items()}
 
 
+def domain_kernel_floor(model, cat_ids: torch.Tensor, dedup: bool, reps: int = 100, rounds: int = 9) -> float:
+    """Seconds per step of the ``domain``-mode pruner's kernels alone, run back to back without
+    autograd (no graph, no nodes, warm caches), per row or (``dedup``) once per distinct domain
+    of the batch and gathered to the rows (the step takes the latter from
+    ``DOMAIN_DEDUP_MIN_ROWS`` rows): the FC on
+    e_d (eq. 3 without h^l), the formulation (eqs. 4–8), r^l, h^l ⊙ π^l for every layer, and
+    their backward, through the library functions the fused nodes call. What the pruner adds
+    to a step cannot be less, whatever the autograd and allocation overheads."""
+    from adasparse.layers.fused_pruning import (
+        FORMULATION_IDS,
+        factors_backward,
+        factors_from_scaled,
+        preactivation,
+        sigmoid_scale,
+    )
+
+    pr = model.pruner
+    c = pr.cfg
+    form = FORMULATION_IDS[c.formulation]
+    alpha = model.alpha
+    batch = cat_ids.shape[0]
+    w, b, lm = pr.domain_proj.weight.detach(), pr.domain_proj.bias.detach(), pr.layer_mean
+    domain_ids = cat_ids[:, : model.embedding.num_domain_fields]
+    e_d = torch.randn(batch, w.shape[1])
+    hs = [torch.randn(batch, n) for n in pr.widths]
+    gs = [torch.randn(batch, n) for n in pr.widths]
+    g_ratio = torch.ones(len(pr.widths))
+
+    def once():
+        e = e_d
+        if dedup:
+            inverse, rep, counts = pr.unique_domains(domain_ids)
+            e = e_d.index_select(0, rep)
+        s, pi, gate = factors_from_scaled(preactivation(b, e, w, sigmoid_scale(form, alpha)), form, c.beta, c.epsilon)
+        w_rows = counts.to(pi.dtype) if dedup else None
+        kept = torch.mv(gate.t(), w_rows) if dedup else gate.sum(0)
+        torch.mv(lm.t(), kept).mul_(-1.0 / batch).add_(1.0)
+        rows = pi.index_select(0, inverse) if dedup else pi
+        parts = rows.split(pr.widths, dim=1)
+        for h, f in zip(hs, parts):
+            h * f  # eq. 2 forward
+        g_rows = torch.cat([g * h for g, h in zip(gs, hs)], dim=1)  # backward of eq. 2: to π ...
+        for g, f in zip(gs, parts):
+            g * f  # ... and to h^l
+        g_pi = torch.zeros_like(s).index_add_(0, inverse, g_rows) if dedup else g_rows
+        g_gate = None
+        if c.formulation != "scaling":
+            g_gate = torch.mv(lm, g_ratio).mul_(-1.0 / batch)
+            g_gate = torch.outer(w_rows, g_gate) if dedup else g_gate
+        g_u = factors_backward(g_pi, g_gate, s, gate, form, alpha, c.beta)
+        g_u @ w, g_u.t() @ e, g_u.sum(0)
+
+    with torch.no_grad():
+        for _ in range(10):
+            once()
+        times = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                once()
+            times.append((time.perf_counter() - t0) / reps)
+    return statistics.median(times)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch-sizes", default="256,4096")
@@ -99,10 +164,18 @@ def main() -> None:
         steps = max(8, args.steps * 256 // batch)
         res = time_variants(variants(feats, args.backbone), batches, steps, args.rounds)
         base = res[f"{args.backbone} (plain)"]
+        floor_model = build_model(variants(feats, args.backbone)["adasparse fusion/domain"])
         print(f"\nbatch {batch}, table {args.table_rows:,} rows, median of {args.rounds} rounds × {steps} steps")
         print(f"{'variant':<30} {'ms/step':>8} {'samples/s':>10} {'vs plain':>8}")
         for name, t in res.items():
             print(f"{name:<30} {t * 1e3:>8.2f} {batch / t:>10,.0f} {t / base:>7.2f}x")
+        used = "de-duplicated" if batch >= DOMAIN_DEDUP_MIN_ROWS else "per row"
+        for dedup in (False, True):
+            floor = domain_kernel_floor(floor_model, batches[0][0], dedup, reps=max(4, 100 * 256 // batch))
+            print(
+                f"fusion/domain pruner kernels alone, {'de-duplicated' if dedup else 'per row'} (no autograd, warm caches): "
+                f"{floor * 1e3:.2f} ms/step = {floor / base:.2f}x of the plain step (the step uses {used})"
+            )
         small = features(args.small_table_rows)
         cmp = time_variants(
             {"small": ModelConfig(kind="dnn", features=small, backbone=args.backbone), "large": ModelConfig(kind="dnn", features=feats, backbone=args.backbone)},

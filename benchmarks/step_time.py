@@ -86,11 +86,11 @@ def time_variants(cfgs: dict[str, ModelConfig], batches, steps: int, rounds: int
 def domain_kernel_floor(model, cat_ids: torch.Tensor, dedup: bool, reps: int = 100, rounds: int = 9) -> float:
     """Seconds per step of the ``domain``-mode pruner's kernels alone, run back to back without
     autograd (no graph, no nodes, warm caches), per row or (``dedup``) once per distinct domain
-    of the batch and gathered to the rows (the step takes the latter from
-    ``DOMAIN_DEDUP_MIN_ROWS`` rows): the FC on
-    e_d (eq. 3 without h^l), the formulation (eqs. 4–8), r^l, h^l ⊙ π^l for every layer, and
-    their backward, through the library functions the fused nodes call. What the pruner adds
-    to a step cannot be less, whatever the autograd and allocation overheads."""
+    of the batch and gathered to the rows (the step de-duplicates from ``DOMAIN_DEDUP_MIN_ROWS``
+    rows): the FC on e_d (eq. 3 without h^l), the formulation (eqs. 4–8), r^l, h^l ⊙ π^l for
+    every layer, and their backward, through the library functions the fused nodes call. What
+    the pruner adds to a step on the same path cannot be less, whatever the autograd and
+    allocation overheads."""
     from adasparse.layers.fused_pruning import (
         FORMULATION_IDS,
         factors_backward,

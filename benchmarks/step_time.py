@@ -53,8 +53,8 @@ def make_batches(feats: FeatureConfig, batch: int, count: int, seed: int = 0):
     return out
 
 
-def variants(feats: FeatureConfig, backbone: str) -> dict[str, ModelConfig]:
-    base = dict(features=feats, backbone=backbone, embedding={"dim": 16})
+def variants(feats: FeatureConfig, backbone: str, hidden: list[int] | None = None) -> dict[str, ModelConfig]:
+    base = dict(features=feats, backbone=backbone, embedding={"dim": 16}, **({"hidden_units": hidden} if hidden else {}))
     v = {f"{backbone} (plain)": ModelConfig(kind="dnn", **base)}
     for mode in ("domain", "instance"):
         for form in ("binarization", "scaling", "fusion"):
@@ -153,18 +153,20 @@ def main() -> None:
     p.add_argument("--table-rows", type=int, default=2_000_000)
     p.add_argument("--small-table-rows", type=int, default=200_000, help="second size for the table-size check")
     p.add_argument("--backbone", default="dnn", choices=["dnn", "dcnv2"])
+    p.add_argument("--hidden-units", default="128,64,32", help="MLP widths (the paper: 128,64,32 public, 512,256,128 production)")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--rounds", type=int, default=9)
     args = p.parse_args()
     set_threads()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, backbone {args.backbone}")
+    hidden = [int(u) for u in args.hidden_units.split(",")]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, backbone {args.backbone}, hidden units {hidden}")
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         feats = features(args.table_rows)
         batches = make_batches(feats, batch, 16)
         steps = max(8, args.steps * 256 // batch)
-        res = time_variants(variants(feats, args.backbone), batches, steps, args.rounds)
+        res = time_variants(variants(feats, args.backbone, hidden), batches, steps, args.rounds)
         base = res[f"{args.backbone} (plain)"]
-        floor_model = build_model(variants(feats, args.backbone)["adasparse fusion/domain"])
+        floor_model = build_model(variants(feats, args.backbone, hidden)["adasparse fusion/domain"])
         print(f"\nbatch {batch}, table {args.table_rows:,} rows, median of {args.rounds} rounds × {steps} steps")
         print(f"{'variant':<30} {'ms/step':>8} {'samples/s':>10} {'vs plain':>8}")
         for name, t in res.items():

@@ -117,17 +117,24 @@ def _tensor(a, device):
     return t if device.type == "cpu" else t.to(device, non_blocking=True)
 
 
-def _node_threads(local_workers: int) -> int:
+def _node_threads(local_workers: int, node_cpus: float | None) -> int:
     """Intra-op threads for one of ``local_workers`` train workers on this node: the node's CPUs
-    shared among them. Ray would give each worker threads for the CPUs it *reserves* (a fraction
-    when a CPU is left to Ray Data), but ingest needs a few percent of a core at training speed,
-    so the reserved share would leave cores idle (measured in benchmarks/train_throughput.py)."""
+    (``node_cpus``, its Ray CPU resource; None: not known) shared among them, never more than
+    the cores this process may run on. Ray would give each worker threads for the CPUs it
+    *reserves* (a fraction when a CPU is left to Ray Data), but ingest needs a few percent of a
+    core at training speed, so the reserved share would leave cores idle (measured in
+    benchmarks/train_throughput.py)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = cores if node_cpus is None else min(node_cpus, cores)
+    return max(1, int(cpus) // max(1, local_workers))
+
+
+def _node_cpus() -> dict[str, float]:
+    """Every live node's Ray CPU resource, read once by the driver (one GCS call for the whole
+    run, not one per worker); a node that joins later is looked up as unknown."""
     import ray
 
-    node = ray.get_runtime_context().get_node_id()
-    cpus = next((n["Resources"].get("CPU", 1) for n in ray.nodes() if n["NodeID"] == node), 1)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, int(min(cpus, cores)) // max(1, local_workers))
+    return {n["NodeID"]: n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive", True)}
 
 
 def _evaluate(model, shard, batch_size: int):
@@ -200,7 +207,8 @@ def train_loop(cfg: dict) -> None:
     model.check_ids = False  # ids come from adasparse.encoding: always inside their buckets
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(cfg.get("threads") or _node_threads(ctx.get_local_world_size()))
+    node = ray.get_runtime_context().get_node_id()
+    torch.set_num_threads(cfg.get("threads") or _node_threads(ctx.get_local_world_size(), cfg.get("node_cpus", {}).get(node)))
     # data parallel: rank 0's weights everywhere, then the mean gradient every step (see
     # adasparse.parallel for why this is not DistributedDataParallel)
     # (a step touches at most batch × fields table rows: with that bound small exchanges take
@@ -412,6 +420,7 @@ def run(spec: RunSpec, log=print, callbacks: list | None = None, cpu_budget: flo
         "model": model_config(spec, data.features).model_dump(),
         "lr": spec.lr, "epochs": spec.epochs, "batch_size": spec.batch_size, "seed": spec.seed,
         "shuffle_buffer": spec.shuffle_buffer, "threads": spec.threads,
+        "node_cpus": _node_cpus() if spec.threads is None else {},
         "fail_at_epoch": spec.fail_at_epoch,
         "fail_marker": out.fault_marker(name) if spec.fail_at_epoch else None,
     }

@@ -1,6 +1,7 @@
 """The distributed training job end to end on local Ray: 2 data-parallel workers, exact merged metrics."""
 
 import json
+import os
 
 import pytest
 
@@ -45,6 +46,8 @@ def test_two_workers_train_and_write_metrics(generated, tmp_path):
     assert len(saved["sparsity"]["test"]) == 2  # one ratio per pruned hidden layer (32, 16)
     assert sum(d["rows"] for d in saved["test_per_domain"]) == saved["test"]["rows"]
     assert final["best_checkpoint"].startswith(str(tmp_path))
+    # 2 workers on the test cluster's one 2-CPU node: the node's CPUs shared, not the 0.5 CPU each reserves
+    assert saved["history"][0]["threads"] == max(1, min(2, len(os.sched_getaffinity(0))) // 2)
 
 
 def test_gpu_requested_without_gpu_fails_fast(generated, tmp_path):
@@ -65,3 +68,17 @@ def test_worker_killed_mid_run_restarts_from_checkpoint_and_rerun_resumes(genera
     # the same command again: the run is found by name and finishes from its last checkpoint
     again = run(parse_args(args), log=lambda s: None)
     assert again["history"] == final["history"] and again["test"] == final["test"]
+
+
+def test_worker_threads_share_the_node_cpus_known_to_the_driver():
+    """Threads per worker: the node's CPUs (as the driver read them once) over the workers on
+    it, capped by the cores the process may use; a node the driver did not see uses the cores."""
+    import os
+
+    from pipelines.train import _node_threads
+
+    cores = len(os.sched_getaffinity(0))
+    assert _node_threads(1, None) == cores
+    assert _node_threads(1, 1.0) == 1
+    assert _node_threads(2, 1000.0) == max(1, cores // 2)
+    assert _node_threads(4, 0.0) == 1  # never zero threads

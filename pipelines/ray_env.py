@@ -42,6 +42,9 @@ def local_object_store_bytes(num_cpus: int | None = None) -> int:
     2 cores: a read worker's shared pages 116 MiB after 1M rows, 438 MiB after 10M; with a
     256 MiB store 104–123 and 235 MiB, peak 10M vs 1M 1.05–1.13× instead of 1.23×, and the stream
     7–20 % faster for the page faults it no longer takes). Beyond the store, Ray spills to disk.
+    Streams at once stay below CPUs / 2 (a training run's stream needs its workers plus a CPU for
+    ingest; ``pipelines.tune.concurrency`` runs at most CPUs / (workers + 1) trials), so their
+    budgets fit with room to spare.
     """
     env = os.environ.get("ADASPARSE_LOCAL_OBJECT_STORE_BYTES")
     if env:

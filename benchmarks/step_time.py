@@ -83,28 +83,30 @@ def time_variants(cfgs: dict[str, ModelConfig], batches, steps: int, rounds: int
     return {n: statistics.median(t) for n, t in times.items()}
 
 
+class _PlainContext:
+    """Stands in for autograd's ctx so a fused node's forward and backward run as plain calls."""
+
+    def save_for_backward(self, *tensors):
+        self.saved_tensors = tensors
+
+    def mark_non_differentiable(self, *tensors):
+        pass
+
+
 def domain_kernel_floor(model, cat_ids: torch.Tensor, dedup: bool, reps: int = 100, rounds: int = 9) -> float:
     """Seconds per step of the ``domain``-mode pruner's kernels alone, run back to back without
-    autograd (no graph, no nodes, warm caches), per row or (``dedup``) once per distinct domain
-    of the batch and gathered to the rows (the step de-duplicates from ``DOMAIN_DEDUP_MIN_ROWS``
-    rows): the FC on e_d (eq. 3 without h^l), the formulation (eqs. 4–8), r^l, h^l ⊙ π^l for
-    every layer, and their backward, through the library functions the fused nodes call. What
-    the pruner adds to a step on the same path cannot be less, whatever the autograd and
-    allocation overheads."""
-    from adasparse.layers.fused_pruning import (
-        FORMULATION_IDS,
-        factors_backward,
-        factors_from_scaled,
-        preactivation,
-        sigmoid_scale,
-    )
+    autograd (no graph, no nodes, warm caches): the fused node's own forward and backward
+    (:class:`RowsPrune`, or with ``dedup`` :class:`DomainPrune` on the batch's distinct domains,
+    which the step uses from ``DOMAIN_DEDUP_MIN_ROWS`` rows) called as plain functions, plus
+    h^l ⊙ π^l of every layer and its backward (eq. 2). What the pruner adds to a step on the same
+    path cannot be less, whatever the autograd and allocation overheads."""
+    from adasparse.layers.fused_pruning import FORMULATION_IDS, DomainPrune, RowsPrune
 
     pr = model.pruner
     c = pr.cfg
-    form = FORMULATION_IDS[c.formulation]
-    alpha = model.alpha
+    args = (pr.widths, FORMULATION_IDS[c.formulation], model.alpha, c.beta, c.epsilon)
+    w, b = pr.domain_proj.weight.detach(), pr.domain_proj.bias.detach()
     batch = cat_ids.shape[0]
-    w, b, lm = pr.domain_proj.weight.detach(), pr.domain_proj.bias.detach(), pr.layer_mean
     domain_ids = cat_ids[:, : model.embedding.num_domain_fields]
     e_d = torch.randn(batch, w.shape[1])
     hs = [torch.randn(batch, n) for n in pr.widths]
@@ -112,28 +114,20 @@ def domain_kernel_floor(model, cat_ids: torch.Tensor, dedup: bool, reps: int = 1
     g_ratio = torch.ones(len(pr.widths))
 
     def once():
-        e = e_d
+        ctx = _PlainContext()
         if dedup:
             inverse, rep, counts = pr.unique_domains(domain_ids)
-            e = e_d.index_select(0, rep)
-        s, pi, gate = factors_from_scaled(preactivation(b, e, w, sigmoid_scale(form, alpha)), form, c.beta, c.epsilon)
-        w_rows = counts.to(pi.dtype) if dedup else None
-        kept = torch.mv(gate.t(), w_rows) if dedup else gate.sum(0)
-        torch.mv(lm.t(), kept).mul_(-1.0 / batch).add_(1.0)
-        rows = pi.index_select(0, inverse) if dedup else pi
-        parts = rows.split(pr.widths, dim=1)
-        for h, f in zip(hs, parts):
+            node = DomainPrune
+            out = node.forward(ctx, e_d.index_select(0, rep), w, b, inverse, counts, pr.layer_mean, *args)
+        else:
+            node = RowsPrune
+            out = node.forward(ctx, e_d, w, b, pr.layer_mean, *args)
+        factors = out[: len(hs)]
+        for h, f in zip(hs, factors):
             h * f  # eq. 2 forward
-        g_rows = torch.cat([g * h for g, h in zip(gs, hs)], dim=1)  # backward of eq. 2: to π ...
-        for g, f in zip(gs, parts):
-            g * f  # ... and to h^l
-        g_pi = torch.zeros_like(s).index_add_(0, inverse, g_rows) if dedup else g_rows
-        g_gate = None
-        if c.formulation != "scaling":
-            g_gate = torch.mv(lm, g_ratio).mul_(-1.0 / batch)
-            g_gate = torch.outer(w_rows, g_gate) if dedup else g_gate
-        g_u = factors_backward(g_pi, g_gate, s, gate, form, alpha, c.beta)
-        g_u @ w, g_u.t() @ e, g_u.sum(0)
+        for g, f in zip(gs, factors):
+            g * f  # its backward to h^l ...
+        node.backward(ctx, *(g * h for g, h in zip(gs, hs)), g_ratio, None)  # ... and to π^l, through the node
 
     with torch.no_grad():
         for _ in range(10):
@@ -164,9 +158,10 @@ def main() -> None:
         feats = features(args.table_rows)
         batches = make_batches(feats, batch, 16)
         steps = max(8, args.steps * 256 // batch)
-        res = time_variants(variants(feats, args.backbone, hidden), batches, steps, args.rounds)
+        cfgs = variants(feats, args.backbone, hidden)
+        res = time_variants(cfgs, batches, steps, args.rounds)
         base = res[f"{args.backbone} (plain)"]
-        floor_model = build_model(variants(feats, args.backbone, hidden)["adasparse fusion/domain"])
+        floor_model = build_model(cfgs["adasparse fusion/domain"])
         print(f"\nbatch {batch}, table {args.table_rows:,} rows, median of {args.rounds} rounds × {steps} steps")
         print(f"{'variant':<30} {'ms/step':>8} {'samples/s':>10} {'vs plain':>8}")
         for name, t in res.items():

@@ -4,7 +4,8 @@ backbone, on the same batches, measured side by side in one run.
 Setup like the issue's reference loop: 20 categorical fields × 16 dims (3 of them
 domain-aware), hashed table of ``--table-rows`` rows in all, MLP 128-64-32, sparse Adam for
 the table and Adam for the rest. Each variant runs ``--steps`` optimiser steps per round;
-rounds interleave the variants so machine noise hits all alike; the median round counts.
+rounds interleave the variants so machine noise hits all alike. "vs plain" is the ratio of
+median rounds, "paired" the median of the per-round ratios (steadier when the machine drifts).
 A second table size checks that the step cost does not grow with the table.
 
     python benchmarks/step_time.py --batch-sizes 256,4096
@@ -62,7 +63,8 @@ def variants(feats: FeatureConfig, backbone: str, hidden: list[int] | None = Non
     return v
 
 
-def time_variants(cfgs: dict[str, ModelConfig], batches, steps: int, rounds: int) -> dict[str, float]:
+def time_variants(cfgs: dict[str, ModelConfig], batches, steps: int, rounds: int) -> dict[str, list[float]]:
+    """Seconds per step of every variant, one entry per round (rounds interleave the variants)."""
     models = {}
     for name, cfg in cfgs.items():
         torch.manual_seed(0)
@@ -80,7 +82,13 @@ def time_variants(cfgs: dict[str, ModelConfig], batches, steps: int, rounds: int
                 cat, num, lab = batches[(r * steps + i) % len(batches)]
                 train_step(m, o, cat, num, lab)
             times[name].append((time.perf_counter() - t0) / steps)
-    return {n: statistics.median(t) for n, t in times.items()}
+    return times
+
+
+def paired_ratio(times: list[float], base: list[float]) -> float:
+    """Median over rounds of (variant / plain) in the same round: robust to the machine's speed
+    drifting between rounds, which moves both alike."""
+    return statistics.median(t / b for t, b in zip(times, base))
 
 
 class _PlainContext:
@@ -159,13 +167,15 @@ def main() -> None:
         batches = make_batches(feats, batch, 16)
         steps = max(8, args.steps * 256 // batch)
         cfgs = variants(feats, args.backbone, hidden)
-        res = time_variants(cfgs, batches, steps, args.rounds)
+        rounds = time_variants(cfgs, batches, steps, args.rounds)
+        res = {n: statistics.median(t) for n, t in rounds.items()}
         base = res[f"{args.backbone} (plain)"]
         floor_model = build_model(cfgs["adasparse fusion/domain"])
         print(f"\nbatch {batch}, table {args.table_rows:,} rows, median of {args.rounds} rounds × {steps} steps")
-        print(f"{'variant':<30} {'ms/step':>8} {'samples/s':>10} {'vs plain':>8}")
+        print(f"{'variant':<30} {'ms/step':>8} {'samples/s':>10} {'vs plain':>8} {'paired':>7}")
         for name, t in res.items():
-            print(f"{name:<30} {t * 1e3:>8.2f} {batch / t:>10,.0f} {t / base:>7.2f}x")
+            paired = paired_ratio(rounds[name], rounds[f"{args.backbone} (plain)"])
+            print(f"{name:<30} {t * 1e3:>8.2f} {batch / t:>10,.0f} {t / base:>7.2f}x {paired:>6.2f}x")
         used = "de-duplicated" if batch >= DOMAIN_DEDUP_MIN_ROWS else "per row"
         for dedup in (False, True):
             floor = domain_kernel_floor(floor_model, batches[0][0], dedup, reps=max(4, 100 * 256 // batch))
@@ -174,12 +184,12 @@ def main() -> None:
                 f"{floor * 1e3:.2f} ms/step = {floor / base:.2f}x of the plain step (the step uses {used})"
             )
         small = features(args.small_table_rows)
-        cmp = time_variants(
+        cmp = {n: statistics.median(t) for n, t in time_variants(
             {"small": ModelConfig(kind="dnn", features=small, backbone=args.backbone), "large": ModelConfig(kind="dnn", features=feats, backbone=args.backbone)},
             make_batches(small, batch, 16),
             steps,
             args.rounds,
-        )
+        ).items()}
         print(
             f"table-size check ({args.backbone} plain): {args.small_table_rows:,} rows {cmp['small'] * 1e3:.2f} ms/step, "
             f"{args.table_rows:,} rows {cmp['large'] * 1e3:.2f} ms/step, ratio {cmp['large'] / cmp['small']:.2f}x"

@@ -21,6 +21,7 @@ demo: install
 	$(VENV)/bin/adasparse demo
 
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 bench: install

@@ -82,7 +82,7 @@ class DatasetSpec(StrictModel):
 
     @model_validator(mode="after")
     def _columns(self) -> "DatasetSpec":
-        self.features  # duplicate names among the feature fields
+        _ = self.features  # building the FeatureConfig rejects duplicate names among the feature fields
         feats = {f.name for f in self.domain_fields + self.categorical_fields} | set(self.numeric_fields)
         for key in ("label", "time"):
             if getattr(self, key) in feats:

@@ -85,6 +85,11 @@ def time_variants(cfgs: dict[str, ModelConfig], batches, steps: int, rounds: int
     return times
 
 
+def medians(rounds: dict[str, list[float]]) -> dict[str, float]:
+    """The median round of every variant."""
+    return {n: statistics.median(t) for n, t in rounds.items()}
+
+
 def paired_ratio(times: list[float], base: list[float]) -> float:
     """Median over rounds of (variant / plain) in the same round: robust to the machine's speed
     drifting between rounds, which moves both alike."""
@@ -168,7 +173,7 @@ def main() -> None:
         steps = max(8, args.steps * 256 // batch)
         cfgs = variants(feats, args.backbone, hidden)
         rounds = time_variants(cfgs, batches, steps, args.rounds)
-        res = {n: statistics.median(t) for n, t in rounds.items()}
+        res = medians(rounds)
         base = res[f"{args.backbone} (plain)"]
         floor_model = build_model(cfgs["adasparse fusion/domain"])
         print(f"\nbatch {batch}, table {args.table_rows:,} rows, median of {args.rounds} rounds × {steps} steps")
@@ -184,12 +189,12 @@ def main() -> None:
                 f"{floor * 1e3:.2f} ms/step = {floor / base:.2f}x of the plain step (the step uses {used})"
             )
         small = features(args.small_table_rows)
-        cmp = {n: statistics.median(t) for n, t in time_variants(
+        cmp = medians(time_variants(
             {"small": ModelConfig(kind="dnn", features=small, backbone=args.backbone), "large": ModelConfig(kind="dnn", features=feats, backbone=args.backbone)},
             make_batches(small, batch, 16),
             steps,
             args.rounds,
-        ).items()}
+        ))
         print(
             f"table-size check ({args.backbone} plain): {args.small_table_rows:,} rows {cmp['small'] * 1e3:.2f} ms/step, "
             f"{args.table_rows:,} rows {cmp['large'] * 1e3:.2f} ms/step, ratio {cmp['large'] / cmp['small']:.2f}x"

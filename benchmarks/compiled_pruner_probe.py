@@ -22,14 +22,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_time import features, make_batches, paired_ratio, variants  # noqa: E402
+from step_time import benchmark_model, features, make_batches, paired_ratio, time_models, variants  # noqa: E402
 
 from adasparse.experiment import set_threads  # noqa: E402
 from adasparse.layers.fused_pruning import FORMULATION_IDS, RowsPrune  # noqa: E402
 from adasparse.layers.pruner import PruneContext  # noqa: E402
-from adasparse.model import build_model  # noqa: E402
-from adasparse.optim import build_optimizer  # noqa: E402
-from adasparse.trainer import train_step  # noqa: E402
 
 SOURCE = Path(__file__).with_suffix(".cpp")
 
@@ -104,27 +101,14 @@ def main() -> None:
     batches = make_batches(feats, args.batch, 16)
     cfgs = variants(feats, "dnn")
     pruned = cfgs[f"adasparse {args.formulation}/domain"]
-    models = {}
-    for name, cfg, compiled in (("dnn (plain)", cfgs["dnn (plain)"], False),
-                                (f"{args.formulation}/domain (library)", pruned, False),
-                                (f"{args.formulation}/domain (compiled node)", pruned, True)):
-        torch.manual_seed(0)
-        m = build_model(cfg).train()
-        m.check_ids = False
-        if compiled:
-            m.pruner.begin = lambda e_d, ids, a, _p=m.pruner: CompiledContext(_p, e_d, ids, a, ext)
-        o = build_optimizer(m)
-        for cat, num, lab in batches[:5]:
-            train_step(m, o, cat, num, lab)
-        models[name] = (m, o)
-    times = {n: [] for n in models}
-    for r in range(args.rounds):
-        for name, (m, o) in models.items():
-            t0 = time.perf_counter()
-            for i in range(args.steps):
-                cat, num, lab = batches[(r * args.steps + i) % len(batches)]
-                train_step(m, o, cat, num, lab)
-            times[name].append((time.perf_counter() - t0) / args.steps)
+    compiled = benchmark_model(pruned)
+    compiled.pruner.begin = lambda e_d, ids, a, _p=compiled.pruner: CompiledContext(_p, e_d, ids, a, ext)
+    models = {
+        "dnn (plain)": benchmark_model(cfgs["dnn (plain)"]),
+        f"{args.formulation}/domain (library)": benchmark_model(pruned),
+        f"{args.formulation}/domain (compiled node)": compiled,
+    }
+    times = time_models(models, batches, args.steps, args.rounds)
     base = times["dnn (plain)"]
     print(f"\nbatch {args.batch}, median of {args.rounds} interleaved rounds × {args.steps} steps")
     print(f"{'variant':<34} {'ms/step':>8} {'vs plain':>9} {'paired':>7}")

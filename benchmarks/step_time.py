@@ -63,14 +63,22 @@ def variants(feats: FeatureConfig, backbone: str, hidden: list[int] | None = Non
     return v
 
 
+def benchmark_model(cfg: ModelConfig):
+    """A training-mode model (seeded) without the id guard: ids come from our own generator."""
+    torch.manual_seed(0)
+    m = build_model(cfg).train()
+    m.check_ids = False  # measure the model, not the guard
+    return m
+
+
 def time_variants(cfgs: dict[str, ModelConfig], batches, steps: int, rounds: int) -> dict[str, list[float]]:
     """Seconds per step of every variant, one entry per round (rounds interleave the variants)."""
-    models = {}
-    for name, cfg in cfgs.items():
-        torch.manual_seed(0)
-        m = build_model(cfg).train()
-        m.check_ids = False  # ids come from our own generator; measure the model, not the guard
-        models[name] = (m, build_optimizer(m))
+    return time_models({name: benchmark_model(cfg) for name, cfg in cfgs.items()}, batches, steps, rounds)
+
+
+def time_models(built: dict, batches, steps: int, rounds: int) -> dict[str, list[float]]:
+    """:func:`time_variants` for models already built (each gets its own optimiser)."""
+    models = {name: (m, build_optimizer(m)) for name, m in built.items()}
     for m, o in models.values():  # warm-up
         for cat, num, lab in batches[:3]:
             train_step(m, o, cat, num, lab)

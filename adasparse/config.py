@@ -11,13 +11,15 @@ e.g. ``model.yaml: pruner.beta: Input should be greater than or equal to 1``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from adasparse.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A configuration value is missing, unknown or out of range (one-line message)."""
 
 
@@ -127,23 +129,50 @@ class PrunerConfig(StrictModel):
         return self.regularize if self.regularize is not None else self.formulation != "scaling"
 
 
-class ModelConfig(StrictModel):
-    """A whole CTR model: ``kind: dnn`` is the plain backbone, ``kind: adasparse`` adds the pruner."""
+MODEL_KINDS = ("plain", "adasparse")
 
-    kind: Literal["dnn", "adasparse"] = "adasparse"
-    backbone: Literal["dnn", "dcnv2"] = "dnn"
-    hidden_units: list[int] = Field(default_factory=lambda: [128, 64, 32], min_length=1)
+
+class ModelSpec(StrictModel):
+    """A CTR model less its input features (which a dataset spec supplies): the family
+    (``kind``), the backbone and every knob of its arches. ``kind: plain`` is the backbone
+    alone (the baseline), ``kind: adasparse`` adds the domain-adaptive pruner; ``dnn``, the
+    round-1 spelling of ``plain``, is still accepted."""
+
+    kind: Literal["plain", "adasparse"] = Field(default="adasparse", description="model family: plain (the backbone alone) | adasparse")
+    backbone: Literal["dnn", "dcnv2"] = Field(default="dnn", description="the network the model is built on")
+    hidden_units: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 64, 32], min_length=1,
+                                                           description="hidden layer sizes, e.g. 128,64,32")
     cross_layers: int = Field(default=3, ge=1, description="DCNv2 cross layers")
-    features: FeatureConfig
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
 
-    @field_validator("hidden_units")
+    @field_validator("kind", mode="before")
     @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if any(u < 1 for u in v):
-            raise ValueError("hidden sizes must be >= 1")
-        return v
+    def _round1_name(cls, v: Any) -> Any:
+        return "plain" if v == "dnn" else v
+
+    def with_features(self, features: "FeatureConfig") -> "ModelConfig":
+        """The whole model config for a dataset's features."""
+        return ModelConfig(**dict(self), features=features)
+
+
+class ModelConfig(ModelSpec):
+    """A whole CTR model: :class:`ModelSpec` plus the features it reads."""
+
+    features: FeatureConfig
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(**{k: v for k, v in self if k != "features"})
+
+
+class TrainConfig(StrictModel):
+    """The training loop's own settings (:mod:`adasparse.loop`)."""
+
+    epochs: int = Field(default=2, ge=1, description="passes over the train split; the best by dev GAUC is kept")
+    batch_size: int = Field(default=256, ge=1, description="rows per step and worker")
+    seed: int = Field(default=0, description="initialisation and shuffling")
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto", description="auto: bfloat16 autocast on GPU, float32 on CPU")
 
 
 class OptimConfig(StrictModel):

@@ -16,10 +16,11 @@ import torch
 
 from adasparse.config import CategoricalField, FeatureConfig, ModelConfig, OptimConfig
 from adasparse.encoding import EncodedBatch, encode_columns
+from adasparse.host import usable_cores, write_text_atomic
+from adasparse.loop import InMemoryRunner
 from adasparse.model import build_model
 from adasparse.optim import build_optimizer
 from adasparse.synthetic import SyntheticSpec, SyntheticWorld
-from adasparse.trainer import evaluate, fit
 
 
 @dataclass
@@ -74,8 +75,10 @@ def run_model(
     model = build_model(cfg)
     opt = build_optimizer(model, optim)
     t0 = time.perf_counter()
-    res = fit(model, opt, splits.train, splits.dev, epochs=epochs, batch_size=batch_size, seed=seed, log=log)
-    test = evaluate(model, splits.test)
+    runner = InMemoryRunner(model, opt, {"train": splits.train, "dev": splits.dev, "test": splits.test},
+                            epochs=epochs, batch_size=batch_size, seed=seed, log=log)
+    res = runner.fit()
+    test = runner.evaluate("test")
     return {
         "best_epoch": res.best_epoch,
         "dev": res.dev.metrics,
@@ -94,7 +97,7 @@ def demo(out: Path, rows: int, epochs: int, batch_size: int, seed: int, log: Cal
     log(f"generating {rows:,} rows ({spec.num_domains} domains, base CTR {spec.base_ctr:.0%}) ...")
     splits = synthetic_splits(spec, rows, seed)
     results = {}
-    for name, kind in (("dnn", "dnn"), ("adasparse-fusion", "adasparse")):
+    for name, kind in (("dnn", "plain"), ("adasparse-fusion", "adasparse")):
         cfg = ModelConfig(kind=kind, features=splits.features, pruner={"formulation": "fusion"})
         log(f"training {name} ...")
         r = run_model(cfg, splits, epochs=epochs, batch_size=batch_size, seed=seed, log=lambda s: log("  " + s))
@@ -107,19 +110,15 @@ def demo(out: Path, rows: int, epochs: int, batch_size: int, seed: int, log: Cal
         log(f"{name:<18} {t['logloss']:>12.5f} {t['auc']:>9.4f} {t['gauc']:>9.4f} {r['best_epoch']:>10} {r['samples_per_s']:>10,.0f}")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "metrics.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"rows": rows, "epochs": epochs, "batch_size": batch_size, "seed": seed, "results": results}, indent=2, default=float))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps({"rows": rows, "epochs": epochs, "batch_size": batch_size, "seed": seed, "results": results},
+                                       indent=2, default=float))
     log(f"\nresults written to {path}")
     return results
 
 
 def set_threads() -> None:
-    """Use every core for intra-op parallelism (2 on the reference machine)."""
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, cores))
+    """Use every core this process may run on for intra-op parallelism."""
+    torch.set_num_threads(usable_cores())
 
 
 __all__ = ["Splits", "demo", "run_model", "set_threads", "synthetic_features", "synthetic_splits"]

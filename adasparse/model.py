@@ -1,7 +1,7 @@
 """The CTR model: feature embeddings → backbone (DNN or DCNv2) → logit, with the optional
 domain-adaptive pruner of AdaSparse between the backbone's layers.
 
-Composed from small named arches (``embedding``, ``backbone``, ``pruner``). ``kind: dnn`` builds
+Composed from small named arches (``embedding``, ``backbone``, ``pruner``). ``kind: plain`` builds
 the plain backbone (the baseline), ``kind: adasparse`` adds the pruner. The training objective
 is :meth:`CTRModel.objective`: cross-entropy (eq. 1) + R_s (eq. 9).
 """

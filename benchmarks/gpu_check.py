@@ -63,7 +63,8 @@ def main() -> None:
 
     from pipelines.generate import generate
     from pipelines.ray_env import init_ray
-    from pipelines.train import RunSpec, run
+    from pipelines.job_config import job_config
+    from pipelines.train import run
 
     tmp = Path(tempfile.mkdtemp(prefix="adasparse-gpu-check-"))
     init_ray("local")
@@ -71,10 +72,11 @@ def main() -> None:
     generate(str(tmp / "data"), rows=args.rows, seed=0)
     gen_s = time.perf_counter() - t0
     # the public config (§4.1): DNN {128, 64, 32}, AdaSparse Fusion with the paper's defaults
-    spec = RunSpec(data=str(tmp / "data" / "spec.yaml"), model="adasparse", formulation="fusion", workers=1,
-                   gpu=not args.cpu, epochs=args.epochs, batch_size=args.batch_size, out=str(tmp / "runs"), name="gpu-check")
+    job = job_config({"data": str(tmp / "data" / "spec.yaml"), "model.kind": "adasparse", "model.pruner.formulation": "fusion",
+                      "resources.workers": 1, "resources.gpu": not args.cpu, "train.epochs": args.epochs,
+                      "train.batch_size": args.batch_size, "output.dir": str(tmp / "runs"), "output.name": "gpu-check"})
     with GpuSampler() as gpu:
-        final = run(spec, log=lambda s: None)
+        final = run(job, log=lambda s: None)
     h = final["history"][-1]
     report = {
         "device": "cpu" if args.cpu else "cuda (bfloat16 autocast)",

@@ -15,7 +15,7 @@ Each measured pass runs in a fresh subprocess so that peaks do not carry over.
 
 ``--batch-cost`` measures instead what cutting training batches costs, in CPU time per row of
 the consuming process and of the whole machine: Ray Data's own ``iter_batches(batch,
-local_shuffle_buffer_size=...)`` against ``pipelines.ingest.train_batches`` (large chunks from
+local_shuffle_buffer_size=...)`` against ``pipelines.batching.train_batches`` (large chunks from
 Ray Data, batches cut and shuffled in the consumer), alternating, on generated rows:
 
     python benchmarks/ingest.py --batch-cost --sizes 1000000
@@ -88,7 +88,8 @@ def step_generate(out: str, rows: int) -> dict:
 
 def _stream(src) -> dict:
     """One pass over every row (train_batches of 4096 rows): rows, seconds, first batch, rate after it."""
-    from pipelines.ingest import read_split, train_batches
+    from pipelines.batching import train_batches
+    from pipelines.reading import read_split
 
     t0 = time.perf_counter()
     rows, first, first_rows = 0, None, 0
@@ -104,7 +105,7 @@ def _stream(src) -> dict:
 def step_ray_ingest(spec_path: str, sample_memory: bool) -> dict:
     from contextlib import nullcontext
 
-    from pipelines.ingest import open_source
+    from pipelines.sources import open_source
     from pipelines.ray_env import init_ray
     from pipelines.spec import load_spec
 
@@ -160,7 +161,11 @@ def _machine_cpu_s() -> float:
 
 def batch_cost(spec_path: str, rounds: int = 2, buffer: int = 20_000) -> None:
     """Prints µs of CPU per row (consumer process, machine) and rows/s of both batch paths."""
-    from pipelines.ingest import arrow_to_columns, open_source, read_split, time_cuts, train_batches
+    from pipelines.arrow_columns import arrow_to_columns
+    from pipelines.batching import train_batches
+    from pipelines.reading import read_split
+    from pipelines.sources import open_source
+    from pipelines.time_split import time_cuts
     from pipelines.ray_env import init_ray
     from pipelines.spec import load_spec
 

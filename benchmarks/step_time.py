@@ -25,7 +25,7 @@ from adasparse.experiment import set_threads
 from adasparse.layers.pruner import DOMAIN_DEDUP_MIN_ROWS
 from adasparse.model import build_model
 from adasparse.optim import build_optimizer
-from adasparse.trainer import train_step
+from adasparse.loop import LoopRunner
 
 DOMAIN_CARD = (3, 8, 12)  # ~ gender × age level × star level of the public set: 288 domains
 
@@ -56,7 +56,7 @@ def make_batches(feats: FeatureConfig, batch: int, count: int, seed: int = 0):
 
 def variants(feats: FeatureConfig, backbone: str, hidden: list[int] | None = None) -> dict[str, ModelConfig]:
     base = dict(features=feats, backbone=backbone, embedding={"dim": 16}, **({"hidden_units": hidden} if hidden else {}))
-    v = {f"{backbone} (plain)": ModelConfig(kind="dnn", **base)}
+    v = {f"{backbone} (plain)": ModelConfig(kind="plain", **base)}
     for mode in ("domain", "instance"):
         for form in ("binarization", "scaling", "fusion"):
             v[f"adasparse {form}/{mode}"] = ModelConfig(kind="adasparse", pruner={"formulation": form, "input": mode}, **base)
@@ -78,17 +78,18 @@ def time_variants(cfgs: dict[str, ModelConfig], batches, steps: int, rounds: int
 
 def time_models(built: dict, batches, steps: int, rounds: int) -> dict[str, list[float]]:
     """:func:`time_variants` for models already built (each gets its own optimiser)."""
-    models = {name: (m, build_optimizer(m)) for name, m in built.items()}
-    for m, o in models.values():  # warm-up
-        for cat, num, lab in batches[:3]:
-            train_step(m, o, cat, num, lab)
-    times: dict[str, list[float]] = {n: [] for n in models}
+    # the training job's own step (adasparse.loop: forward, objective, backward, optimiser)
+    runners = {name: LoopRunner(m, build_optimizer(m), epochs=1) for name, m in built.items()}
+    steps_in = [{"cat_ids": cat.numpy(), "numeric": num.numpy(), "label": lab.numpy()} for cat, num, lab in batches]
+    for runner in runners.values():  # warm-up
+        for b in steps_in[:3]:
+            runner.step(b)
+    times: dict[str, list[float]] = {n: [] for n in runners}
     for r in range(rounds):
-        for name, (m, o) in models.items():
+        for name, runner in runners.items():
             t0 = time.perf_counter()
             for i in range(steps):
-                cat, num, lab = batches[(r * steps + i) % len(batches)]
-                train_step(m, o, cat, num, lab)
+                runner.step(steps_in[(r * steps + i) % len(steps_in)])
             times[name].append((time.perf_counter() - t0) / steps)
     return times
 
@@ -162,9 +163,15 @@ def domain_kernel_floor(model, cat_ids: torch.Tensor, dedup: bool, reps: int = 1
     return statistics.median(times)
 
 
+# The step-time goals (docs/model.md "Step time"), at the paper's production batch: AdaSparse in
+# domain mode within 15 % of the plain backbone's step, instance mode within 60 %. Other batch
+# sizes are reported, not gated.
+GOALS = {1024: {"adasparse fusion/domain": 1.15, "adasparse fusion/instance": 1.6}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch-sizes", default="256,4096")
+    p.add_argument("--batch-sizes", default="256,1024,4096", help="1024: the paper's production batch, where the goals are set")
     p.add_argument("--table-rows", type=int, default=2_000_000)
     p.add_argument("--small-table-rows", type=int, default=200_000, help="second size for the table-size check")
     p.add_argument("--backbone", default="dnn", choices=["dnn", "dcnv2"])
@@ -189,6 +196,11 @@ def main() -> None:
         for name, t in res.items():
             paired = paired_ratio(rounds[name], rounds[f"{args.backbone} (plain)"])
             print(f"{name:<30} {t * 1e3:>8.2f} {batch / t:>10,.0f} {t / base:>7.2f}x {paired:>6.2f}x")
+        if batch in GOALS:
+            for name, goal in GOALS[batch].items():
+                paired = paired_ratio(rounds[name], rounds[f"{args.backbone} (plain)"])
+                print(f"goal at batch {batch}: {name} <= {goal:.2f}x of the plain step: paired {paired:.2f}x, "
+                      f"{'met' if paired <= goal else 'NOT met'}")
         used = "de-duplicated" if batch >= DOMAIN_DEDUP_MIN_ROWS else "per row"
         for dedup in (False, True):
             floor = domain_kernel_floor(floor_model, batches[0][0], dedup, reps=max(4, 100 * 256 // batch))
@@ -198,7 +210,7 @@ def main() -> None:
             )
         small = features(args.small_table_rows)
         cmp = medians(time_variants(
-            {"small": ModelConfig(kind="dnn", features=small, backbone=args.backbone), "large": ModelConfig(kind="dnn", features=feats, backbone=args.backbone)},
+            {"small": ModelConfig(kind="plain", features=small, backbone=args.backbone), "large": ModelConfig(kind="plain", features=feats, backbone=args.backbone)},
             make_batches(small, batch, 16),
             steps,
             args.rounds,

@@ -38,9 +38,9 @@ import torch
 
 def load_train_split(spec_path: str):
     """The train split encoded in memory (pyarrow, no Ray), as the plain loop's input."""
-    from pipelines.ingest import time_cuts
     from pipelines.sources import open_source
     from pipelines.spec import load_spec
+    from pipelines.time_split import time_cuts
     from pipelines.transforms import encode_table, time_values
 
     src = open_source(load_spec(spec_path))
@@ -93,7 +93,8 @@ def main() -> None:
     from pipelines.generate import generate
     from pipelines.ray_env import init_ray
     from pipelines.spec import load_spec
-    from pipelines.train import RunSpec, model_config, run
+    from pipelines.job_config import job_config
+    from pipelines.train import run
 
     tmp = Path(tempfile.mkdtemp(prefix="adasparse-bench-"))
     init_ray("local")
@@ -106,15 +107,16 @@ def main() -> None:
     print(f"train split: {len(data['label']):,} rows; {os.cpu_count()} cores; {args.workers} Ray Train workers")
     rows, exchange_split = [], {}
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
-        spec = RunSpec(data=spec_path, model=args.model, formulation=args.formulation, epochs=args.epochs, batch_size=bs,
-                       workers=args.workers, threads=args.threads, out=str(tmp / "runs"), name=f"bench-{bs}")
-        before = plain_loop(model_config(spec, features), data, bs)
+        job = job_config({"data": spec_path, "model.kind": args.model, "model.pruner.formulation": args.formulation,
+                          "train.epochs": args.epochs, "train.batch_size": bs, "resources.workers": args.workers,
+                          "resources.threads": args.threads, "output.dir": str(tmp / "runs"), "output.name": f"bench-{bs}"})
+        before = plain_loop(job.model_for(features), data, bs)
         t0 = time.perf_counter()
-        final = run(spec, log=lambda _: None)
+        final = run(job, log=lambda _: None)
         wall = time.perf_counter() - t0
         # the reference runs before and after the Ray job and the faster run counts: this
         # machine's speed drifts by tens of percent within minutes, and the reference is the bar
-        ref = max(before, plain_loop(model_config(spec, features), data, bs))
+        ref = max(before, plain_loop(job.model_for(features), data, bs))
         first, last = final["history"][0], final["history"][-1]
         # rank 0's loop rate × workers: every worker gets an equal share of the rows
         rate = [h["rows_per_s_worker"] * args.workers for h in (first, last)]

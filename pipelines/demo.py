@@ -15,7 +15,11 @@ import shutil
 import time
 from pathlib import Path
 
-MODELS = (("dnn", {"model": "dnn"}), ("adasparse-fusion", {"model": "adasparse", "formulation": "fusion"}))
+from adasparse.host import write_text_atomic
+
+# (run name, model options): the plain DNN and AdaSparse (Fusion) on it
+MODELS = (("dnn", {"model.kind": "plain", "model.backbone": "dnn"}),
+          ("adasparse-fusion", {"model.kind": "adasparse", "model.pruner.formulation": "fusion"}))
 
 
 def _dataset(out: Path, rows: int, seed: int, log) -> str:
@@ -33,14 +37,15 @@ def _dataset(out: Path, rows: int, seed: int, log) -> str:
         res = generate(str(data), rows=rows, seed=seed)
         log(f"generated {res['rows']:,} rows ({res['domains']:,} domains, CTR {res['ctr']:.2%}) in "
             f"{time.perf_counter() - t0:.0f} s -> {data}")
-        marker.write_text(json.dumps(want))
+        write_text_atomic(marker, json.dumps(want))
     return str(data / "spec.yaml")
 
 
 def run_demo(out: str, rows: int, epochs: int, batch_size: int, workers: int, seed: int, address: str | None = None,
              log=print) -> dict:
     from pipelines.ray_env import init_ray
-    from pipelines.train import RunSpec, run
+    from pipelines.job_config import job_config
+    from pipelines.train import run
 
     out_dir = Path(out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -51,9 +56,10 @@ def run_demo(out: str, rows: int, epochs: int, batch_size: int, workers: int, se
         if (out_dir / name).exists():
             shutil.rmtree(out_dir / name)  # the demo trains afresh (a kept run name would resume instead)
         log(f"training {name} on {workers} Ray Train workers ({epochs} epochs, batch {batch_size}) ...")
-        spec = RunSpec(data=spec_path, epochs=epochs, batch_size=batch_size, workers=workers, seed=seed,
-                       out=str(out_dir), name=name, address=address, **opts)
-        results[name] = run(spec, log=lambda s: log("  " + s))
+        job = job_config({"data": spec_path, "train.epochs": epochs, "train.batch_size": batch_size, "train.seed": seed,
+                          "resources.workers": workers, "resources.address": address, "output.dir": str(out_dir),
+                          "output.name": name, **opts})
+        results[name] = run(job, log=lambda s: log("  " + s))
     log("")
     log(f"{'model':<18} {'test logloss':>12} {'test AUC':>9} {'test GAUC':>9} {'best epoch':>10} {'samples/s':>10} {'wall s':>7}")
     for name, r in results.items():
@@ -66,8 +72,6 @@ def run_demo(out: str, rows: int, epochs: int, batch_size: int, workers: int, se
                     for n, r in results.items()},
     }
     path = out_dir / "comparison.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(summary, indent=2))
     log(f"\nresults written to {path} (per model: {out_dir}/<model>/metrics.json)")
     return summary

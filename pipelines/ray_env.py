@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 
 import ray
+
+from adasparse.host import usable_cores
+
+# Where a process of this local cluster finds the State API (Ray reads it before RAY_ADDRESS)
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_memory: int | None = None) -> None:
@@ -20,8 +27,48 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
         # cleaner needs it to free the CPUs of a run whose controller died (a trial stopped by
         # ASHA); without it later trials wait for those CPUs forever
         kw.update(num_cpus=num_cpus, object_store_memory=object_store_memory or local_object_store_bytes(num_cpus))
-    ray.init(**kw)
+        _init_local(kw)
+    else:
+        ray.init(**kw)
     configure_ray_data()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str):
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _init_local(kw: dict) -> None:
+    """Start a private local Ray whose processes find its own State API, not another cluster's.
+
+    A process that asks the State API without an address (Ray Train's placement-group cleaner,
+    inside the Train controller's actor) looks for running clusters on the machine and, with two
+    local ones (two jobs started at once), fails with "Found multiple active Ray instances" or
+    asks the other one. The dashboard (the State API's server) gets a port chosen here, and the
+    cluster's processes inherit ``RAY_API_SERVER_ADDRESS`` naming it, which Ray reads first. The
+    driver's own environment is left as it was, so processes it starts later are not misled."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with _environ(API_SERVER_ENV, url):
+        ctx = ray.init(dashboard_host="127.0.0.1", dashboard_port=port, **kw)
+    got = getattr(ctx, "dashboard_url", "") or ""
+    if got and not got.endswith(f":{port}"):  # the port was taken between choosing and binding it
+        logging.getLogger(__name__).warning("local Ray's dashboard is at %s, not %s: its State API lookups may reach "
+                                            "another cluster on this machine", got, url)
 
 
 # Blocks in flight between the reading/encoding tasks and the consumers. Ray Data's default
@@ -49,7 +96,7 @@ def local_object_store_bytes(num_cpus: int | None = None) -> int:
     env = os.environ.get("ADASPARSE_LOCAL_OBJECT_STORE_BYTES")
     if env:
         return int(env)
-    cpus = num_cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    cpus = num_cpus or usable_cores()
     return max(2, cpus) * INGEST_OBJECT_STORE_BUDGET
 
 
@@ -80,4 +127,8 @@ def configure_ray_data(object_store_budget: int | None = None) -> None:
     # task's worth of work (Ray Train's streaming split balances rows across workers anyway)
     ctx.read_op_min_num_blocks = 1
     ctx.print_on_execution_start = False
+    # a bad row found while encoding raises pipelines.sources.DataError in the read task: let it
+    # travel as itself (inside Ray's task error) rather than wrapped in a UserCodeException
+    # whose pickled form loses its cause, so commands recognise it by type (adasparse.errors)
+    ctx.raise_original_map_exception = True
     logging.getLogger("ray.data").setLevel(logging.WARNING)

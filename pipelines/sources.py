@@ -16,10 +16,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from adasparse.errors import UserError
 from pipelines.spec import DatasetSpec
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad input data: a one-line message naming the file and, where it applies, the column."""
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from pipelines.ingest import read_raw
+from pipelines.reading import read_raw
 from pipelines.sources import DataSource
 from pipelines.transforms import categorical_hashes
 from adasparse.encoding import domain_id_from_hashes

@@ -2,7 +2,9 @@
 
     adasparse tune --space tune_spaces/paper_adasparse.yaml --trials 16 --data DIR/spec.yaml --epochs 3 --out sweeps
 
-Every trial is the training job itself (:func:`pipelines.train.run`): a Tune function trial
+The options are ``adasparse train``'s (:mod:`pipelines.job_flags`), shared by every trial;
+the space's parameters vary on top of them. Every trial is the training job itself
+(:func:`pipelines.train.run`): a Tune function trial
 (0.01 CPU) builds the ``TorchTrainer`` with ``TuneReportCallback`` (the Ray Train V2 pattern),
 so each epoch's dev LogLoss/AUC/GAUC reaches Tune. The metric is dev GAUC; ASHA stops weak
 trials at epoch milestones (``scheduler`` in the space); the search is Optuna's TPE by
@@ -21,7 +23,6 @@ trials are kept, unfinished ones continue from their last checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -32,8 +33,11 @@ import yaml
 from ray.tune import Callback
 
 from adasparse.config import ConfigError, validate
-from pipelines.train import RunSpec, add_run_options, run, run_options
-from pipelines.tune_space import TuneSpace, boundary_label, load_space, parse_boundary, trial_options
+from adasparse.host import write_text_atomic
+from pipelines.job_config import JobConfig, deep_merge, dump_config, load_config_file, nest, resolve_key
+from pipelines.job_flags import given_options, job_parser
+from pipelines.train import run
+from pipelines.tune_space import BOUNDARY, TuneSpace, boundary_label, load_space, parse_boundary, searched_paths, trial_options
 
 METRIC = "dev_gauc"
 TRIAL_CPU = 0.01  # the Tune function that drives one training run (Ray refuses 0)
@@ -58,7 +62,7 @@ def _param_space(space: TuneSpace) -> dict:
     out = {}
     for key, dom in space.params.items():
         values = dom.values
-        if key == "sparsity_boundary":
+        if key == BOUNDARY:
             values = [boundary_label(v) for v in values]
         out[key] = {
             "uniform": lambda v: tune.uniform(*v),
@@ -74,10 +78,10 @@ def _trial(config: dict, base: dict, trials_dir: str, cpu_budget: float) -> None
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    opts = {**base, **trial_options(config)}
     name = ray.tune.get_context().get_trial_id()
-    spec = RunSpec.model_validate({**opts, "out": trials_dir, "name": name, "address": None})
-    run(spec, log=lambda s: print(s, flush=True), callbacks=[TuneReportCallback()], cpu_budget=cpu_budget)
+    own = {**trial_options(config), "output.dir": trials_dir, "output.name": name, "resources.address": None}
+    job = validate(JobConfig, deep_merge(base, nest(own, "trial")), f"trial {name}")
+    run(job, log=lambda s: print(s, flush=True), callbacks=[TuneReportCallback()], cpu_budget=cpu_budget)
 
 
 class FreeStoppedRunsCallback(Callback):
@@ -137,18 +141,18 @@ def _scheduler(space: TuneSpace, epochs: int):
                          reduction_factor=space.scheduler.reduction_factor)
 
 
-def sweep(space: TuneSpace, base: RunSpec, trials: int | None, out: str, name: str, log=print) -> dict:
+def sweep(space: TuneSpace, base: JobConfig, trials: int | None, out: str, name: str, log=print) -> dict:
     import ray
     from ray import tune
 
     from pipelines.ray_env import init_ray
 
-    init_ray(base.address)
+    init_ray(base.resources.address)
     sweep_dir = Path(out).resolve() / name
     trials_dir = sweep_dir / "trials"
-    n_parallel, cpu_budget = concurrency(ray.cluster_resources(), base.workers, base.gpu)
+    n_parallel, cpu_budget = concurrency(ray.cluster_resources(), base.resources.workers, base.resources.gpu)
     samples = trials or (1 if space.search == "grid" else 8)
-    base_opts = base.model_dump(exclude={"out", "name", "address"})
+    base_opts = dump_config(base)
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=base_opts, trials_dir=str(trials_dir), cpu_budget=cpu_budget),
         {"CPU": TRIAL_CPU},
@@ -159,12 +163,12 @@ def sweep(space: TuneSpace, base: RunSpec, trials: int | None, out: str, name: s
     else:
         total = samples * space.grid_size()
         log(f"sweep {name}: {total} trials ({space.search} search{', ASHA' if space.scheduler else ''}), "
-            f"{n_parallel} at a time, {base.workers} workers each -> {sweep_dir}")
+            f"{n_parallel} at a time, {base.resources.workers} workers each -> {sweep_dir}")
         tuner = tune.Tuner(
             trainable,
             param_space=_param_space(space),
-            tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=_searcher(space, base.seed),
-                                        scheduler=_scheduler(space, base.epochs), num_samples=samples,
+            tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=_searcher(space, base.train.seed),
+                                        scheduler=_scheduler(space, base.train.epochs), num_samples=samples,
                                         max_concurrent_trials=n_parallel, reuse_actors=False),
             run_config=tune.RunConfig(name=name, storage_path=str(sweep_dir.parent), callbacks=[FreeStoppedRunsCallback()]),
         )
@@ -193,12 +197,13 @@ def _trial_rows(grid, space: TuneSpace, sweep_dir: Path) -> list[dict]:
     return rows
 
 
-def _best_yaml(space: TuneSpace, base: RunSpec, best: dict, sweep_dir: Path) -> dict:
-    opts = {**base.model_dump(exclude={"address", "fail_at_epoch", "max_failures"}),
-            **trial_options({k: best[k] for k in space.params})}
-    opts["out"] = str(sweep_dir / "best")
-    opts["name"] = "best"
-    return validate(RunSpec, opts, "best.yaml").model_dump(exclude_none=True)
+def _best_yaml(space: TuneSpace, base: JobConfig, best: dict, sweep_dir: Path) -> dict:
+    """The winner as a run config: the sweep's options with the best trial's parameters."""
+    own = {**trial_options({k: best[k] for k in space.params}), "output.dir": str(sweep_dir / "best"), "output.name": "best"}
+    opts = deep_merge(dump_config(base), nest(own, "best.yaml"))
+    opts.pop("faults", None)
+    opts.get("resources", {}).pop("address", None)
+    return dump_config(validate(JobConfig, opts, "best.yaml"))
 
 
 def _plot_boundary(rows: list[dict], path: Path) -> None:
@@ -226,7 +231,7 @@ def _plot_boundary(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def summarise(grid, space: TuneSpace, base: RunSpec, sweep_dir: Path, log=print) -> dict:
+def summarise(grid, space: TuneSpace, base: JobConfig, sweep_dir: Path, log=print) -> dict:
     rows = _trial_rows(grid, space, sweep_dir)
     cols = ["trial", *space.params, "best_dev_gauc", "epochs_run", "test_gauc", "error"]
     with open(sweep_dir / "results.csv", "w", newline="") as fh:
@@ -248,15 +253,14 @@ def summarise(grid, space: TuneSpace, base: RunSpec, sweep_dir: Path, log=print)
     finished = [r for r in ranked if r["finished"]]
     best = max(finished or ranked, key=lambda r: r["best_dev_gauc"])
     best_cfg = _best_yaml(space, base, best, sweep_dir)
-    tmp = sweep_dir / "best.yaml.tmp"
-    tmp.write_text("# the best trial of the sweep: adasparse train --config best.yaml\n" + yaml.safe_dump(best_cfg, sort_keys=False))
-    tmp.replace(sweep_dir / "best.yaml")
+    write_text_atomic(sweep_dir / "best.yaml",
+                      "# the best trial of the sweep: adasparse train --config best.yaml\n" + yaml.safe_dump(best_cfg, sort_keys=False))
     trial_metrics = sweep_dir / "trials" / best["trial"] / "metrics.json"
     saved = json.loads(trial_metrics.read_text()) if trial_metrics.exists() else {}
     summary = {"best_trial": best["trial"], "params": {k: best[k] for k in space.params}, "best_dev_gauc": best["best_dev_gauc"],
                "dev": saved.get("dev"), "test": saved.get("test"), "trials": rows}
-    (sweep_dir / "best.json").write_text(json.dumps(summary, indent=2, default=str))
-    if "sparsity_boundary" in space.params:
+    write_text_atomic(sweep_dir / "best.json", json.dumps(summary, indent=2, default=str))
+    if BOUNDARY in space.params:
         _plot_boundary(rows, sweep_dir / "sparsity_boundary.png")
     t = summary["test"]
     test = f"test LogLoss {t['logloss']:.5f} AUC {t['auc']:.4f} GAUC {t['gauc']:.4f}" if t else "no test metrics (stopped early)"
@@ -266,27 +270,29 @@ def summarise(grid, space: TuneSpace, base: RunSpec, sweep_dir: Path, log=print)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from adasparse.cli import run_command
+    from pipelines.command import run_command
 
-    p = argparse.ArgumentParser(prog="adasparse tune", description="Ray Tune sweep of the training job against dev GAUC")
+    p = job_parser("adasparse tune", "Ray Tune sweep of the training job against dev GAUC")
     p.add_argument("--space", required=True, help="search space YAML (see tune_spaces/)")
     p.add_argument("--trials", type=int, help="trials to sample (grid: repeats of the whole grid); default 8, grid 1")
-    add_run_options(p)
     args = vars(p.parse_args(argv))
 
     def body() -> None:
         if args["trials"] is not None and args["trials"] < 1:
             raise ConfigError("--trials must be at least 1")
         space = load_space(args["space"])
-        opts = run_options(args)
-        clash = sorted(set(opts) & set(space.params) | ({"r_min", "r_max"} & set(opts) if "sparsity_boundary" in space.params else set()))
+        opts = given_options(args)
+        searched = searched_paths(space)
+        clash = [k for k in opts if resolve_key(k) in searched]
         if clash:
             raise ConfigError(f"--{clash[0].replace('_', '-')}: searched by {args['space']}; drop the option or the parameter")
-        base = validate(RunSpec, {**space.fixed, **opts}, "options")
-        if "://" in base.out:
-            raise ConfigError(f"--out {base.out}: sweeps write to a local or shared directory (s3:// is for adasparse train)")
-        name = opts.get("name") or space.name
-        sweep(space, base, args["trials"], base.out, name)
+        file = load_config_file(args["config"]) if args.get("config") else {}
+        # the config file, then the space's fixed options, then the flags
+        base = validate(JobConfig, deep_merge(deep_merge(file, nest(space.fixed, args["space"])), nest(opts, "options")), "options")
+        if "://" in base.output.dir:
+            raise ConfigError(f"--out {base.output.dir}: sweeps write to a local or shared directory (s3:// is for adasparse train)")
+        name = base.output.name or space.name
+        sweep(space, base, args["trials"], base.output.dir, name)
 
     return run_command("adasparse tune", body)
 

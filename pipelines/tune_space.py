@@ -3,18 +3,20 @@
     name: paper-adasparse
     search: optuna                    # optuna (model-based, default) | random | grid
     scheduler: {grace_period: 1, reduction_factor: 2}   # ASHA on dev GAUC per epoch; null: none
-    fixed: {model: adasparse}         # run options (adasparse train keys) shared by every trial
+    fixed: {model.kind: adasparse}    # run options (adasparse train keys) shared by every trial
     params:                           # one domain per key: uniform | loguniform | choice | grid
-      beta: {uniform: [1.0, 4.0]}
-      epsilon: {loguniform: [0.05, 0.5]}
+      model.pruner.beta: {uniform: [1.0, 4.0]}
+      model.pruner.epsilon: {loguniform: [0.05, 0.5]}
       sparsity_boundary: {choice: [[0.05, 0.15], [0.15, 0.25], [0.25, 0.35]]}
 
-A parameter is any training option that shapes the model or its optimisation (the keys of
-:class:`pipelines.train.RunSpec` except data, output, cluster and fault-injection keys), plus
+Keys are the training job's (:mod:`pipelines.job_config`), in any of its spellings
+(``model.pruner.beta``, ``pruner.beta``, the round-1 ``beta``). A parameter is any option that
+shapes the model or its optimisation (:data:`TUNABLE`: ``model.*``, ``optim.*``,
+``train.batch_size``, ``train.precision``, ``ingest.shuffle_buffer``), plus
 ``sparsity_boundary``: pairs [r_min, r_max] with 0 ≤ r_min < r_max ≤ 0.5 (the paper's range,
-§4.3.3). Every end of a range and every choice is checked against the option's own rules
-(β ≥ 1, ε > 0, lr > 0, ...), so a bad space fails before any trial starts, in one line that
-names the file and the key.
+§4.3.3), mapped onto ``model.pruner.r_min``/``r_max`` by :func:`trial_options` alone. Every end
+of a range and every choice is checked against the option's own rules (β ≥ 1, ε > 0, lr > 0,
+...), so a bad space fails before any trial starts, in one line that names the file and the key.
 """
 
 from __future__ import annotations
@@ -22,15 +24,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from adasparse.config import ConfigError, StrictModel, format_validation_error, load_yaml, validate
-from pipelines.train import RunSpec
+from adasparse.config import ConfigError, StrictModel, load_yaml, validate
+from pipelines.job_config import job_config, resolve_key
+from pipelines.job_flags import config_leaves
 
-# options that are not hyperparameters: where data and results live, the cluster, tests
-NOT_TUNABLE = frozenset({"data", "out", "storage_endpoint", "name", "address", "workers", "cpus_per_worker", "gpu", "epochs", "max_failures",
-                         "fail_at_epoch", "seed", "r_min", "r_max"})
-TUNABLE = frozenset(RunSpec.model_fields) - NOT_TUNABLE | {"sparsity_boundary"}
+BOUNDARY = "sparsity_boundary"
+BOUNDARY_PATHS = (("model", "pruner", "r_min"), ("model", "pruner", "r_max"))
+# hyperparameters: what shapes the model or its optimisation; not where data and results
+# live, the cluster, the epochs (the scheduler's time axis), the seed, or the fault injection
+TUNABLE = frozenset(
+    path for path, _ in config_leaves()
+    if (path[0] in ("model", "optim") or path in (("train", "batch_size"), ("train", "precision"), ("ingest", "shuffle_buffer")))
+    and path not in BOUNDARY_PATHS
+)
+# options a space may not fix: they belong to the command that runs the sweep
+NOT_FIXABLE = frozenset({("data",), ("output", "dir"), ("output", "name"), ("output", "storage_endpoint"), ("resources", "address"),
+                         ("faults", "fail_at_epoch")})
 BOUNDARY_MAX = 0.5
 
 
@@ -119,35 +130,49 @@ def _check_boundary(pair, where: str, source: str) -> None:
 def _check_value(key: str, value, where: str, source: str) -> None:
     """Validate one candidate value the way ``adasparse train`` would."""
     try:
-        RunSpec.model_validate({"data": "-", key: value})
-    except ValidationError as err:
-        detail = format_validation_error(err, "").removeprefix(": ").removeprefix(f"{key}: ")
+        job_config({"data": "-", key: value})
+    except ConfigError as err:
+        detail = str(err).removeprefix("options: ")
+        detail = detail.removeprefix(".".join(resolve_key(key)) + ": ")
         raise ConfigError(f"{source}: {where}: {value!r}: {detail}") from None
 
 
 def check_space(space: TuneSpace, source: str) -> TuneSpace:
+    fixed_paths = {}
     for key in space.fixed:
-        if key not in RunSpec.model_fields or key in {"data", "out", "storage_endpoint", "name", "address", "fail_at_epoch"}:
+        path = resolve_key(key)
+        if path in NOT_FIXABLE or not any(p[: len(path)] == path for p, _ in config_leaves()):
             raise ConfigError(f"{source}: fixed.{key}: not a run option that a space may fix")
-    try:
-        RunSpec.model_validate({"data": "-", **space.fixed})
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, f"{source}: fixed")) from None
+        fixed_paths[path] = key
+    job_config({"data": "-", **space.fixed}, source=f"{source}: fixed")
+    seen: dict[tuple[str, ...], str] = {}
     for key, dom in space.params.items():
-        if key not in TUNABLE:
-            hint = " (tune the pair as sparsity_boundary)" if key in ("r_min", "r_max") else ""
+        path = (BOUNDARY,) if key == BOUNDARY else resolve_key(key)
+        if path != (BOUNDARY,) and path not in TUNABLE:
+            hint = " (tune the pair as sparsity_boundary)" if path in BOUNDARY_PATHS else ""
             raise ConfigError(f"{source}: params.{key}: unknown or untunable parameter{hint}")
-        if key in space.fixed:
+        if path in fixed_paths or (path == (BOUNDARY,) and set(BOUNDARY_PATHS) & set(fixed_paths)):
             raise ConfigError(f"{source}: params.{key}: also given in fixed")
-        if key == "sparsity_boundary" and dom.kind in ("uniform", "loguniform"):
+        if path in seen:
+            raise ConfigError(f"{source}: params.{key}: the same option as params.{seen[path]}")
+        seen[path] = key
+        if key == BOUNDARY and dom.kind in ("uniform", "loguniform"):
             raise ConfigError(f"{source}: params.sparsity_boundary: give pairs as choice or grid")
         for i, value in enumerate(dom.values):
             where = f"params.{key}.{dom.kind}[{i}]"
-            if key == "sparsity_boundary":
+            if key == BOUNDARY:
                 _check_boundary(value, where, source)
             else:
                 _check_value(key, value, where, source)
     return space
+
+
+def searched_paths(space: TuneSpace) -> set[tuple[str, ...]]:
+    """The option paths a space's parameters set (the boundary: r_min and r_max)."""
+    out: set[tuple[str, ...]] = set()
+    for key in space.params:
+        out |= set(BOUNDARY_PATHS) if key == BOUNDARY else {resolve_key(key)}
+    return out
 
 
 def load_space(path: str | Path) -> TuneSpace:
@@ -158,14 +183,16 @@ def load_space(path: str | Path) -> TuneSpace:
 
 
 def trial_options(config: dict) -> dict:
-    """A trial's sampled parameters → run options (``sparsity_boundary`` → r_min, r_max)."""
+    """A trial's sampled parameters → run options; the one place where ``sparsity_boundary``
+    becomes ``model.pruner.r_min`` and ``model.pruner.r_max``."""
     opts = {}
     for key, value in config.items():
-        if key == "sparsity_boundary":
-            opts["r_min"], opts["r_max"] = parse_boundary(value)
+        if key == BOUNDARY:
+            lo, hi = parse_boundary(value)
+            opts[".".join(BOUNDARY_PATHS[0])], opts[".".join(BOUNDARY_PATHS[1])] = lo, hi
         else:
             opts[key] = value
     return opts
 
 
-__all__ = ["TuneSpace", "load_space", "trial_options", "boundary_label", "parse_boundary", "TUNABLE"]
+__all__ = ["BOUNDARY", "TUNABLE", "TuneSpace", "boundary_label", "load_space", "parse_boundary", "searched_paths", "trial_options"]

@@ -1,69 +1,15 @@
-"""Shared fixtures: tiny feature layouts and models."""
+"""Fixtures for every test. The tests mirror the layout: ``tests/library/`` tests the model
+library without Ray; ``tests/pipelines/`` tests the Ray side (its fixtures: one local Ray per
+test session, a generated dataset); ``test_readme.py`` the README itself."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
-from adasparse.config import CategoricalField, FeatureConfig, ModelConfig, PrunerConfig
-
-
-def make_features(domain_buckets=(3, 4), cat_buckets=(50, 60, 70), numeric=1) -> FeatureConfig:
-    return FeatureConfig(
-        domain_fields=[CategoricalField(name=f"d{i}", buckets=b) for i, b in enumerate(domain_buckets)],
-        categorical_fields=[CategoricalField(name=f"c{i}", buckets=b) for i, b in enumerate(cat_buckets)],
-        numeric_fields=[f"n{i}" for i in range(numeric)],
-    )
-
-
-def make_model_config(**pruner) -> ModelConfig:
-    backbone = pruner.pop("backbone", "dnn")
-    kind = pruner.pop("kind", "adasparse")
-    hidden = pruner.pop("hidden_units", [16, 8, 4])
-    return ModelConfig(
-        kind=kind,
-        backbone=backbone,
-        hidden_units=hidden,
-        features=make_features(),
-        embedding={"dim": 4, "init_std": 0.5},
-        pruner=PrunerConfig(**pruner),
-    )
-
-
-def random_batch(cfg: ModelConfig, n: int = 32, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    buckets = [f.buckets for f in cfg.features.all_categorical]
-    cat = torch.stack([torch.randint(0, b, (n,), generator=g) for b in buckets], dim=1)
-    num = torch.randn(n, len(cfg.features.numeric_fields), generator=g)
-    label = (torch.rand(n, generator=g) < 0.3).float()
-    return cat, num, label
+from adasparse.config import FeatureConfig
+from model_helpers import make_features
 
 
 @pytest.fixture
 def features() -> FeatureConfig:
     return make_features()
-
-
-@pytest.fixture(scope="session")
-def ray_local():
-    """One private local Ray for the whole test session (2 CPUs; dashboard on for the State API)."""
-    import os
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-
-    from pipelines.ray_env import init_ray
-
-    init_ray("local", num_cpus=2)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="session")
-def generated(ray_local, tmp_path_factory):
-    """A small generated dataset (4 shards) shared by the pipeline tests."""
-    from pipelines.generate import generate
-
-    out = tmp_path_factory.mktemp("gen")
-    generate(str(out), rows=12_000, domains=60, seed=7, chunk_rows=3_000)
-    return out

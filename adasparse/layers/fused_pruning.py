@@ -37,24 +37,26 @@ BINARIZATION, SCALING, FUSION = 0, 1, 2
 FORMULATION_IDS = {"binarization": BINARIZATION, "scaling": SCALING, "fusion": FUSION}
 
 
-def float32_under_autocast(fn: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
-    """The same node for CUDA autocast (mixed precision): inputs cast to float32, forward and
+def float32_under_autocast(fn: type[torch.autograd.Function], device_type: str = "cuda") -> type[torch.autograd.Function]:
+    """The same node for autocast on ``device_type`` (mixed precision): inputs cast to float32, forward and
     backward run with autocast off. The pruner's thresholds (ε, the step) and the sigmoid's tails
     are where half precision would flip masks.
 
     A separate class because ``torch.amp.custom_fwd``/``custom_bwd`` cost ~10 µs per node even
     when autocast is off (the backward always enters an autocast context): :func:`apply` picks
-    this variant only while CUDA autocast is on.
+    this variant only while autocast is on.
     """
-    fwd = torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)(fn.forward)
-    bwd = torch.amp.custom_bwd(device_type="cuda")(fn.backward)
+    fwd = torch.amp.custom_fwd(device_type=device_type, cast_inputs=torch.float32)(fn.forward)
+    bwd = torch.amp.custom_bwd(device_type=device_type)(fn.backward)
     return type(fn.__name__ + "Float32", (fn,), {"forward": staticmethod(fwd), "backward": staticmethod(bwd)})
 
 
 def apply(fn: type[torch.autograd.Function], *args):
-    """``fn.apply(*args)``, through its float32 variant while CUDA autocast is on."""
+    """``fn.apply(*args)``, through its float32 variant while autocast (CUDA or CPU) is on."""
     if torch.is_autocast_enabled("cuda"):
         return _FLOAT32[fn].apply(*args)
+    if torch.is_autocast_enabled("cpu"):
+        return _FLOAT32_CPU[fn].apply(*args)
     return fn.apply(*args)
 
 
@@ -200,3 +202,4 @@ class DomainPrune(torch.autograd.Function):
 
 
 _FLOAT32 = {fn: float32_under_autocast(fn) for fn in (InstancePrune, RowsPrune, DomainPrune)}
+_FLOAT32_CPU = {fn: float32_under_autocast(fn, "cpu") for fn in (InstancePrune, RowsPrune, DomainPrune)}

@@ -2,8 +2,8 @@
 
 import pytest
 
-from pipelines.ingest import open_source, read_split
-from pipelines.sources import DataError
+from pipelines.reading import read_split
+from pipelines.sources import DataError, open_source
 from pipelines.spec import load_spec, parse_spec
 
 from test_ingest import collect
@@ -75,7 +75,8 @@ def test_training_job_writes_checkpoints_and_metrics_to_s3(generated, s3_endpoin
     import boto3
 
     from pipelines.sources import s3_filesystem
-    from pipelines.train import parse_args, run
+    from pipelines.job_flags import parse_job_args as parse_args
+    from pipelines.train import run
 
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket="runs")
     spec = parse_args(["--data", str(generated / "spec.yaml"), "--workers", "2", "--epochs", "1", "--batch-size", "512",

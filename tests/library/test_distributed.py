@@ -8,9 +8,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from adasparse.model import build_model
-from adasparse.parallel import GradientAverager
+from adasparse.distributed import GradientAverager
 
-from conftest import make_model_config, random_batch
+from model_helpers import make_model_config, random_batch
 
 
 def _grads(model, batch):
@@ -116,7 +116,7 @@ def test_exchange_time_is_split_by_phase(two_ranks):
 
 
 def _dying_peer(rank: int, init_file: str, out_dir: str) -> None:
-    from adasparse.local_exchange import SharedMemoryGather
+    from adasparse.distributed import SharedMemoryGather
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     ex = SharedMemoryGather.create(8)

@@ -9,7 +9,7 @@ import pytest
 from adasparse.encoding import domain_id_from_hashes, encode_columns, field_hashes
 from adasparse.hashing import hash_to_buckets, hash_values, splitmix64
 
-from conftest import make_features
+from model_helpers import make_features
 
 
 def test_splitmix64_known_values():

@@ -13,7 +13,7 @@ from ray._common.utils import get_ray_address_file
 
 from ray_head import head_node, ray_cli, submit
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

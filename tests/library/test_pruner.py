@@ -6,7 +6,7 @@ import torch
 from adasparse.layers.weighting import weighting_factors
 from adasparse.model import build_model, layer_sparsity
 
-from conftest import make_model_config, random_batch
+from model_helpers import make_model_config, random_batch
 
 FORMULATIONS = ["binarization", "scaling", "fusion"]
 

@@ -10,12 +10,16 @@ from adasparse.config import ModelConfig
 from adasparse.encoding import EncodedBatch
 from adasparse.model import build_model
 from adasparse.optim import build_optimizer
-from adasparse.trainer import evaluate, fit
-from pipelines.ingest import open_source, read_split, time_cuts, train_batches, unwrap_data_error
+from adasparse.errors import find_user_error
+from adasparse.loop import InMemoryRunner
+from pipelines.batching import train_batches
+from pipelines.reading import read_split
+from pipelines.sources import open_source
+from pipelines.time_split import time_cuts
 from pipelines.sources import DataError
 from pipelines.spec import load_spec, parse_spec
 
-ALI_CCP = Path(__file__).resolve().parents[2] / "shared" / "data" / "ali-ccp"
+ALI_CCP = Path(__file__).resolve().parents[3] / "shared" / "data" / "ali-ccp"
 
 
 def collect(ds, batch_size=1024, **kw) -> dict:
@@ -82,9 +86,9 @@ def test_bad_label_mid_stream_names_the_file(ray_local, tmp_path, generated):
     src = open_source(spec)
     with pytest.raises(Exception) as err:
         collect(read_split(src, "all", None))
-    found = unwrap_data_error(err.value)
+    found = find_user_error(err.value)
     assert found is not None
-    assert str(found) == f"{tmp_path}/part-000003.parquet: column 'label': label 3 is not 0 or 1"
+    assert str(found).splitlines()[0] == f"{tmp_path}/part-000003.parquet: column 'label': label 3 is not 0 or 1"
 
 
 def test_zero_row_shard_streams(ray_local, tmp_path, generated):
@@ -100,15 +104,16 @@ def test_zero_row_shard_streams(ray_local, tmp_path, generated):
 @pytest.mark.skipif(not ALI_CCP.exists(), reason="shared/data/ali-ccp is not beside this checkout")
 def test_ali_ccp_trains_through_a_spec_alone(ray_local):
     """The real Ali-CCP column layout (CSV, domain column '301', pre-split files) needs only a spec."""
-    spec_file = Path(__file__).resolve().parents[1] / "configs" / "data" / "ali_ccp_sample.yaml"
+    spec_file = Path(__file__).resolve().parents[2] / "configs" / "data" / "ali_ccp_sample.yaml"
     src = open_source(load_spec(spec_file))
     data = {s: to_encoded(collect(read_split(src, s, None))) for s in ("train", "dev", "test")}
     assert [len(data[s]) for s in ("train", "dev", "test")] == [100, 50, 50]
     assert len(set(data["train"].domain.tolist())) == 3  # the three scenarios
     cfg = ModelConfig(kind="adasparse", features=src.spec.features, hidden_units=[16, 8], embedding={"dim": 4})
     model = build_model(cfg)
-    res = fit(model, build_optimizer(model), data["train"], data["dev"], epochs=2, batch_size=32)
-    test = evaluate(model, data["test"]).metrics
+    runner = InMemoryRunner(model, build_optimizer(model), data, epochs=2, batch_size=32)
+    res = runner.fit()
+    test = runner.evaluate("test").metrics
     assert res.best_epoch in (1, 2) and test["rows"] == 50 and 0 < test["logloss"] < 2
 
 
@@ -124,7 +129,7 @@ def test_summary_counts_domains(generated):
 def test_early_start_fetches_the_first_batch_in_the_background():
     import threading
 
-    from pipelines.ingest import EarlyStart
+    from pipelines.batching import EarlyStart
 
     fetched = threading.Event()
     threads = []
@@ -146,7 +151,7 @@ def test_early_start_fetches_the_first_batch_in_the_background():
 
 
 def test_early_start_raises_the_streams_error_when_iterated():
-    from pipelines.ingest import EarlyStart
+    from pipelines.batching import EarlyStart
 
     def broken():
         raise DataError("part-0.parquet: column 'label' holds nulls")
@@ -181,9 +186,9 @@ def test_train_batches_have_the_sizes_of_iter_batches_and_keep_order_without_a_b
 
 
 def test_train_batches_shuffle_draws_each_batch_from_a_buffer_of_rows(monkeypatch):
-    import pipelines.ingest as ingest
+    import pipelines.batching as batching
 
-    monkeypatch.setattr(ingest, "CHUNK_ROWS", 1000)
+    monkeypatch.setattr(batching, "CHUNK_ROWS", 1000)
     stream = _Stream(20_000)
     parts = list(train_batches(stream, 256, shuffle_buffer=1500, seed=3))
     assert stream.asked == [3000]  # chunks of max(CHUNK_ROWS, batch, 2 × buffer) rows

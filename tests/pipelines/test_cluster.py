@@ -17,7 +17,7 @@ import yaml
 
 from ray_head import BIN, free_port, head_node, ray_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
 
 
@@ -91,11 +91,11 @@ def test_kuberay_manifests_have_the_fields_the_operator_requires():
     assert job["spec"]["shutdownAfterJobFinishes"] is True
     _check_cluster_spec(job["spec"]["rayClusterSpec"], "RayJob.spec.rayClusterSpec")
     # the entry point's options are the training job's own
-    from pipelines.train import parse_args
+    from pipelines.job_flags import parse_job_args
 
     opts = job["spec"]["entrypoint"].split()[3:]
-    spec = parse_args(opts)
-    assert spec.gpu and spec.workers >= 1 and spec.data.startswith("s3://")
+    spec = parse_job_args(opts)
+    assert spec.resources.gpu and spec.resources.workers >= 1 and spec.data.startswith("s3://")
 
 
 def _worker_nodes(url: str, env: dict) -> int:

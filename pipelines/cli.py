@@ -1,7 +1,8 @@
-"""``adasparse`` command line.
+"""The ``adasparse`` command line (the application layer; the model library has none).
 
-Subcommands that need Ray (train, generate, tune, ...) live in ``pipelines/`` and are imported
-only when called, so the model library never imports Ray.
+Each subcommand's module is imported only when it runs, so ``adasparse demo --in-memory``
+never imports Ray. ``train`` and ``tune`` own their options (:mod:`pipelines.job_flags`).
+Every command ends through :func:`pipelines.command.run_command`: bad input is one line.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-# the README's first command: a few million rows, 2 workers, about 10 minutes on 2 cores
+from pipelines.command import run_command
+
+# the README's first command: 2M rows, 2 workers (docs/training.md has its measured time)
 DEMO_ROWS = 2_000_000
 DEMO_BATCH = 512
 
@@ -53,8 +56,8 @@ def _convert(args: argparse.Namespace) -> int:
 def _summary(args: argparse.Namespace) -> int:
     import json
 
-    from pipelines.ingest import open_source
     from pipelines.ray_env import init_ray
+    from pipelines.sources import open_source
     from pipelines.spec import load_spec
     from pipelines.summary import domain_summary
 
@@ -132,35 +135,6 @@ def main(argv: list[str] | None = None) -> int:
         print("adasparse: --rows must be at least 60", file=sys.stderr)
         return 2
     return run_command("adasparse", lambda: args.func(args))
-
-
-def run_command(prog: str, fn) -> int:
-    """Run a command's body: bad input (a config or data error, also from inside a Ray task)
-    becomes one line ``prog: message`` on stderr and exit status 2, never a traceback; any
-    other exception propagates. ``fn`` returns an exit status or None (= 0)."""
-    try:
-        return fn() or 0
-    except Exception as err:
-        msg = _user_error(err)
-        if msg is None:
-            raise
-        print(f"{prog}: {msg}", file=sys.stderr)
-        return 2
-
-
-def _user_error(err: BaseException) -> str | None:
-    from adasparse.config import ConfigError
-
-    if isinstance(err, (ConfigError, ValueError)) and type(err).__name__ in ("ConfigError", "DataError"):
-        return str(err)
-    if "pipelines" in sys.modules or "ray" in sys.modules:
-        try:
-            from pipelines.ingest import unwrap_data_error
-        except ImportError:
-            return None
-        found = unwrap_data_error(err)
-        return None if found is None else str(found)
-    return None
 
 
 if __name__ == "__main__":

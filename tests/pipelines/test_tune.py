@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from adasparse.config import ConfigError
-from pipelines.train import parse_args
+from pipelines.job_flags import parse_job_args as parse_args
 from pipelines.tune import concurrency, main
 from pipelines.tune_space import load_space
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 GOOD = """name: s
 search: optuna
@@ -33,7 +33,7 @@ def _space(tmp_path, text: str) -> str:
 def test_shipped_spaces_validate():
     paper = load_space(ROOT / "tune_spaces" / "paper_adasparse.yaml")
     assert paper.search == "optuna" and paper.scheduler is not None
-    assert set(paper.params) == {"beta", "epsilon", "sparsity_boundary", "lr", "formulation"}
+    assert set(paper.params) == {"model.pruner.beta", "model.pruner.epsilon", "sparsity_boundary", "optim.lr", "model.pruner.formulation"}
     fig3d = load_space(ROOT / "tune_spaces" / "sparsity_boundary.yaml")
     assert fig3d.search == "grid" and fig3d.grid_size() == 6
     assert [0.35, 0.4] in [list(p) for p in fig3d.params["sparsity_boundary"].grid]  # the paper's largest tested
@@ -59,7 +59,13 @@ def test_shipped_spaces_validate():
     (("beta: {uniform: [1.0, 3.0]}", "beta: {uniform: [1, 2], choice: [1]}"), "give exactly one of uniform, loguniform, choice, grid"),
     (("search: optuna", "search: bayes"), "search: Input should be 'optuna', 'random' or 'grid'"),
     (("fixed: {model: adasparse}", "fixed: {model: adasparse, colour: red}"), "fixed.colour: not a run option"),
-    (("fixed: {model: adasparse}", "fixed: {model: transformer}"), "fixed: model: Input should be 'dnn' or 'adasparse'"),
+    (("fixed: {model: adasparse}", "fixed: {model: transformer}"), "fixed: model.kind: Input should be 'plain' or 'adasparse'"),
+    (("beta: {uniform: [1.0, 3.0]}", "model.pruner.betta: {uniform: [1.0, 3.0]}"), "params.model.pruner.betta: unknown or untunable parameter"),
+    (("beta: {uniform: [1.0, 3.0]}", "beta: {uniform: [1.0, 3.0]}\n  pruner.beta: {choice: [2]}"),
+     "params.pruner.beta: the same option as params.beta"),
+    (("beta: {uniform: [1.0, 3.0]}", "model.pruner.r_max: {choice: [0.3]}"),
+     "params.model.pruner.r_max: unknown or untunable parameter (tune the pair as sparsity_boundary)"),
+    (("beta: {uniform: [1.0, 3.0]}", "resources.workers: {choice: [1, 2]}"), "params.resources.workers: unknown or untunable parameter"),
     (("name: s", "nom: s"), "nom: unknown key"),
 ])
 def test_bad_spaces_fail_in_one_line_naming_file_and_key(tmp_path, edit, message):
@@ -109,8 +115,9 @@ def test_small_sweep_writes_table_best_config_and_plot_then_resumes(generated, t
     # best.yaml is a run config that adasparse train takes as is, with the winner's parameters
     spec = parse_args(["--config", str(sweep / "best.yaml")])
     lo, hi = (float(x) for x in top["sparsity_boundary"].split("-"))
-    assert (spec.beta, spec.r_min, spec.r_max) == (pytest.approx(float(top["beta"])), lo, hi)
-    assert (spec.model, spec.epochs, spec.hidden_units, spec.data) == ("adasparse", 2, [32, 16], str(generated / "spec.yaml"))
+    p = spec.model.pruner
+    assert (p.beta, p.r_min, p.r_max) == (pytest.approx(float(top["beta"])), lo, hi)
+    assert (spec.model.kind, spec.train.epochs, spec.model.hidden_units, spec.data) == ("adasparse", 2, [32, 16], str(generated / "spec.yaml"))
     assert (sweep / "sparsity_boundary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"best trial {best['best_trial']}" in out
     # the same command again restores the sweep instead of starting a new one

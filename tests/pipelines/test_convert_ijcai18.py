@@ -4,7 +4,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.convert_ijcai18 import COLUMNS, convert, write_sample
-from pipelines.ingest import open_source, read_split, time_cuts
+from pipelines.reading import read_split
+from pipelines.sources import open_source
+from pipelines.time_split import time_cuts
 from pipelines.sources import DataError
 from pipelines.spec import load_spec
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from adasparse.cli import main
+from pipelines.cli import main
 
 
 @pytest.mark.slow
@@ -19,6 +19,7 @@ def test_demo_generates_trains_both_models_and_compares(ray_local, tmp_path, cap
     for name, row in zip(("dnn", "adasparse-fusion"), table):
         result = summary["results"][name]
         assert float(row[1]) == pytest.approx(result["test"]["logloss"], abs=1e-5)  # the table prints what was saved
-        assert json.loads(open(result["metrics"]).read())["config"]["model"] == name.split("-")[0]
+        kind = json.loads(open(result["metrics"]).read())["config"]["model"]["kind"]
+        assert kind == {"dnn": "plain", "adasparse-fusion": "adasparse"}[name]
     assert f"results written to {out / 'comparison.json'}" in printed
     assert json.loads((out / "data" / "generated.json").read_text()) == {"rows": 9000, "seed": 0}

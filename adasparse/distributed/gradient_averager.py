@@ -24,7 +24,7 @@ against 3.2 ms per step). Large batches or many ranks keep the all-reduce, which
 
 **Shared memory instead of gloo** when every rank runs on one host with CPU tensors and a
 bound is given (``transport="auto"``, the default): the same one-buffer payload goes through
-:class:`adasparse.local_exchange.SharedMemoryGather` (a ``/dev/shm`` file and a loopback
+:class:`adasparse.distributed.shared_memory.SharedMemoryGather` (a ``/dev/shm`` file and a loopback
 barrier). Gloo's latency on a busy 2-core machine is ~0.5 ms even for a few floats; measured
 with two workers at batch 256, the exchange fell from 3.8–4.1 to 1.8–2.4 ms per step (its
 collective part from 2.5–2.7 to 0.6–1.1 ms, waiting for the other rank included).
@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from adasparse.local_exchange import SharedMemoryGather, all_on_one_host
+from adasparse.distributed.shared_memory import SharedMemoryGather, all_on_one_host
 
 
 def _sparse_tables(model: nn.Module) -> list[nn.Parameter]:

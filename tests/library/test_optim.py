@@ -7,7 +7,7 @@ import torch
 from adasparse.model import build_model
 from adasparse.optim import build_optimizer
 
-from conftest import make_model_config, random_batch
+from model_helpers import make_model_config, random_batch
 
 
 def test_only_the_rows_of_the_batch_move():

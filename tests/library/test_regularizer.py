@@ -6,7 +6,7 @@ import torch
 from adasparse.model import build_model
 from adasparse.regularizer import balancing_weight, sparsity_ratio, sparsity_regularization
 
-from conftest import make_model_config, random_batch
+from model_helpers import make_model_config, random_batch
 
 
 def test_sparsity_ratio_is_one_minus_l1_over_n():

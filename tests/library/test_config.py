@@ -41,7 +41,7 @@ def test_model_key_wrapper_accepted(tmp_path):
         ("pruner: {formulation: binarization, epsilon: 1.0}", "must be below the factor's maximum"),
         ("pruner: {formulation: scaling, regularize: true}", "scaling has no threshold"),
         ("hidden_sizes: [1]", "model.yaml: hidden_sizes: unknown key"),
-        ("hidden_units: [0]", "model.yaml: hidden_units: hidden sizes must be >= 1"),
+        ("hidden_units: [0]", "model.yaml: hidden_units.0: Input should be greater than or equal to 1"),
         ("backbone: xdeepfm", "model.yaml: backbone: Input should be 'dnn' or 'dcnv2'"),
     ],
 )

@@ -7,7 +7,7 @@ from adasparse.config import PrunerConfig
 from adasparse.model import build_model
 from adasparse.schedules import alpha_at, lambda_hat_at
 
-from conftest import make_model_config, random_batch
+from model_helpers import make_model_config, random_batch
 
 
 def test_alpha_schedule_is_monotone_and_capped():

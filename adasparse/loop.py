@@ -1,0 +1,314 @@
+"""The training loop: one implementation of the step, the evaluation and the best-epoch choice.
+
+:class:`LoopRunner` owns what every training run does the same way:
+
+* the **step** — forward, the objective L_CTR (eq. 1) + R_s (eq. 9), backward, the gradient
+  sync hook, the optimiser step — under bfloat16 autocast where asked (``precision``);
+* the **evaluation** — LogLoss/AUC/GAUC from mergeable per-domain statistics
+  (:mod:`adasparse.metrics`) and r^l per pruned layer, through a merge hook so that data-parallel
+  workers combine their parts exactly;
+* the **best epoch** — by dev GAUC, NaN-safe (a NaN never beats a number), restored at the end;
+* its **state** — model, optimiser, best epoch and history — to checkpoint and resume.
+
+Where the batches come from, how gradients and metrics travel between workers, and what
+happens after an epoch are hooks, overridden by a subclass: :class:`InMemoryRunner` below (one
+process, encoded arrays in memory) and the Ray Train worker in ``pipelines/train_worker.py``.
+Adding a model does not touch this file: a model is anything with ``forward(cat_ids, numeric)``
+→ :class:`adasparse.model.ModelOutput` and ``objective(output, labels)``.
+
+A batch is a dict of NumPy arrays: ``cat_ids`` (B, fields) int64, ``numeric`` (B, n) float32,
+``label`` (B,) float32, ``domain`` (B,) int64 (the GAUC grouping key).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from adasparse.encoding import EncodedBatch
+from adasparse.metrics import CTRMetrics
+
+Batch = dict[str, np.ndarray]
+EVAL_BATCH_ROWS = 4096  # rows per evaluation forward (no gradients: larger batches are cheaper)
+
+
+@dataclass
+class EvalSums:
+    """What one worker accumulates over an evaluation: merged across workers by a hook."""
+
+    metrics: CTRMetrics
+    pruned: np.ndarray | None = None  # Σ over batches of r^l × rows, per pruned layer
+    rows: int = 0
+
+    @classmethod
+    def merge(cls, parts: list["EvalSums"]) -> "EvalSums":
+        pruned = [p.pruned for p in parts if p.pruned is not None]
+        return cls(CTRMetrics.from_states([p.metrics.state() for p in parts]),
+                   np.sum(pruned, axis=0) if pruned else None, sum(p.rows for p in parts))
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    sparsity: list[float]  # r^l per pruned layer, averaged over the evaluated rows
+    domains: CTRMetrics | None = None  # the merged statistics (per-domain figures)
+
+
+@dataclass
+class BestEpoch:
+    """The best epoch so far by dev GAUC. A NaN GAUC (no domain with both classes) never
+    beats a number; the first epoch is taken whatever its GAUC, so there is always one."""
+
+    epoch: int = 0
+    dev: dict[str, float] = field(default_factory=dict)
+    sparsity: list[float] = field(default_factory=list)
+    state: dict[str, torch.Tensor] | None = None
+
+    def offer(self, epoch: int, dev: dict[str, float], sparsity: list[float], model: torch.nn.Module) -> bool:
+        """Keep this epoch (a copy of the model's weights) if it beats the best; returns whether it did."""
+        if not better_gauc(dev.get("gauc", math.nan), self.dev.get("gauc") if self.state is not None else None):
+            return False
+        self.epoch, self.dev, self.sparsity = epoch, dict(dev), list(sparsity)
+        self.state = copy.deepcopy(model.state_dict())
+        return True
+
+    def meta(self) -> dict[str, Any]:
+        return {"best_epoch": self.epoch, "best_dev": self.dev, "best_sparsity": self.sparsity}
+
+
+def better_gauc(new: float, best: float | None) -> bool:
+    """Whether a dev GAUC ``new`` beats ``best`` (None: there is no best yet). NaN-safe."""
+    if best is None:
+        return True
+    if math.isnan(new):
+        return False
+    return math.isnan(best) or new > best
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    dev: EvalResult
+    history: list[dict] = field(default_factory=list)
+    samples_per_s: float = 0.0  # rows trained per second of this worker's training time
+
+
+def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A batch column as a tensor on ``device`` (zero-copy on CPU: batches are never written)."""
+    with warnings.catch_warnings():  # streamed batches can be read-only arrays; we only read them
+        warnings.simplefilter("ignore", UserWarning)
+        t = torch.from_numpy(a)
+    return t if device.type == "cpu" else t.to(device, non_blocking=True)
+
+
+class LoopRunner:
+    """Trains ``model`` with ``optimizer`` for ``epochs`` epochs; override the hooks.
+
+    Hooks: :meth:`train_batches` and :meth:`eval_batches` (required), :meth:`sync_gradients`,
+    :meth:`merge_eval`, :meth:`on_progress`, :meth:`on_epoch_end`, :meth:`epoch_extras`."""
+
+    progress_every_s: float | None = None  # how often :meth:`on_progress` is called in an epoch
+
+    def __init__(self, model: torch.nn.Module, optimizer, *, epochs: int, precision: str = "auto"):
+        self.model, self.optimizer, self.epochs = model, optimizer, epochs
+        self.device = next(model.parameters()).device
+        dtype = {"auto": torch.bfloat16 if self.device.type == "cuda" else None,
+                 "float32": None, "bfloat16": torch.bfloat16}[precision]
+        self._amp_dtype = dtype
+        self.epoch = 0  # the last finished epoch (0: none); training continues at epoch + 1
+        self.best = BestEpoch()
+        self.history: list[dict] = []
+        self.rows_trained, self.train_seconds = 0, 0.0
+        self._sync_s = 0.0  # seconds in sync_gradients since the epoch began
+
+    # -- hooks ------------------------------------------------------------------------------
+    def train_batches(self, epoch: int) -> Iterable[Batch]:
+        raise NotImplementedError
+
+    def eval_batches(self, split: str) -> Iterable[Batch]:
+        raise NotImplementedError
+
+    def sync_gradients(self) -> None:
+        """Between backward and the optimiser step (data parallel: the mean gradient of all workers)."""
+
+    def merge_eval(self, sums: EvalSums) -> EvalSums:
+        """This worker's evaluation sums → every worker's, merged (one worker: as they are)."""
+        return sums
+
+    def on_progress(self, epoch: int, rows: int, elapsed_s: float, loss: float, wait_s: float) -> None:
+        """Every :attr:`progress_every_s` seconds of an epoch (rows: this worker's so far)."""
+
+    def on_epoch_end(self, record: dict, improved: bool) -> None:
+        """After an epoch's dev evaluation (``improved``: it is the best so far): report, checkpoint."""
+
+    def epoch_extras(self) -> dict:
+        """Extra fields for an epoch's history record (e.g. the exchange's phase timings)."""
+        return {}
+
+    # -- the loop -------------------------------------------------------------------------
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self._amp_dtype, enabled=self._amp_dtype is not None)
+
+    def step(self, batch: Batch) -> torch.Tensor:
+        """One update on one batch; returns the objective (detached, on the device)."""
+        self.optimizer.zero_grad()
+        with self.autocast():
+            out = self.model(_tensor(batch["cat_ids"], self.device), _tensor(batch["numeric"], self.device))
+            obj = self.model.objective(out, _tensor(batch["label"], self.device))
+        obj.total.backward()
+        ts = time.perf_counter()
+        self.sync_gradients()
+        self._sync_s += time.perf_counter() - ts
+        self.optimizer.step()
+        return obj.total.detach()
+
+    def train_epoch(self, epoch: int) -> dict:
+        """One pass over :meth:`train_batches`; returns the epoch's training figures."""
+        self.model.train()
+        t0 = time.perf_counter()
+        shown = t0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        steps = rows = 0
+        wait = 0.0
+        self._sync_s = 0.0
+        first_wait: float | None = None
+        since_shown = torch.zeros((), dtype=torch.float64, device=self.device)
+        steps_shown = 0
+        it: Iterator[Batch] = iter(self.train_batches(epoch))
+        while True:
+            tw = time.perf_counter()
+            batch = next(it, None)
+            wait += time.perf_counter() - tw
+            if first_wait is None:
+                first_wait = wait  # the stream's start-up
+            if batch is None:
+                break
+            loss = self.step(batch)
+            loss_sum += loss
+            since_shown += loss
+            steps += 1
+            steps_shown += 1
+            rows += len(batch["label"])
+            if self.progress_every_s is not None and time.perf_counter() - shown > self.progress_every_s:
+                shown = time.perf_counter()
+                self.on_progress(epoch, rows, shown - t0, float(since_shown) / max(steps_shown, 1), wait)
+                since_shown.zero_()
+                steps_shown = 0
+        train_s = time.perf_counter() - t0
+        self.rows_trained += rows
+        self.train_seconds += train_s
+        return {"train_loss": float(loss_sum) / steps if steps else math.nan, "rows": rows,
+                "rows_per_s_worker": rows / max(train_s, 1e-9), "data_wait_s": wait, "first_batch_s": first_wait or 0.0,
+                "grad_sync_s": self._sync_s, "train_s": train_s}
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> EvalResult:
+        """LogLoss/AUC/GAUC (exact, merged over workers) and r^l per pruned layer on ``split``."""
+        was = self.model.training
+        self.model.eval()
+        sums = EvalSums(CTRMetrics())
+        try:
+            with self.autocast():
+                for b in self.eval_batches(split):
+                    out = self.model(_tensor(b["cat_ids"], self.device), _tensor(b["numeric"], self.device))
+                    sums.metrics.update(b["domain"], b["label"], logits=out.logits.float().cpu().numpy())
+                    n = len(b["label"])
+                    if out.ratios is not None:
+                        r = out.ratios.float().cpu().numpy().astype(np.float64) * n
+                        sums.pruned = r if sums.pruned is None else sums.pruned + r
+                    sums.rows += n
+        finally:
+            self.model.train(was)
+        merged = self.merge_eval(sums)
+        sparsity = [] if merged.pruned is None else (merged.pruned / max(merged.rows, 1)).tolist()
+        return EvalResult(merged.metrics.compute(), sparsity, merged.metrics)
+
+    def fit(self) -> FitResult:
+        """Train the remaining epochs (from :attr:`epoch` + 1), evaluate dev after each, keep the
+        best epoch by dev GAUC and leave its weights in the model."""
+        for epoch in range(self.epoch + 1, self.epochs + 1):
+            stats = self.train_epoch(epoch)
+            dev = self.evaluate("dev")
+            record = {"epoch": epoch, **stats, **self.epoch_extras(),
+                      **{f"dev_{k}": v for k, v in dev.metrics.items()}, "sparsity": dev.sparsity}
+            self.history.append(record)
+            improved = self.best.offer(epoch, dev.metrics, dev.sparsity, self.model)
+            self.epoch = epoch
+            self.on_epoch_end(record, improved)
+        if self.best.state is None:
+            raise RuntimeError("no epoch was trained (epochs already done and no best epoch restored)")
+        self.model.load_state_dict(self.best.state)
+        dev = EvalResult(self.best.dev, self.best.sparsity)
+        return FitResult(self.best.epoch, dev, self.history, self.rows_trained / self.train_seconds if self.train_seconds else 0.0)
+
+    # -- state ------------------------------------------------------------------------------
+    def state_tensors(self, with_optimizer: bool = True) -> dict[str, Any]:
+        """Tensors to checkpoint (loadable with ``torch.load(weights_only=True)``)."""
+        out = {"model": self.model.state_dict(), "best_model": self.best.state}
+        if with_optimizer:
+            out["optim"] = self.optimizer.state_dict()
+        return out
+
+    def state_meta(self) -> dict[str, Any]:
+        """The JSON part of a checkpoint: last finished epoch, best epoch, history."""
+        return {"epoch": self.epoch, **self.best.meta(), "history": self.history}
+
+    def load_state(self, tensors: dict[str, Any], meta: dict[str, Any]) -> None:
+        """Continue from a checkpoint written from :meth:`state_tensors` and :meth:`state_meta`."""
+        self.model.load_state_dict(tensors["model"])
+        if "optim" in tensors:
+            self.optimizer.load_state_dict(tensors["optim"])
+        self.best = BestEpoch(meta["best_epoch"], meta["best_dev"], meta["best_sparsity"], tensors["best_model"])
+        self.history = list(meta["history"])
+        self.epoch = int(meta["epoch"])
+
+
+class InMemoryRunner(LoopRunner):
+    """The loop over encoded arrays in memory (one process): ``adasparse demo --in-memory``,
+    the library's tests and the benchmarks' plain-PyTorch baseline."""
+
+    def __init__(self, model, optimizer, splits: dict[str, EncodedBatch], *, epochs: int, batch_size: int,
+                 seed: int = 0, shuffle: bool = True, precision: str = "auto",
+                 log: Callable[[str], None] | None = None):
+        super().__init__(model, optimizer, epochs=epochs, precision=precision)
+        self.splits, self.batch_size, self.shuffle, self.log = splits, batch_size, shuffle, log
+        self._rng = np.random.default_rng(seed)
+
+    def train_batches(self, epoch: int) -> Iterator[Batch]:
+        return encoded_batches(self.splits["train"], self.batch_size, self._rng if self.shuffle else None)
+
+    def eval_batches(self, split: str) -> Iterator[Batch]:
+        return encoded_batches(self.splits[split], max(self.batch_size, EVAL_BATCH_ROWS))
+
+    def on_epoch_end(self, record: dict, improved: bool) -> None:
+        if self.log is None:
+            return
+        spars = " ".join(f"{r:.2f}" for r in record["sparsity"])
+        self.log(f"epoch {record['epoch']}: loss {record['train_loss']:.5f} dev logloss {record['dev_logloss']:.5f} "
+                 f"auc {record['dev_auc']:.4f} gauc {record['dev_gauc']:.4f}" + (f" sparsity [{spars}]" if spars else ""))
+
+
+def encoded_batches(data: EncodedBatch, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[Batch]:
+    """Batches of in-memory encoded rows, in a random order when ``rng`` is given."""
+    n = len(data)
+    label = data.label if data.label is not None else np.zeros(n, dtype=np.float32)
+    if rng is None:
+        for i in range(0, n, batch_size):
+            s = slice(i, i + batch_size)
+            yield {"cat_ids": data.cat_ids[s], "numeric": data.numeric[s], "label": label[s], "domain": data.domain[s]}
+        return
+    order = rng.permutation(n)
+    for i in range(0, n, batch_size):
+        idx = order[i : i + batch_size]
+        yield {"cat_ids": data.cat_ids[idx], "numeric": data.numeric[idx], "label": label[idx], "domain": data.domain[idx]}
+
+
+__all__ = ["Batch", "BestEpoch", "EvalResult", "EvalSums", "FitResult", "InMemoryRunner", "LoopRunner", "better_gauc",
+           "encoded_batches"]

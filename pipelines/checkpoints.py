@@ -1,0 +1,56 @@
+"""A training run's checkpoint directory, as Ray Train persists it.
+
+    state.pt           tensors only (``torch.load(weights_only=True)``): model, best_model, optim
+    meta.json          last finished epoch, the best epoch's record, the history, final or not
+    model_config.json  the whole model config (features included): enough to rebuild the model
+    final.json         the last report's figures (test metrics, per-domain rows), final only
+
+Written by rank 0 into a fresh temporary directory that Ray Train copies to the run's storage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+
+def write_checkpoint(runner, final: dict | None):
+    """A :class:`ray.train.Checkpoint` of ``runner`` (an :class:`adasparse.loop.LoopRunner`);
+    ``final``: the run's closing figures (then without the optimiser: nothing trains after it)."""
+    import torch
+    from ray.train import Checkpoint
+
+    tmp = tempfile.mkdtemp(prefix="adasparse-ckpt-")
+    torch.save(runner.state_tensors(with_optimizer=final is None), os.path.join(tmp, "state.pt"))
+    files = {"meta.json": {**runner.state_meta(), "final": final is not None},
+             "model_config.json": runner.model.cfg.model_dump(mode="json")}
+    if final is not None:
+        files["final.json"] = final
+    for name, content in files.items():
+        with open(os.path.join(tmp, name), "w") as fh:
+            json.dump(content, fh, default=float)
+    return Checkpoint.from_directory(tmp)
+
+
+def read_checkpoint(checkpoint, device) -> tuple[dict, dict] | None:
+    """(tensors, meta) of a checkpoint written by :func:`write_checkpoint`; None without one."""
+    if checkpoint is None:
+        return None
+    import torch
+
+    with checkpoint.as_directory() as d:
+        tensors = torch.load(os.path.join(d, "state.pt"), weights_only=True, map_location=device)  # no pickled objects
+        with open(os.path.join(d, "meta.json")) as fh:
+            meta = json.load(fh)
+    return tensors, meta
+
+
+def read_final(checkpoint) -> dict:
+    """The closing figures of a finished run's last checkpoint."""
+    with checkpoint.as_directory() as d:
+        with open(os.path.join(d, "final.json")) as fh:
+            return json.load(fh)
+
+
+__all__ = ["read_checkpoint", "read_final", "write_checkpoint"]

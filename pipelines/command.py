@@ -1,0 +1,28 @@
+"""How every ``adasparse`` command ends: bad input as one line and status 2, bugs as tracebacks."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from adasparse.errors import find_user_error
+
+USAGE_ERROR = 2
+
+
+def run_command(prog: str, body: Callable[[], int | None]) -> int:
+    """Run a command's body. A :class:`adasparse.errors.UserError` — raised here or coming back
+    wrapped from a Ray task or a Ray Train worker — becomes ``prog: message`` on stderr and exit
+    status 2, never a traceback; any other exception propagates. ``body`` returns an exit
+    status or None (= 0)."""
+    try:
+        return body() or 0
+    except Exception as err:
+        found = find_user_error(err)
+        if found is None:
+            raise
+        print(f"{prog}: {str(found).splitlines()[0] if str(found) else type(found).__name__}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+__all__ = ["USAGE_ERROR", "run_command"]

@@ -1,0 +1,62 @@
+"""Where a run writes: a local (or shared) directory, or ``s3://bucket/prefix``.
+
+Ray Train stores checkpoints there itself (``storage_path`` + ``storage_filesystem``); the
+driver adds ``metrics.json`` and ``config.json``. Local files are written to a temporary name
+and renamed (:func:`adasparse.host.write_text_atomic`); an S3 object appears whole with its
+single PUT, so no reader ever sees half a file. S3 credentials come from the environment or
+the instance role.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from adasparse.config import ConfigError
+from adasparse.host import write_text_atomic
+
+
+class OutputLocation:
+    def __init__(self, fs, root: str, scheme: str):
+        self.fs, self.root, self.scheme = fs, root, scheme
+
+    @classmethod
+    def of(cls, out: str, storage_endpoint: str | None = None) -> "OutputLocation":
+        import fsspec
+
+        if out.startswith("s3://"):
+            from pipelines.sources import s3_filesystem
+
+            return cls(s3_filesystem(storage_endpoint), out.removeprefix("s3://").rstrip("/"), "s3")
+        if "://" in out and not out.startswith("file://"):
+            raise ConfigError(f"--out {out}: give a local directory or s3://bucket/prefix")
+        return cls(fsspec.filesystem("file"), str(Path(out.removeprefix("file://")).resolve()), "file")
+
+    def join(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def url(self, path: str) -> str:
+        return path if self.scheme == "file" else f"s3://{path}"
+
+    def arrow_fs(self):
+        if self.scheme == "file":
+            return None
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        return PyFileSystem(FSSpecHandler(self.fs))
+
+    def write_text(self, path: str, text: str) -> None:
+        if self.scheme == "file":
+            write_text_atomic(path, text)
+        else:
+            self.fs.pipe(path, text.encode())
+
+    def fault_marker(self, name: str) -> str:
+        """Fault injection's once-only marker: a local file (workers of a test share the machine)."""
+        if self.scheme == "file":
+            return self.join(name, ".fault_injected")
+        return os.path.join(tempfile.gettempdir(), f"adasparse-{name}.fault_injected")
+
+
+__all__ = ["OutputLocation"]

@@ -1,0 +1,208 @@
+"""Inside each Ray Train worker: the library's training loop with Ray's shards, exchange and reports.
+
+:class:`RayTrainRunner` is the adapter: the loop itself (step, evaluation, best epoch) is
+:class:`adasparse.loop.LoopRunner`; this file supplies what only a Ray Train worker has —
+
+* **batches**: this worker's shard of each split (Ray Train's streaming split), in large chunks
+  with a local shuffle buffer (:func:`pipelines.batching.train_batches`); the first epoch's
+  stream starts while the model and the process group are set up;
+* **the gradient exchange**: :class:`adasparse.distributed.GradientAverager` (the mean gradient
+  of every worker each step; see its docstring for why this is not DistributedDataParallel);
+* **the metric merge**: every worker's evaluation sums gathered and merged, so dev and test
+  metrics are exact over all rows;
+* **the report and the checkpoint**: every worker reports once per epoch (rank 0 with the
+  checkpoint of :mod:`pipelines.checkpoints`), and once more at the end with the final figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import numpy as np
+
+from adasparse.host import usable_cores
+from adasparse.loop import EVAL_BATCH_ROWS, EvalSums, LoopRunner
+
+
+def node_threads(local_workers: int, node_cpus: float | None) -> int:
+    """Intra-op threads for one of ``local_workers`` train workers on this node: the node's CPUs
+    (``node_cpus``, its Ray CPU resource; None: not known) shared among them, never more than
+    the cores this process may run on. The CPUs a worker *reserves* can be a fraction (a CPU is
+    left to Ray Data), but ingest needs only a few percent of a core at training speed, so
+    threads follow the node's CPUs, not the reservation (docs/training.md)."""
+    cores = usable_cores()
+    cpus = cores if node_cpus is None else min(node_cpus, cores)
+    return max(1, int(cpus) // max(1, local_workers))
+
+
+def _quiet_report_log() -> None:
+    """Ray Train logs every report (all metrics, every rank) at INFO: noise beside our progress
+    lines. Its logger is named by the module's file path (Ray 2.60); nothing else is silenced."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+class RayTrainRunner(LoopRunner):
+    """The loop's hooks for one Ray Train worker (``cfg``: the driver's worker config)."""
+
+    progress_every_s = 15.0  # rank 0 prints rows/s, loss and data wait this often
+
+    def __init__(self, model, optimizer, cfg: dict, *, rank: int, world: int, averager=None, first_stream=None):
+        super().__init__(model, optimizer, epochs=cfg["train"]["epochs"], precision=cfg["train"]["precision"])
+        self.cfg, self.rank, self.world, self.averager = cfg, rank, world, averager
+        self._first_stream = first_stream
+        self._final = False
+
+    # -- hooks ------------------------------------------------------------------------------
+    def train_batches(self, epoch: int):
+        if self._first_stream is not None:
+            stream, self._first_stream = self._first_stream, None
+            return stream
+        return epoch_stream(self.cfg, epoch)
+
+    def eval_batches(self, split: str):
+        import ray.train
+
+        from pipelines.batching import train_batches
+
+        return train_batches(ray.train.get_dataset_shard(split), max(self.cfg["train"]["batch_size"], EVAL_BATCH_ROWS))
+
+    def sync_gradients(self) -> None:
+        if self.averager is not None:
+            self.averager.average()
+
+    def merge_eval(self, sums: EvalSums) -> EvalSums:
+        import torch.distributed as dist
+
+        if self.world == 1 or not dist.is_initialized():
+            return sums
+        parts: list = [None] * self.world
+        dist.all_gather_object(parts, (sums.metrics.state(), sums.pruned, sums.rows))
+        from adasparse.metrics import CTRMetrics
+
+        return EvalSums.merge([EvalSums(CTRMetrics.from_states([m]), p, r) for m, p, r in parts])
+
+    def epoch_extras(self) -> dict:
+        import torch
+
+        return {"grad_sync_phases_s": self.averager.reset_timings() if self.averager is not None else {},
+                "threads": torch.get_num_threads()}
+
+    def on_progress(self, epoch: int, rows: int, elapsed_s: float, loss: float, wait_s: float) -> None:
+        if self.rank != 0:
+            return
+        total = rows * self.world
+        # sys.stdout, not print: Ray Train's patched print would emit every line twice
+        sys.stdout.write(f"[train] epoch {epoch}: {total:,} rows, {total / elapsed_s:,.0f} rows/s, loss {loss:.4f}, "
+                         f"waiting for data {100 * wait_s / elapsed_s:.0f}% of the time\n")
+        sys.stdout.flush()
+
+    def on_epoch_end(self, record: dict, improved: bool) -> None:
+        import ray.train
+
+        from pipelines.checkpoints import write_checkpoint
+
+        checkpoint = write_checkpoint(self, final=None) if self.rank == 0 else None
+        metrics = {k: v for k, v in record.items() if k not in ("sparsity", "grad_sync_phases_s")}
+        ray.train.report(metrics | {"final": False, "placement_group": placement_group_hex()}, checkpoint=checkpoint)
+        marker = self.cfg.get("fail_marker")
+        if self.cfg.get("fail_at_epoch") == record["epoch"] and self.rank == self.world - 1 and marker and not os.path.exists(marker):
+            open(marker, "w").close()  # fault injection (tests): this worker dies once, after the checkpoint
+            os._exit(1)
+
+
+def epoch_stream(cfg: dict, epoch: int):
+    """This worker's batches of the train split for ``epoch`` (its shuffle seeded by the epoch)."""
+    import ray.train
+
+    from pipelines.batching import train_batches
+
+    return train_batches(ray.train.get_dataset_shard("train"), cfg["train"]["batch_size"], cfg["ingest"]["shuffle_buffer"],
+                         cfg["train"]["seed"] + epoch)
+
+
+def placement_group_hex() -> str:
+    """This run's placement group, reported so that a sweep can free it if Tune stops the run."""
+    import ray
+
+    pg = ray.util.get_current_placement_group()
+    return pg.id.hex() if pg is not None else ""
+
+
+def train_loop(cfg: dict) -> None:
+    """The function every Ray Train worker runs (``cfg``: see :func:`pipelines.train.worker_config`)."""
+    import ray.train
+    import torch
+    import torch.distributed as dist
+
+    from adasparse.config import ModelConfig, OptimConfig
+    from adasparse.distributed import GradientAverager
+    from adasparse.model import build_model
+    from adasparse.optim import build_optimizer
+    from pipelines.batching import EarlyStart
+    from pipelines.checkpoints import read_checkpoint, write_checkpoint
+
+    _quiet_report_log()
+    device = ray.train.torch.get_device()
+    resumed = read_checkpoint(ray.train.get_checkpoint(), device)  # a rerun of the same run name, or a restart
+    start = 1 if resumed is None else resumed[1]["epoch"] + 1
+    epochs = cfg["train"]["epochs"]
+    # the first epoch's stream starts now, while the model and the process group are set up
+    first_stream = EarlyStart(epoch_stream(cfg, start)) if start <= epochs else None
+    torch.manual_seed(cfg["train"]["seed"])
+    model_cfg = ModelConfig.model_validate(cfg["model"])
+    model = build_model(model_cfg).to(device)
+    model.check_ids = False  # ids come from the encoder: always inside their buckets
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    node = ray.get_runtime_context().get_node_id()
+    torch.set_num_threads(cfg["resources"].get("threads") or node_threads(ctx.get_local_world_size(), cfg.get("node_cpus", {}).get(node)))
+    # a step touches at most batch × fields table rows: with that bound small exchanges take one collective
+    lookups = len(model_cfg.features.all_categorical)
+    averager = GradientAverager(model, max_rows=cfg["train"]["batch_size"] * lookups) if world > 1 else None
+    opt = build_optimizer(model, OptimConfig.model_validate(cfg["optim"]))
+    runner = RayTrainRunner(model, opt, cfg, rank=rank, world=world, averager=averager, first_stream=first_stream)
+    if resumed is not None:
+        runner.load_state(*resumed)
+    if averager is not None:
+        averager.broadcast_parameters(model)
+    result = runner.fit()  # restores the best epoch's weights
+    exchange = "none (one worker)"
+    if averager is not None:
+        exchange = averager.transport
+        averager.close()
+    test = runner.evaluate("test")
+    per = test.domains.per_domain()
+    samples = torch.tensor([runner.rows_trained, runner.train_seconds], dtype=torch.float64)
+    if world > 1 and dist.is_initialized():
+        dist.all_reduce(samples)
+    final = {
+        "best_epoch": result.best_epoch,
+        "dev": result.dev.metrics,
+        "test": test.metrics,
+        "sparsity": {"dev": result.dev.sparsity, "test": test.sparsity},
+        "samples_per_s": float(samples[0] / max(samples[1] / world, 1e-9)) if samples[1] > 0 else None,
+        "grad_exchange": exchange,
+        "history": runner.history,
+        "test_per_domain": [
+            {"domain": int(d), "rows": int(r), "ctr": float(c), "auc": None if np.isnan(a) else float(a)}
+            for d, r, c, a in zip(per.domain, per.rows, per.ctr, per.auc)
+        ],
+    }
+    # The final report carries a checkpoint (the best epoch's weights and every final figure,
+    # per-domain rows included) so the driver reads them from storage, not from the metrics
+    # stream; its reported metrics stay small. Rerunning a finished run re-evaluates from it.
+    checkpoint = write_checkpoint(runner, final=final) if rank == 0 else None
+    ray.train.report(
+        # no "epoch" key: an epoch-based scheduler (ASHA in adasparse tune) must not read this as one
+        {"final": True, "best_epoch": result.best_epoch, "dev_gauc": result.dev.metrics["gauc"], "test_gauc": test.metrics["gauc"]},
+        checkpoint=checkpoint,
+    )
+
+
+__all__ = ["RayTrainRunner", "node_threads", "train_loop"]

@@ -1,0 +1,184 @@
+"""The distributed training job end to end on local Ray: 2 data-parallel workers, exact merged metrics."""
+
+import json
+
+import pytest
+
+from adasparse.host import usable_cores
+from pipelines.job_flags import parse_job_args as parse_args
+from pipelines.train import run
+
+
+@pytest.mark.slow
+def test_two_workers_train_and_write_metrics(generated, tmp_path):
+    spec = parse_args([
+        "--data", str(generated / "spec.yaml"), "--workers", "2", "--epochs", "2", "--batch-size", "512",
+        "--hidden-units", "32,16", "--out", str(tmp_path), "--name", "t", "--shuffle-buffer", "0",
+    ])
+    final = run(spec, log=lambda s: None)
+    saved = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert saved["test"]["rows"] + saved["dev"]["rows"] == 4000  # dev + test = 2/6 of 12k rows, all counted once
+    assert set(saved["test"]) >= {"logloss", "auc", "gauc"} and 0.3 < saved["test"]["auc"] < 1
+    assert len(saved["history"]) == 2 and saved["best_epoch"] in (1, 2)
+    assert len(saved["sparsity"]["test"]) == 2  # one ratio per pruned hidden layer (32, 16)
+    assert sum(d["rows"] for d in saved["test_per_domain"]) == saved["test"]["rows"]
+    assert final["best_checkpoint"].startswith(str(tmp_path))
+    # 2 workers on the test cluster's one 2-CPU node: the node's CPUs shared, not the 0.5 CPU each reserves
+    assert saved["history"][0]["threads"] == max(1, min(2, usable_cores()) // 2)
+    assert saved["config"]["model"]["hidden_units"] == [32, 16] and saved["config"]["resources"]["workers"] == 2
+
+
+def test_gpu_requested_without_gpu_fails_fast(generated, tmp_path):
+    from adasparse.config import ConfigError
+
+    spec = parse_args(["--data", str(generated / "spec.yaml"), "--gpu", "--out", str(tmp_path)])
+    with pytest.raises(ConfigError, match="--gpu: the Ray cluster has no GPU"):
+        run(spec)
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_run_restarts_from_checkpoint_and_rerun_resumes(generated, tmp_path):
+    args = [
+        "--data", str(generated / "spec.yaml"), "--workers", "2", "--epochs", "2", "--batch-size", "1024",
+        "--hidden-units", "16", "--out", str(tmp_path), "--name", "ft", "--shuffle-buffer", "0",
+    ]
+    final = run(parse_args(args + ["--max-failures", "1", "--fail-at-epoch", "1"]), log=lambda s: None)
+    assert (tmp_path / "ft" / ".fault_injected").exists()  # a worker really died after epoch 1
+    assert [h["epoch"] for h in final["history"]] == [1, 2]  # epoch 1 was not trained twice
+    # the same command again: the run is found by name and finishes from its last checkpoint
+    again = run(parse_args(args), log=lambda s: None)
+    assert again["history"] == final["history"] and again["test"] == final["test"]
+
+
+def test_worker_threads_share_the_node_cpus_known_to_the_driver():
+    """Threads per worker: the node's CPUs (as the driver read them once) over the workers on
+    it, capped by the cores the process may use; a node the driver did not see uses the cores."""
+    from pipelines.train_worker import node_threads
+
+    cores = usable_cores()
+    assert node_threads(1, None) == cores
+    assert node_threads(1, 1.0) == 1
+    assert node_threads(2, 1000.0) == max(1, cores // 2)
+    assert node_threads(4, 0.0) == 1  # never zero threads
+
+
+def _in_memory_splits(spec_path, cuts):
+    """The dataset's train and dev rows encoded in this process (pyarrow, no Ray), in file order."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from adasparse.encoding import EncodedBatch
+    from pipelines.sources import open_source
+    from pipelines.spec import load_spec
+    from pipelines.transforms import encode_table, time_values
+
+    src = open_source(load_spec(spec_path))
+    table = pa.concat_tables([pq.read_table(f, columns=src.spec.columns) for f in src.files])
+    t = time_values(table[src.spec.time])
+    out = {}
+    for split, (lo, hi) in (("train", cuts.bounds("train")), ("dev", cuts.bounds("dev"))):
+        cols = encode_table(table.filter(pa.array((t >= lo) & (t < hi))), src.spec)
+        out[split] = EncodedBatch(cols["cat_ids"], cols["numeric"], cols["domain"], cols["label"].astype(np.float32))
+    return src, out
+
+
+@pytest.mark.slow
+def test_the_in_memory_loop_and_a_one_worker_ray_job_agree(ray_local, tmp_path):
+    """One loop for both paths: the same rows in the same order, the same seed → the same dev metrics."""
+    import torch
+
+    from adasparse.loop import InMemoryRunner
+    from adasparse.model import build_model
+    from adasparse.optim import build_optimizer
+    from pipelines.generate import generate
+    from pipelines.sources import open_source
+    from pipelines.spec import load_spec
+    from pipelines.time_split import time_cuts
+
+    generate(str(tmp_path / "data"), rows=6000, domains=30, seed=5, chunk_rows=6000)  # one shard: one stream order
+    spec_path = str(tmp_path / "data" / "spec.yaml")
+    job = parse_args(["--data", spec_path, "--workers", "1", "--epochs", "2", "--batch-size", "256", "--hidden-units", "16,8",
+                      "--shuffle-buffer", "0", "--seed", "3", "--out", str(tmp_path / "runs"), "--name", "one",
+                      "--threads", str(torch.get_num_threads())])
+    ray_history = run(job, log=lambda s: None)["history"]
+
+    src, splits = _in_memory_splits(spec_path, time_cuts(open_source(load_spec(spec_path))))
+    torch.manual_seed(job.train.seed)
+    model = build_model(job.model_for(src.spec.features))
+    runner = InMemoryRunner(model, build_optimizer(model, job.optim), splits, epochs=2, batch_size=256, seed=3, shuffle=False)
+    mem_history = runner.fit().history
+    for ray_row, mem_row in zip(ray_history, mem_history, strict=True):
+        assert ray_row["rows"] == mem_row["rows"] == len(splits["train"])
+        assert ray_row["dev_rows"] == mem_row["dev_rows"] == len(splits["dev"])
+        for k in ("dev_logloss", "dev_auc", "dev_gauc", "train_loss"):
+            assert ray_row[k] == pytest.approx(mem_row[k], abs=2e-6), k
+        assert ray_row["sparsity"] == pytest.approx(mem_row["sparsity"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_bad_data_met_inside_a_worker_is_one_line(generated, tmp_path, capsys):
+    """A DataError raised while a Ray Train worker streams its shard comes back wrapped by Ray
+    Train; the command finds it by type and prints its one line."""
+    import shutil
+
+    import pyarrow.parquet as pq
+    import yaml
+
+    from pipelines.cli import main
+    from pipelines.spec import load_spec, parse_spec
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for p in generated.glob("part-*.parquet"):
+        shutil.copy(p, data / p.name)
+    t = pq.read_table(data / "part-000000.parquet")
+    y = t["label"].to_numpy().copy()
+    y[7] = 2
+    pq.write_table(t.set_column(t.schema.get_field_index("label"), "label", [y]), data / "part-000000.parquet")
+    spec = parse_spec({**load_spec(generated / "spec.yaml").model_dump(), "location": str(data)})
+    (data / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    code = main(["train", "--data", str(data / "spec.yaml"), "--workers", "1", "--epochs", "1", "--batch-size", "512",
+                 "--hidden-units", "8", "--out", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1] == f"adasparse train: {data}/part-000000.parquet: column 'label': label 2 is not 0 or 1"
+
+
+def test_state_api_lookups_stay_in_the_jobs_own_cluster(ray_local):
+    """Beside another local Ray (a second job on the machine), a process of this job's cluster
+    that asks the State API without an address — as Ray Train's placement-group cleaner does —
+    reaches this cluster, not the other (without the fix: "Found multiple active Ray instances")."""
+    import os
+    import subprocess
+    import sys
+
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import ray, time; ray.init(address='local', num_cpus=1); print('up', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    try:
+        assert other.stdout.readline().strip() == "up"
+
+        @ray_local.remote
+        class Probe:
+            def ping(self):
+                return 1
+
+        probe = Probe.remote()
+        ray_local.get(probe.ping.remote())
+
+        @ray_local.remote
+        def lookup(actor_id: str):
+            from ray.util.state import get_actor
+
+            try:
+                state = get_actor(actor_id, timeout=20)
+            except Exception as err:  # noqa: BLE001 - the message is the finding
+                return f"{type(err).__name__}: {err}"
+            return None if state is None else state.state
+
+        assert ray_local.get(lookup.remote(probe._actor_id.hex())) == "ALIVE"
+        ray_local.kill(probe)
+    finally:
+        other.terminate()
+        other.wait(timeout=60)

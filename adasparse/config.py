@@ -73,14 +73,14 @@ class EmbeddingConfig(StrictModel):
     (row-wise updates), see :mod:`adasparse.optim`.
     """
 
-    dim: int = Field(default=16, ge=1)
-    init_std: float = Field(default=0.1, gt=0)
+    dim: int = Field(default=16, ge=1, description="embedding size of every field")
+    init_std: float = Field(default=0.1, gt=0, description="σ of the N(0, σ) initialisation of the tables")
 
 
 class PrunerConfig(StrictModel):
     """The domain-adaptive pruner (eqs. 2–8) and its sparsity regularizer (eqs. 9–10)."""
 
-    formulation: Literal["binarization", "scaling", "fusion"] = "fusion"
+    formulation: Literal["binarization", "scaling", "fusion"] = Field(default="fusion", description="eqs. 4-5, 6-7 or 8")
     input: Literal["instance", "domain"] = Field(
         default="instance",
         description="instance: π^l from [e_d; h^l] (eq. 3); domain: π^l from e_d alone",
@@ -90,8 +90,8 @@ class PrunerConfig(StrictModel):
     alpha_init: float = Field(default=0.1, gt=0.0, description="α of eqs. 4 and 8 at step 0")
     alpha_max: float = Field(default=5.0, gt=0.0, description="upper limit of α")
     alpha_anneal_steps: int = Field(default=20000, ge=1, description="training steps for α to go from init to max")
-    r_min: float = Field(default=0.15, ge=0.0, lt=1.0)
-    r_max: float = Field(default=0.25, gt=0.0, le=1.0)
+    r_min: float = Field(default=0.15, ge=0.0, lt=1.0, description="sparsity boundary of eq. 10, lower end")
+    r_max: float = Field(default=0.25, gt=0.0, le=1.0, description="sparsity boundary of eq. 10, upper end")
     lambda_init: float = Field(default=0.01, ge=0.0, description="λ̂ of eq. 10 at step 0")
     lambda_growth: float = Field(default=1e-4, ge=0.0, description="λ̂ added per training step")
     lambda_max: float = Field(default=10.0, ge=0.0, description="cap of λ̂")
@@ -178,10 +178,10 @@ class TrainConfig(StrictModel):
 class OptimConfig(StrictModel):
     """Adam for dense parameters, sparse (lazy) Adam for the embedding rows, see :mod:`adasparse.optim`."""
 
-    lr: float = Field(default=1e-3, gt=0.0)
-    embedding_lr: float | None = Field(default=None, gt=0.0, description="defaults to lr")
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(default=1e-8, gt=0.0)
+    lr: float = Field(default=1e-3, gt=0.0, description="Adam's learning rate")
+    embedding_lr: float | None = Field(default=None, gt=0.0, description="the tables' learning rate (default: lr)")
+    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="Adam's β1, β2")
+    eps: float = Field(default=1e-8, gt=0.0, description="Adam's ε")
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

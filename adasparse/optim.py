@@ -4,12 +4,11 @@ The embedding table emits sparse gradients (only the rows of the batch), and
 ``torch.optim.SparseAdam`` updates only those rows and their moments: the step cost is
 O(rows in the batch), independent of the table size (2M or 200M rows cost the same). This is
 "lazy Adam" as in TensorFlow's LazyAdam: the moments of a row decay only when the row is
-seen, which is the standard choice for CTR embedding tables (dense Adam over a 2M-row table
-measured 1.5k samples/s at batch 256 on 2 cores, against 52k with sparse updates).
+seen, which is the standard choice for CTR embedding tables (dense Adam over a large table
+costs a step proportional to the table: docs/model.md "Optimiser" has the figures).
 Dense parameters (backbone, pruner, numeric vectors) keep exact ``torch.optim.Adam`` semantics,
-run by its fused implementation (one kernel per parameter on CPU and CUDA instead of ~10: at
-batch 256 on 2 cores the dense step took ~95 µs instead of ~265 µs for the public
-configuration's ten tensors; same update up to float rounding order, ~4e-7 after 550 steps).
+run by its fused implementation (one kernel per parameter on CPU and CUDA instead of ~10; the
+same update up to float rounding order; measured in docs/model.md).
 """
 
 from __future__ import annotations

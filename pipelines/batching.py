@@ -16,10 +16,9 @@ def train_batches(ds, batch_size: int | None, shuffle_buffer: int = 0, seed: int
     shard's ``DataIterator`` — with a local shuffle buffer of ``shuffle_buffer`` rows.
 
     Rows come from Ray Data in large chunks (one request per :data:`CHUNK_ROWS` rows or more)
-    and are batched here: Ray Data's own small-batch path cost 0.6–0.8 ms of the consuming
-    process's CPU per 256-row batch (its local shuffle buffer included; inside the training
-    worker, ~7 % of a two-worker step) and ~1 ms of the machine's: three to six times what this
-    costs (``benchmarks/ingest.py --batch-cost``; figures in docs/data.md). The shuffle: every batch is a uniformly random draw,
+    and are batched here: Ray Data's own small-batch path (its local shuffle buffer included)
+    cost several times more CPU per batch, in the training worker itself
+    (``benchmarks/ingest.py --batch-cost``; figures in docs/data.md). The shuffle: every batch is a uniformly random draw,
     without replacement, from a pool of at least ``shuffle_buffer`` + ``batch_size`` rows while
     the stream lasts (the pool is the rows fetched and not yet emitted); the last rows drain in
     random order. ``shuffle_buffer`` 0 keeps the stream's order. The batches are the same in

@@ -16,7 +16,10 @@ def run_command(prog: str, body: Callable[[], int | None]) -> int:
     status 2, never a traceback; any other exception propagates. ``body`` returns an exit
     status or None (= 0)."""
     try:
-        return body() or 0
+        status = body()
+        if status is not None and not isinstance(status, int):
+            raise TypeError(f"{prog}: the command's body returned {type(status).__name__}, not an exit status")
+        return status or 0
     except Exception as err:
         found = find_user_error(err)
         if found is None:

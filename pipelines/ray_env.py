@@ -84,11 +84,9 @@ def local_object_store_bytes(num_cpus: int | None = None) -> int:
 
     Ray's default (30 % of RAM) is far more than streams bounded by
     :data:`INGEST_OBJECT_STORE_BUDGET` need, and the store keeps every page it has ever written
-    resident in shared memory: its allocator spreads successive blocks over fresh pages, so the
-    resident store grew with the length of a stream up to the store's size (benchmarks/ingest.py,
-    2 cores: a read worker's shared pages 116 MiB after 1M rows, 438 MiB after 10M; with a
-    256 MiB store 104–123 and 235 MiB, peak 10M vs 1M 1.05–1.13× instead of 1.23×, and the stream
-    7–20 % faster for the page faults it no longer takes). Beyond the store, Ray spills to disk.
+    resident in shared memory, so the resident store grew with the length of a stream up to the
+    store's size; a store sized to the budget keeps a stream's memory flat (docs/data.md,
+    "Memory"). Beyond the store, Ray spills to disk.
     Streams at once stay below CPUs / 2 (a training run's stream needs its workers plus a CPU for
     ingest; ``pipelines.tune.concurrency`` runs at most CPUs / (workers + 1) trials), so their
     budgets fit with room to spare.
@@ -101,10 +99,9 @@ def local_object_store_bytes(num_cpus: int | None = None) -> int:
 
 
 # Half Ray Data's 128 MiB default: a CTR row is ~150 bytes encoded, so 64 MiB is ~400k rows.
-# Measured (benchmarks/ingest.py, 10M rows, 40 shards of 250k rows): at 16 or 32 MiB the
-# reader splits each shard's output (SplitBlocks), which keeps read and encode apart as two
-# operators with a trip through the object store between them (~1.2M rows/s); at 64 MiB they
-# fuse into one task per shard (~1.6M rows/s) while a task's working set stays bounded.
+# Smaller blocks made the reader split each shard's output, which kept read and encode apart as
+# two operators with a trip through the object store between them; at 64 MiB they fuse into one
+# task per shard while a task's working set stays bounded (docs/data.md has the figures).
 INGEST_BLOCK_BYTES = 64 << 20
 
 

@@ -127,7 +127,10 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
 def main(argv: list[str] | None = None) -> int:
     from pipelines.command import run_command
 
-    return run_command("adasparse train", lambda: run(parse_job_args(argv)))
+    def body() -> None:
+        run(parse_job_args(argv))
+
+    return run_command("adasparse train", body)
 
 
 if __name__ == "__main__":

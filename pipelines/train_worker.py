@@ -81,11 +81,13 @@ class RayTrainRunner(LoopRunner):
 
         if self.world == 1 or not dist.is_initialized():
             return sums
-        parts: list = [None] * self.world
-        dist.all_gather_object(parts, (sums.metrics.state(), sums.pruned, sums.rows))
         from adasparse.metrics import CTRMetrics
 
-        return EvalSums.merge([EvalSums(CTRMetrics.from_states([m]), p, r) for m, p, r in parts])
+        parts: list = [None] * self.world
+        dist.all_gather_object(parts, (sums.metrics.state(), sums.pruned, sums.rows))
+        pruned = [p for _, p, _ in parts if p is not None]
+        return EvalSums(CTRMetrics.from_states([m for m, _, _ in parts]), np.sum(pruned, axis=0) if pruned else None,
+                        sum(r for _, _, r in parts))
 
     def epoch_extras(self) -> dict:
         import torch

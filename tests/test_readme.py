@@ -19,3 +19,14 @@ def test_readme_opens_with_the_two_setup_commands():
 def test_readme_python_example_runs():
     code = re.search(r"```python\n(.*?)\n```", README.read_text(), re.S).group(1)
     exec(compile(code, str(README), "exec"), {})
+
+
+def test_readme_run_config_example_is_a_valid_run_config(tmp_path):
+    from pipelines.job_config import load_config_file, job_config
+
+    block = re.search(r"```yaml\n(.*?)\n```", README.read_text(), re.S).group(1)
+    path = tmp_path / "run.yaml"
+    path.write_text(block)
+    job = job_config({}, str(path))
+    assert job.model.kind == "adasparse" and job.resources.workers == 2 and job.output.name == "my-run"
+    assert load_config_file(path)["model"]["pruner"]["formulation"] == "fusion"

@@ -19,15 +19,13 @@ and runs in the training thread, between ``backward`` and the optimiser step:
 step (``max_rows``: batch size × lookups per row) and the whole exchange is small
 (world × payload ≤ :data:`FUSED_MAX_BYTES`): dense gradients, row counts and each table's rows
 padded to the bound travel in one ``all_gather`` and every rank sums the dense parts itself.
-At batch 256 on two CPU workers this is one gloo round trip instead of two (measured: 1.3 ms
-against 3.2 ms per step). Large batches or many ranks keep the all-reduce, which scales.
+At batch 256 on two CPU workers this is one gloo round trip instead of two (figures in
+docs/training.md). Large batches or many ranks keep the all-reduce, which scales.
 
 **Shared memory instead of gloo** when every rank runs on one host with CPU tensors and a
 bound is given (``transport="auto"``, the default): the same one-buffer payload goes through
 :class:`adasparse.distributed.shared_memory.SharedMemoryGather` (a ``/dev/shm`` file and a loopback
-barrier). Gloo's latency on a busy 2-core machine is ~0.5 ms even for a few floats; measured
-with two workers at batch 256, the exchange fell from 3.8–4.1 to 1.8–2.4 ms per step (its
-collective part from 2.5–2.7 to 0.6–1.1 ms, waiting for the other rank included).
+barrier): gloo's latency per collective dwarfs a small step's work on CPU (docs/training.md).
 ``transport="collectives"`` forces the process group, ``"shared_memory"`` insists (or raises).
 
 The result equals DDP's: every rank ends the step with the mean of the ranks' gradients

@@ -1,10 +1,9 @@
 """All-gather through shared memory for data-parallel ranks that share one host (CPU training).
 
 Why: on CPU the process group's collectives are gloo's, and gloo's latency dwarfs the work of
-a small step. Measured between two processes on this project's 2-core machine (torch 2.13):
-an ``all_gather`` of 4 floats takes ~0.5 ms, an ``all_reduce`` ~1.5 ms, ~1.1 ms for 50k floats
-— while a TCP round trip between the same processes takes ~20 µs. At batch 256 a training
-step computes in ~6 ms per worker, so the exchange was a third of the step.
+a small step: a collective of a few floats costs many times a loopback TCP round trip between
+the same processes, and at batch 256 the exchange was a third of a CPU worker's step
+(figures in docs/training.md, "Data parallelism").
 
 How: one file in ``/dev/shm`` holds two banks of ``world`` slots of ``numel`` float32 each,
 mapped by every rank. A step writes this rank's vector into its slot of bank ``step % 2``,

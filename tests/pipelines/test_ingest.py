@@ -74,16 +74,9 @@ def test_train_split_shuffles_file_order_and_rows(generated):
 
 
 def test_bad_label_mid_stream_names_the_file(ray_local, tmp_path, generated):
-    import shutil
+    from bad_data import copy_with_bad_label
 
-    for p in generated.glob("part-*.parquet"):
-        shutil.copy(p, tmp_path / p.name)
-    t = pq.read_table(tmp_path / "part-000003.parquet")
-    y = t["label"].to_numpy().copy()
-    y[5] = 3
-    pq.write_table(t.set_column(t.schema.get_field_index("label"), "label", [y]), tmp_path / "part-000003.parquet")
-    spec = parse_spec({**load_spec(generated / "spec.yaml").model_dump(), "location": str(tmp_path)})
-    src = open_source(spec)
+    src = open_source(copy_with_bad_label(generated, tmp_path, "part-000003.parquet", 5, 3))
     with pytest.raises(Exception) as err:
         collect(read_split(src, "all", None))
     found = find_user_error(err.value)

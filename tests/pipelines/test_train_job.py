@@ -120,24 +120,11 @@ def test_the_in_memory_loop_and_a_one_worker_ray_job_agree(ray_local, tmp_path):
 def test_bad_data_met_inside_a_worker_is_one_line(generated, tmp_path, capsys):
     """A DataError raised while a Ray Train worker streams its shard comes back wrapped by Ray
     Train; the command finds it by type and prints its one line."""
-    import shutil
-
-    import pyarrow.parquet as pq
-    import yaml
-
+    from bad_data import copy_with_bad_label
     from pipelines.cli import main
-    from pipelines.spec import load_spec, parse_spec
 
     data = tmp_path / "data"
-    data.mkdir()
-    for p in generated.glob("part-*.parquet"):
-        shutil.copy(p, data / p.name)
-    t = pq.read_table(data / "part-000000.parquet")
-    y = t["label"].to_numpy().copy()
-    y[7] = 2
-    pq.write_table(t.set_column(t.schema.get_field_index("label"), "label", [y]), data / "part-000000.parquet")
-    spec = parse_spec({**load_spec(generated / "spec.yaml").model_dump(), "location": str(data)})
-    (data / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    copy_with_bad_label(generated, data, "part-000000.parquet", 7, 2)
     code = main(["train", "--data", str(data / "spec.yaml"), "--workers", "1", "--epochs", "1", "--batch-size", "512",
                  "--hidden-units", "8", "--out", str(tmp_path / "runs")])
     err = capsys.readouterr().err.strip().splitlines()

@@ -66,12 +66,13 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     ``callbacks``: extra Ray Train callbacks (``adasparse tune`` forwards reports to Tune);
     ``cpu_budget``: CPUs this run may use (default: the whole cluster)."""
     import ray
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from pipelines.checkpoints import read_final
     from pipelines.ray_env import init_ray
     from pipelines.reading import read_split
+    from pipelines.shards import ExactEvaluationSplits
     from pipelines.sources import open_source
     from pipelines.spec import load_spec
     from pipelines.time_split import time_cuts
@@ -104,7 +105,7 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
             callbacks=list(callbacks or []),
         ),
         datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split="all"),
+        dataset_config=ExactEvaluationSplits(),
     )
     t0 = time.perf_counter()
     result = trainer.fit()

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from adasparse.host import usable_cores
@@ -9,15 +10,39 @@ from pipelines.job_flags import parse_job_args as parse_args
 from pipelines.train import run
 
 
+@pytest.fixture(scope="module")
+def odd_rows(ray_local, tmp_path_factory):
+    """Generated data whose dev and test row counts divide by neither 2 nor 3, and those counts
+    taken with pyarrow from the files (the split's time cuts applied to the time column)."""
+    import pyarrow.parquet as pq
+
+    from pipelines.generate import generate
+    from pipelines.sources import open_source
+    from pipelines.spec import load_spec
+    from pipelines.time_split import time_cuts
+
+    out = tmp_path_factory.mktemp("odd")
+    generate(str(out), rows=6007, domains=40, seed=11, chunk_rows=3100)
+    src = open_source(load_spec(out / "spec.yaml"))
+    cuts = time_cuts(src)
+    t = np.concatenate([pq.read_table(f, columns=[src.spec.time])[src.spec.time].to_numpy() for f in src.files])
+    counts = {s: int(((t >= cuts.bounds(s)[0]) & (t < cuts.bounds(s)[1])).sum()) for s in ("dev", "test")}
+    assert all(n % 2 and n % 3 for n in counts.values()), counts
+    return out / "spec.yaml", counts
+
+
 @pytest.mark.slow
-def test_two_workers_train_and_write_metrics(generated, tmp_path):
+def test_two_workers_train_and_write_metrics(odd_rows, tmp_path):
+    spec_path, rows = odd_rows
     spec = parse_args([
-        "--data", str(generated / "spec.yaml"), "--workers", "2", "--epochs", "2", "--batch-size", "512",
+        "--data", str(spec_path), "--workers", "2", "--epochs", "2", "--batch-size", "512",
         "--hidden-units", "32,16", "--out", str(tmp_path), "--name", "t", "--shuffle-buffer", "0",
     ])
     final = run(spec, log=lambda s: None)
     saved = json.loads((tmp_path / "t" / "metrics.json").read_text())
-    assert saved["test"]["rows"] + saved["dev"]["rows"] == 4000  # dev + test = 2/6 of 12k rows, all counted once
+    # every dev and test row scored exactly once, though neither count divides by the workers
+    assert (saved["dev"]["rows"], saved["test"]["rows"]) == (rows["dev"], rows["test"])
+    assert all(h["dev_rows"] == rows["dev"] for h in saved["history"])
     assert set(saved["test"]) >= {"logloss", "auc", "gauc"} and 0.3 < saved["test"]["auc"] < 1
     assert len(saved["history"]) == 2 and saved["best_epoch"] in (1, 2)
     assert len(saved["sparsity"]["test"]) == 2  # one ratio per pruned hidden layer (32, 16)
@@ -26,6 +51,15 @@ def test_two_workers_train_and_write_metrics(generated, tmp_path):
     # 2 workers on the test cluster's one 2-CPU node: the node's CPUs shared, not the 0.5 CPU each reserves
     assert saved["history"][0]["threads"] == max(1, min(2, usable_cores()) // 2)
     assert saved["config"]["model"]["hidden_units"] == [32, 16] and saved["config"]["resources"]["workers"] == 2
+
+
+@pytest.mark.slow
+def test_three_workers_score_every_dev_and_test_row_once(odd_rows, tmp_path):
+    spec_path, rows = odd_rows
+    final = run(parse_args(["--data", str(spec_path), "--workers", "3", "--epochs", "1", "--batch-size", "512",
+                            "--hidden-units", "8", "--out", str(tmp_path), "--name", "three"]), log=lambda s: None)
+    assert (final["dev"]["rows"], final["test"]["rows"]) == (rows["dev"], rows["test"])
+    assert sum(d["rows"] for d in final["test_per_domain"]) == rows["test"]
 
 
 def test_gpu_requested_without_gpu_fails_fast(generated, tmp_path):

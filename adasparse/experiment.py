@@ -12,15 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from adasparse.config import CategoricalField, FeatureConfig, ModelConfig, OptimConfig
-from adasparse.encoding import EncodedBatch, encode_columns
+from adasparse.encoding import EncodedBatch, encode_columns, field_hashes
 from adasparse.host import usable_cores, write_text_atomic
 from adasparse.loop import InMemoryRunner
 from adasparse.model import build_model
 from adasparse.optim import build_optimizer
 from adasparse.synthetic import SyntheticSpec, SyntheticWorld
+from adasparse.vocabulary import DomainVocabulary
 
 
 @dataclass
@@ -46,13 +48,21 @@ def synthetic_features(spec: SyntheticSpec, buckets_per_value: float = 2.0) -> F
     )
 
 
-def synthetic_splits(spec: SyntheticSpec, rows: int, seed: int) -> Splits:
-    """Generate ``rows`` rows and split them 4:1:1 by time (the paper's protocol)."""
+def synthetic_splits(spec: SyntheticSpec, rows: int, seed: int, min_count: int = 2) -> Splits:
+    """Generate ``rows`` rows and split them 4:1:1 by time (the paper's protocol); the
+    domain-aware fields get their exact ids from the train rows' vocabulary, as in the job."""
     world = SyntheticWorld(spec, seed)
     data = world.chunk(0, rows)
     feats = synthetic_features(spec)
     enc = encode_columns(data, feats, "label")
     a, b = rows * 4 // 6, rows * 5 // 6  # time is the row index: the cut points are row counts
+    names = [f.name for f in feats.domain_fields]
+    hashes = np.stack([field_hashes(data[n], n) for n in names], axis=1)
+    vocab = DomainVocabulary.from_rows(names, hashes[:a], [np.asarray(data[n])[:a] for n in names], min_count)
+    ids = vocab.ids_of_hashes(hashes)
+    enc.cat_ids[:, : len(names)] = ids
+    enc = EncodedBatch(enc.cat_ids, enc.numeric, vocab.keys(ids), enc.label)
+    feats = vocab.features(feats)
 
     def part(lo: int, hi: int) -> EncodedBatch:
         return EncodedBatch(enc.cat_ids[lo:hi], enc.numeric[lo:hi], enc.domain[lo:hi], enc.label[lo:hi])

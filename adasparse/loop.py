@@ -126,6 +126,7 @@ class LoopRunner:
         self.best = BestEpoch()
         self.history: list[dict] = []
         self.rows_trained, self.train_seconds = 0, 0.0
+        self.last_eval: dict[str, EvalResult] = {}  # the latest evaluation of each split
         self._sync_s = 0.0  # seconds in sync_gradients since the epoch began
 
     # -- hooks ------------------------------------------------------------------------------
@@ -228,7 +229,8 @@ class LoopRunner:
             self.model.train(was)
         merged = self.merge_eval(sums)
         sparsity = [] if merged.pruned is None else (merged.pruned / max(merged.rows, 1)).tolist()
-        return EvalResult(merged.metrics.compute(), sparsity, merged.metrics)
+        self.last_eval[split] = EvalResult(merged.metrics.compute(), sparsity, merged.metrics)
+        return self.last_eval[split]
 
     def fit(self) -> FitResult:
         """Train the remaining epochs (from :attr:`epoch` + 1), evaluate dev after each, keep the

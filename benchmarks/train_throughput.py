@@ -37,21 +37,25 @@ import torch
 
 
 def load_train_split(spec_path: str):
-    """The train split encoded in memory (pyarrow, no Ray), as the plain loop's input."""
+    """The train split encoded in memory (pyarrow; the domain vocabulary from the job's own
+    Ray Data pass), as the plain loop's input; also the features with the vocabulary's sizes."""
     from pipelines.sources import open_source
     from pipelines.spec import load_spec
     from pipelines.time_split import time_cuts
     from pipelines.transforms import encode_table, time_values
 
+    from pipelines.vocabulary_pass import build_vocabulary
+
     src = open_source(load_spec(spec_path))
     cuts = time_cuts(src)
+    vocab = build_vocabulary(src, cuts)
     parts = []
     for path in src.files:
         with src.fs.open(path, "rb") as fh:
             t = pq.read_table(fh, columns=src.spec.columns)
         keep = time_values(t[src.spec.time]) < cuts.train_end
-        parts.append(encode_table(t.filter(pa.array(keep)), src.spec))
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        parts.append(encode_table(t.filter(pa.array(keep)), src.spec, vocab))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, vocab.features(src.spec.features)
 
 
 def plain_loop(model_cfg, data: dict, batch_size: int, seed: int = 0) -> float:
@@ -92,7 +96,6 @@ def main() -> None:
 
     from pipelines.generate import generate
     from pipelines.ray_env import init_ray
-    from pipelines.spec import load_spec
     from pipelines.job_config import job_config
     from pipelines.train import run
 
@@ -102,8 +105,7 @@ def main() -> None:
     if spec_path is None:
         generate(str(tmp / "data"), rows=args.rows, seed=0)
         spec_path = str(tmp / "data" / "spec.yaml")
-    data = load_train_split(spec_path)
-    features = load_spec(spec_path).features
+    data, features = load_train_split(spec_path)
     print(f"train split: {len(data['label']):,} rows; {os.cpu_count()} cores; {args.workers} Ray Train workers")
     rows, exchange_split = [], {}
     for bs in [int(b) for b in args.batch_sizes.split(",")]:

@@ -1,8 +1,10 @@
 """A training run's checkpoint directory, as Ray Train persists it.
 
     state.pt           tensors only (``torch.load(weights_only=True)``): model, best_model, optim
-    meta.json          last finished epoch, the best epoch's record, the history, final or not
+    meta.json          last finished epoch, the best epoch's record, the history, final or not,
+                       the domain vocabulary's fingerprint
     model_config.json  the whole model config (features included): enough to rebuild the model
+    vocabulary.json    the domain-aware fields' vocabulary the ids of this model come from
     final.json         the last report's figures (test metrics, per-domain rows), final only
 
 Written by rank 0 into a fresh temporary directory that Ray Train copies to the run's storage.
@@ -15,21 +17,25 @@ import os
 import tempfile
 
 
-def write_checkpoint(runner, final: dict | None):
+def write_checkpoint(runner, final: dict | None, vocabulary: str | None = None, fingerprint: str | None = None):
     """A :class:`ray.train.Checkpoint` of ``runner`` (an :class:`adasparse.loop.LoopRunner`);
-    ``final``: the run's closing figures (then without the optimiser: nothing trains after it)."""
+    ``final``: the run's closing figures (then without the optimiser: nothing trains after it);
+    ``vocabulary``: the vocabulary's JSON, stored beside the weights, with its ``fingerprint``."""
     import torch
     from ray.train import Checkpoint
 
     tmp = tempfile.mkdtemp(prefix="adasparse-ckpt-")
     torch.save(runner.state_tensors(with_optimizer=final is None), os.path.join(tmp, "state.pt"))
-    files = {"meta.json": {**runner.state_meta(), "final": final is not None},
+    files = {"meta.json": {**runner.state_meta(), "final": final is not None, "vocabulary": fingerprint},
              "model_config.json": runner.model.cfg.model_dump(mode="json")}
     if final is not None:
         files["final.json"] = final
     for name, content in files.items():
         with open(os.path.join(tmp, name), "w") as fh:
             json.dump(content, fh, default=float)
+    if vocabulary is not None:
+        with open(os.path.join(tmp, "vocabulary.json"), "w") as fh:
+            fh.write(vocabulary)
     return Checkpoint.from_directory(tmp)
 
 

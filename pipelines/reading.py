@@ -19,6 +19,7 @@ import ray
 import ray.data
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
+from adasparse.vocabulary import DomainVocabulary
 from pipelines.arrow_columns import columns_to_arrow
 from pipelines.sources import DataError, DataSource
 from pipelines.spec import DatasetSpec
@@ -58,30 +59,43 @@ def read_raw(
 class _Encode:
     """map_batches callable: keep one split's rows and encode them."""
 
-    def __init__(self, spec: DatasetSpec, lo: float, hi: float):
-        self.spec, self.lo, self.hi = spec, lo, hi
+    def __init__(self, spec: DatasetSpec, lo: float, hi: float, vocab: DomainVocabulary | None = None):
+        self.spec, self.lo, self.hi, self.vocab = spec, lo, hi, vocab
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        if self.spec.time is not None and (self.lo > -np.inf or self.hi < np.inf):
-            t = time_values(table[self.spec.time]) if table.num_rows else np.zeros(0, np.int64)
-            keep = (t >= self.lo) & (t < self.hi)
-            if not keep.all():
-                table = table.filter(pa.array(keep))
-        return columns_to_arrow(encode_table(table, self.spec))
+        table = keep_split(table, self.spec, self.lo, self.hi)
+        return columns_to_arrow(encode_table(table, self.spec, self.vocab))
 
 
-def read_split(source: DataSource, split: str, cuts: TimeCuts | None, *, shuffle_files: bool = False) -> ray.data.Dataset:
+def read_split(source: DataSource, split: str, cuts: TimeCuts | None, *, shuffle_files: bool = False,
+               vocab: DomainVocabulary | None = None) -> ray.data.Dataset:
     """The encoded rows of one split (``train``/``dev``/``test``, or ``all``) as a lazy dataset.
 
-    ``cuts`` comes from :func:`time_cuts`; pre-split datasets (``split_files``) need none."""
-    if source.split_files is None and cuts is None and split != "all":
-        raise ValueError(f"split {split!r} of a time-split dataset needs its time cuts (pipelines.time_split.time_cuts)")
-    lo, hi = (-np.inf, np.inf) if cuts is None else cuts.bounds(split)
+    ``cuts`` comes from :func:`time_cuts`; pre-split datasets (``split_files``) need none.
+    ``vocab``: the domain-aware fields' vocabulary (:mod:`pipelines.vocabulary_pass`); without
+    it they are hashed like the other fields."""
+    lo, hi = split_bounds(source, split, cuts)
     ds = read_raw(source, source.spec.columns, split=split, shuffle_files=shuffle_files)
     # whole blocks (batch_size=None): a block is bounded by the configured block size
     # (pipelines/ray_env.py), and without a batch size Ray Data fuses the encoder into the
     # read task, so raw rows never pass through the object store
-    return ds.map_batches(_Encode(source.spec, lo, hi), batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
+    return ds.map_batches(_Encode(source.spec, lo, hi, vocab), batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
 
 
-__all__ = ["SPLITS", "read_raw", "read_split"]
+def split_bounds(source: DataSource, split: str, cuts: TimeCuts | None) -> tuple[float, float]:
+    """The time range of ``split`` (everything for pre-split datasets and ``all``)."""
+    if source.split_files is None and cuts is None and split != "all":
+        raise ValueError(f"split {split!r} of a time-split dataset needs its time cuts (pipelines.time_split.time_cuts)")
+    return (-np.inf, np.inf) if cuts is None else cuts.bounds(split)
+
+
+def keep_split(table: pa.Table, spec: DatasetSpec, lo: float, hi: float) -> pa.Table:
+    """The rows of ``table`` whose time lies in [lo, hi)."""
+    if spec.time is None or (lo == -np.inf and hi == np.inf) or not table.num_rows:
+        return table
+    t = time_values(table[spec.time])
+    keep = (t >= lo) & (t < hi)
+    return table if keep.all() else table.filter(pa.array(keep))
+
+
+__all__ = ["SPLITS", "keep_split", "read_raw", "read_split", "split_bounds"]

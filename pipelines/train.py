@@ -46,6 +46,32 @@ def cpus_per_worker(job: JobConfig, cluster_cpus: float) -> float:
     return max(0.1, min(1.0, (cluster_cpus - 1) / res.workers))
 
 
+VOCABULARY_FILE = "vocabulary.json"
+
+
+def run_vocabulary(out: OutputLocation, name: str, source, cuts, min_count: int, log):
+    """The run's domain vocabulary: the one stored with the run (a rerun resumes with the same
+    ids), else built from the train split and stored before training starts."""
+    from adasparse.vocabulary import DomainVocabulary
+    from pipelines.vocabulary_pass import build_vocabulary
+
+    path = out.join(name, VOCABULARY_FILE)
+    if out.fs.exists(path):
+        vocab = DomainVocabulary.from_json(out.fs.cat(path).decode(), out.url(path))
+        if vocab.min_count != min_count:
+            raise ConfigError(f"{out.url(path)}: built with domain_min_count {vocab.min_count}, not {min_count}; "
+                              "use another --name for a new run")
+        vocab.features(source.spec.features)  # the data's domain fields must be the vocabulary's
+        return vocab
+    t0 = time.perf_counter()
+    vocab = build_vocabulary(source, cuts, min_count)
+    out.write_text(path, vocab.to_json())
+    sizes = ", ".join(f"{f.name} {len(f.values):,}" for f in vocab.fields)
+    log(f"{name}: domain vocabulary from the train split in {time.perf_counter() - t0:.1f} s: {sizes} values; "
+        f"{vocab.train_tuples:,} domains, {vocab.distinguished:,} told apart")
+    return vocab
+
+
 def worker_config(job: JobConfig, features, fail_marker: str | None, cpus: dict[str, float]) -> dict:
     """What every worker receives: the job's parts as plain data, the model with its features."""
     return {
@@ -85,12 +111,14 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     if job.resources.gpu and not ray.cluster_resources().get("GPU"):
         raise ConfigError("--gpu: the Ray cluster has no GPU")
     cuts = time_cuts(source) if data.split_files is None else None
-    datasets = {s: read_split(source, s, cuts, shuffle_files=(s == "train")) for s in ("train", "dev", "test")}
     name = job.run_name
-    per_worker = cpus_per_worker(job, cpu_budget or ray.cluster_resources().get("CPU", 1))
-    cfg = worker_config(job, data.features, out.fault_marker(name) if job.faults.fail_at_epoch else None,
-                        node_cpus() if job.resources.threads is None else {})
     out.fs.makedirs(out.join(name), exist_ok=True)
+    vocab = run_vocabulary(out, name, source, cuts, job.ingest.domain_min_count, log)
+    datasets = {s: read_split(source, s, cuts, shuffle_files=(s == "train"), vocab=vocab) for s in ("train", "dev", "test")}
+    per_worker = cpus_per_worker(job, cpu_budget or ray.cluster_resources().get("CPU", 1))
+    cfg = worker_config(job, vocab.features(data.features), out.fault_marker(name) if job.faults.fail_at_epoch else None,
+                        node_cpus() if job.resources.threads is None else {})
+    cfg["vocabulary"] = vocab.to_json()
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=cfg,
@@ -114,6 +142,7 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     final = read_final(result.checkpoint)
     final["best_checkpoint"] = out.url(result.checkpoint.path)
     final["wall_s"] = time.perf_counter() - t0
+    final["domains"] = {**vocab.summary(), **final.pop("domains", {})}
     final["config"] = dump_config(job)
     final["model_config"] = cfg["model"]
     out.write_text(out.join(name, "metrics.json"), json.dumps(final, indent=2, default=str))

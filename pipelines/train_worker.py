@@ -52,11 +52,26 @@ class RayTrainRunner(LoopRunner):
 
     progress_every_s = 15.0  # rank 0 prints rows/s, loss and data wait this often
 
-    def __init__(self, model, optimizer, cfg: dict, *, rank: int, world: int, averager=None, first_stream=None):
+    def __init__(self, model, optimizer, cfg: dict, *, rank: int, world: int, averager=None, first_stream=None, vocab=None):
         super().__init__(model, optimizer, epochs=cfg["train"]["epochs"], precision=cfg["train"]["precision"])
-        self.cfg, self.rank, self.world, self.averager = cfg, rank, world, averager
+        self.cfg, self.rank, self.world, self.averager, self.vocab = cfg, rank, world, averager, vocab
         self._first_stream = first_stream
-        self._final = False
+
+    def checkpoint(self, final: dict | None = None):
+        """Rank 0's checkpoint (the weights with the vocabulary their ids come from); None elsewhere."""
+        from pipelines.checkpoints import write_checkpoint
+
+        if self.rank != 0:
+            return None
+        return write_checkpoint(self, final, self.cfg.get("vocabulary"), self.vocab.fingerprint() if self.vocab else None)
+
+    def unseen_rows(self, split: str) -> int | None:
+        """Rows of the split's latest evaluation whose domain was not a domain of the train split."""
+        ev = self.last_eval.get(split)
+        if self.vocab is None or ev is None or ev.domains is None:
+            return None
+        per = ev.domains.per_domain()
+        return int(per.rows[~self.vocab.seen_in_train(per.domain)].sum())
 
     # -- hooks ------------------------------------------------------------------------------
     def train_batches(self, epoch: int):
@@ -107,9 +122,7 @@ class RayTrainRunner(LoopRunner):
     def on_epoch_end(self, record: dict, improved: bool) -> None:
         import ray.train
 
-        from pipelines.checkpoints import write_checkpoint
-
-        checkpoint = write_checkpoint(self, final=None) if self.rank == 0 else None
+        checkpoint = self.checkpoint()
         metrics = {k: v for k, v in record.items() if k not in ("sparsity", "grad_sync_phases_s")}
         ray.train.report(metrics | {"final": False, "placement_group": placement_group_hex()}, checkpoint=checkpoint)
         marker = self.cfg.get("fail_marker")
@@ -146,12 +159,18 @@ def train_loop(cfg: dict) -> None:
     from adasparse.distributed import GradientAverager
     from adasparse.model import build_model
     from adasparse.optim import build_optimizer
+    from adasparse.config import ConfigError
+    from adasparse.vocabulary import DomainVocabulary
     from pipelines.batching import EarlyStart
-    from pipelines.checkpoints import read_checkpoint, write_checkpoint
+    from pipelines.checkpoints import read_checkpoint
 
     _quiet_report_log()
     device = ray.train.torch.get_device()
     resumed = read_checkpoint(ray.train.get_checkpoint(), device)  # a rerun of the same run name, or a restart
+    vocab = DomainVocabulary.from_json(cfg["vocabulary"]) if cfg.get("vocabulary") else None
+    if resumed is not None and vocab is not None and resumed[1].get("vocabulary") not in (None, vocab.fingerprint()):
+        raise ConfigError(f"the run's vocabulary.json (ids {vocab.fingerprint()}) does not match its checkpoint's "
+                          f"(ids {resumed[1]['vocabulary']}): restore the file or start a run of another name")
     start = 1 if resumed is None else resumed[1]["epoch"] + 1
     epochs = cfg["train"]["epochs"]
     # the first epoch's stream starts now, while the model and the process group are set up
@@ -168,7 +187,7 @@ def train_loop(cfg: dict) -> None:
     lookups = len(model_cfg.features.all_categorical)
     averager = GradientAverager(model, max_rows=cfg["train"]["batch_size"] * lookups) if world > 1 else None
     opt = build_optimizer(model, OptimConfig.model_validate(cfg["optim"]))
-    runner = RayTrainRunner(model, opt, cfg, rank=rank, world=world, averager=averager, first_stream=first_stream)
+    runner = RayTrainRunner(model, opt, cfg, rank=rank, world=world, averager=averager, first_stream=first_stream, vocab=vocab)
     if resumed is not None:
         runner.load_state(*resumed)
     if averager is not None:
@@ -190,6 +209,7 @@ def train_loop(cfg: dict) -> None:
         "sparsity": {"dev": result.dev.sparsity, "test": test.sparsity},
         "samples_per_s": float(samples[0] / max(samples[1] / world, 1e-9)) if samples[1] > 0 else None,
         "grad_exchange": exchange,
+        "domains": {"unseen_rows": {"dev": runner.unseen_rows("dev"), "test": runner.unseen_rows("test")}},
         "history": runner.history,
         "test_per_domain": [
             {"domain": int(d), "rows": int(r), "ctr": float(c), "auc": None if np.isnan(a) else float(a)}
@@ -199,7 +219,7 @@ def train_loop(cfg: dict) -> None:
     # The final report carries a checkpoint (the best epoch's weights and every final figure,
     # per-domain rows included) so the driver reads them from storage, not from the metrics
     # stream; its reported metrics stay small. Rerunning a finished run re-evaluates from it.
-    checkpoint = write_checkpoint(runner, final=final) if rank == 0 else None
+    checkpoint = runner.checkpoint(final)
     ray.train.report(
         # no "epoch" key: an epoch-based scheduler (ASHA in adasparse tune) must not read this as one
         {"final": True, "best_epoch": result.best_epoch, "dev_gauc": result.dev.metrics["gauc"], "test_gauc": test.metrics["gauc"]},

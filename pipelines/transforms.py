@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 
 from adasparse.encoding import domain_id_from_hashes, field_hashes
 from adasparse.hashing import hash_values
+from adasparse.vocabulary import DomainVocabulary
 from pipelines.sources import DataError
 from pipelines.spec import DatasetSpec
 
@@ -68,9 +69,20 @@ def categorical_hashes(arr: pa.Array, name: str, markers: list) -> np.ndarray:
     return field_hashes(vals, name, missing)
 
 
-def encode_table(table: pa.Table, spec: DatasetSpec) -> dict[str, np.ndarray]:
+def domain_hashes(table: pa.Table, spec: DatasetSpec) -> np.ndarray:
+    """(n, k) uint64: the value hashes of the domain-aware fields (what a vocabulary maps to ids)."""
+    cols = [categorical_hashes(table[f.name], f.name, spec.missing_values) for f in spec.domain_fields]
+    return np.stack(cols, axis=1) if table.num_rows else np.zeros((0, len(cols)), np.uint64)
+
+
+def encode_table(table: pa.Table, spec: DatasetSpec, vocab: DomainVocabulary | None = None) -> dict[str, np.ndarray]:
     """Columns ``cat_ids`` (n, F) int64, ``numeric`` (n, M) float32, ``label`` (n,) float32,
-    ``domain`` (n,) int64 and ``time`` (n,) int64 for one batch."""
+    ``domain`` (n,) int64 and ``time`` (n,) int64 for one batch.
+
+    With ``vocab`` (the training job's way) the domain-aware fields get their exact vocabulary
+    ids and ``domain`` is the key of the id tuple (:mod:`adasparse.vocabulary`); without it they
+    are hashed into the spec's buckets like the other fields, and ``domain`` is a hash of the
+    raw values."""
     n = table.num_rows
     label = table[spec.label]
     if label.null_count:
@@ -90,11 +102,15 @@ def encode_table(table: pa.Table, spec: DatasetSpec) -> dict[str, np.ndarray]:
     cat = np.empty((n, len(fields)), dtype=np.int64)
     cat_u = cat.view(np.uint64)  # bucket < 2^63: the same bits as int64
     dom_h = []
+    k = len(spec.domain_fields)
     for j, f in enumerate(fields):
         h = categorical_hashes(table[f.name], f.name, spec.missing_values)
-        np.remainder(h, np.uint64(f.buckets), out=cat_u[:, j])
-        if j < len(spec.domain_fields):
+        if j < k:
             dom_h.append(h)
+            if vocab is not None:
+                cat[:, j] = vocab.fields[j].lookup(h)
+                continue
+        np.remainder(h, np.uint64(f.buckets), out=cat_u[:, j])
     numeric = np.zeros((n, len(spec.numeric_fields)), dtype=np.float32)
     for j, name in enumerate(spec.numeric_fields):
         col = table[name]
@@ -107,7 +123,7 @@ def encode_table(table: pa.Table, spec: DatasetSpec) -> dict[str, np.ndarray]:
         "cat_ids": cat,
         "numeric": numeric,
         "label": y,
-        "domain": domain_id_from_hashes(dom_h) if n else np.zeros(0, np.int64),
+        "domain": (vocab.keys(cat[:, :k]) if vocab is not None else domain_id_from_hashes(dom_h)) if n else np.zeros(0, np.int64),
         "time": times,
     }
 

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from adasparse.errors import find_user_error
 from adasparse.host import usable_cores
 from pipelines.job_flags import parse_job_args as parse_args
 from pipelines.train import run
@@ -43,6 +44,11 @@ def test_two_workers_train_and_write_metrics(odd_rows, tmp_path):
     # every dev and test row scored exactly once, though neither count divides by the workers
     assert (saved["dev"]["rows"], saved["test"]["rows"]) == (rows["dev"], rows["test"])
     assert all(h["dev_rows"] == rows["dev"] for h in saved["history"])
+    # exact domain identity: every train domain its own id tuple; rows of domains unseen in train counted
+    dom = saved["domains"]
+    assert dom["train"] == dom["distinguished"] > 1 and dom["min_count"] == 2
+    assert 0 <= dom["unseen_rows"]["dev"] <= rows["dev"] and 0 <= dom["unseen_rows"]["test"] <= rows["test"]
+    assert (tmp_path / "t" / "vocabulary.json").exists()
     assert set(saved["test"]) >= {"logloss", "auc", "gauc"} and 0.3 < saved["test"]["auc"] < 1
     assert len(saved["history"]) == 2 and saved["best_epoch"] in (1, 2)
     assert len(saved["sparsity"]["test"]) == 2  # one ratio per pruned hidden layer (32, 16)
@@ -82,6 +88,17 @@ def test_worker_killed_mid_run_restarts_from_checkpoint_and_rerun_resumes(genera
     # the same command again: the run is found by name and finishes from its last checkpoint
     again = run(parse_args(args), log=lambda s: None)
     assert again["history"] == final["history"] and again["test"] == final["test"]
+    # the checkpoint keeps the vocabulary its ids come from; an edited vocabulary.json is refused
+    assert (tmp_path / "ft" / final["best_checkpoint"].rsplit("/", 1)[1] / "vocabulary.json").exists()
+    vocab_file = tmp_path / "ft" / "vocabulary.json"
+    vocab = json.loads(vocab_file.read_text())
+    f = vocab["fields"][0]
+    f["values"], f["hashes"], f["counts"] = f["values"][::-1], f["hashes"][::-1], f["counts"][::-1]
+    vocab_file.write_text(json.dumps(vocab))
+    with pytest.raises(Exception) as err:
+        run(parse_args(args), log=lambda s: None)
+    found = find_user_error(err.value)
+    assert found is not None and "vocabulary.json (ids" in str(found) and "does not match its checkpoint" in str(found)
 
 
 def test_worker_threads_share_the_node_cpus_known_to_the_driver():
@@ -96,8 +113,9 @@ def test_worker_threads_share_the_node_cpus_known_to_the_driver():
     assert node_threads(4, 0.0) == 1  # never zero threads
 
 
-def _in_memory_splits(spec_path, cuts):
-    """The dataset's train and dev rows encoded in this process (pyarrow, no Ray), in file order."""
+def _in_memory_splits(spec_path, cuts, vocab):
+    """The dataset's train and dev rows encoded in this process (pyarrow, no Ray), in file order,
+    with the run's domain vocabulary."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -112,7 +130,7 @@ def _in_memory_splits(spec_path, cuts):
     t = time_values(table[src.spec.time])
     out = {}
     for split, (lo, hi) in (("train", cuts.bounds("train")), ("dev", cuts.bounds("dev"))):
-        cols = encode_table(table.filter(pa.array((t >= lo) & (t < hi))), src.spec)
+        cols = encode_table(table.filter(pa.array((t >= lo) & (t < hi))), src.spec, vocab)
         out[split] = EncodedBatch(cols["cat_ids"], cols["numeric"], cols["domain"], cols["label"].astype(np.float32))
     return src, out
 
@@ -124,6 +142,7 @@ def test_the_in_memory_loop_and_a_one_worker_ray_job_agree(ray_local, tmp_path):
 
     from adasparse.loop import InMemoryRunner
     from adasparse.model import build_model
+    from adasparse.vocabulary import DomainVocabulary
     from adasparse.optim import build_optimizer
     from pipelines.generate import generate
     from pipelines.sources import open_source
@@ -137,9 +156,10 @@ def test_the_in_memory_loop_and_a_one_worker_ray_job_agree(ray_local, tmp_path):
                       "--threads", str(torch.get_num_threads())])
     ray_history = run(job, log=lambda s: None)["history"]
 
-    src, splits = _in_memory_splits(spec_path, time_cuts(open_source(load_spec(spec_path))))
+    vocab = DomainVocabulary.from_json((tmp_path / "runs" / "one" / "vocabulary.json").read_text())
+    src, splits = _in_memory_splits(spec_path, time_cuts(open_source(load_spec(spec_path))), vocab)
     torch.manual_seed(job.train.seed)
-    model = build_model(job.model_for(src.spec.features))
+    model = build_model(job.model_for(vocab.features(src.spec.features)))
     runner = InMemoryRunner(model, build_optimizer(model, job.optim), splits, epochs=2, batch_size=256, seed=3, shuffle=False)
     mem_history = runner.fit().history
     for ray_row, mem_row in zip(ray_history, mem_history, strict=True):

@@ -1,0 +1,68 @@
+"""The domain vocabulary built on Ray Data from the train split: every train domain its own
+id tuple, counted independently with pyarrow, on generated and on converted IJCAI-format data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.reading import read_split
+from pipelines.sources import DataError, open_source
+from pipelines.spec import load_spec, parse_spec
+from pipelines.time_split import time_cuts
+from pipelines.vocabulary_pass import build_vocabulary
+from test_ingest import collect
+
+
+def _train_tuples_by_pyarrow(src, cuts) -> int:
+    """Distinct raw domain-value tuples of the train split, read with pyarrow alone."""
+    names = [f.name for f in src.spec.domain_fields]
+    table = pa.concat_tables([pq.read_table(f, columns=names + [src.spec.time]) for f in src.files])
+    t = table[src.spec.time].to_numpy()
+    lo, hi = cuts.bounds("train")
+    rows = table.filter(pa.array((t >= lo) & (t < hi))).select(names).to_pylist()
+    return len({tuple(r[n] for n in names) for r in rows})
+
+
+def _check(spec_path):
+    src = open_source(load_spec(spec_path))
+    cuts = time_cuts(src)
+    vocab = build_vocabulary(src, cuts)
+    independent = _train_tuples_by_pyarrow(src, cuts)
+    assert vocab.train_tuples == vocab.distinguished == independent > 1
+    # the encoded train split: ids inside each field's rows, and as many domain keys as domains
+    train = collect(read_split(src, "train", cuts, vocab=vocab))
+    k = len(vocab.fields)
+    assert all(0 <= train["cat_ids"][:, j].min() and train["cat_ids"][:, j].max() < f.size for j, f in enumerate(vocab.fields))
+    assert len(np.unique(train["domain"])) == len(np.unique(train["cat_ids"][:, :k], axis=0)) == independent
+    assert vocab.seen_in_train(train["domain"]).all()
+    return src, cuts, vocab
+
+
+def test_generated_data_every_train_domain_told_apart(ray_local, generated):
+    src, cuts, vocab = _check(generated / "spec.yaml")
+    test = collect(read_split(src, "test", cuts, vocab=vocab))
+    assert (test["domain"] == vocab.keys(test["cat_ids"][:, : len(vocab.fields)])).all()
+
+
+def test_converted_ijcai_data_every_train_domain_told_apart(ray_local, tmp_path):
+    from pipelines.convert_ijcai18 import convert, write_sample
+
+    raw = tmp_path / "round1_ijcai_18_train.txt"
+    write_sample(str(raw), 3000)
+    convert(str(raw), str(tmp_path / "out"), shard_rows=1500)
+    _check(tmp_path / "out" / "spec.yaml")
+
+
+def test_a_domain_field_with_only_missing_values_is_refused(ray_local, tmp_path, generated):
+    spec = load_spec(generated / "spec.yaml")
+    name = spec.domain_fields[0].name
+    for p in generated.glob("part-*.parquet"):
+        t = pq.read_table(p)
+        pq.write_table(t.set_column(t.schema.get_field_index(name), name, pa.nulls(t.num_rows, t.schema.field(name).type)),
+                       tmp_path / p.name)
+    src = open_source(parse_spec({**spec.model_dump(), "location": str(tmp_path)}))
+    with pytest.raises(DataError, match=f"domain field '{name}': every value in the train split is missing"):
+        build_vocabulary(src, time_cuts(src))

@@ -89,17 +89,29 @@ class PrunerConfig(StrictModel):
     epsilon: float = Field(default=0.25, gt=0.0, description="ε of eqs. 5 and 8")
     alpha_init: float = Field(default=0.1, gt=0.0, description="α of eqs. 4 and 8 at step 0")
     alpha_max: float = Field(default=5.0, gt=0.0, description="upper limit of α")
-    alpha_anneal_steps: int = Field(default=20000, ge=1, description="training steps for α to go from init to max")
+    alpha_anneal_fraction: float = Field(
+        default=0.5, gt=0.0, le=1.0,
+        description="α reaches alpha_max after this fraction of the run's planned training samples (rows × epochs)")
+    alpha_anneal_samples: int | None = Field(
+        default=None, ge=1, description="a fixed schedule instead: α reaches alpha_max after this many training samples")
     r_min: float = Field(default=0.15, ge=0.0, lt=1.0, description="sparsity boundary of eq. 10, lower end")
     r_max: float = Field(default=0.25, gt=0.0, le=1.0, description="sparsity boundary of eq. 10, upper end")
     lambda_init: float = Field(default=0.01, ge=0.0, description="λ̂ of eq. 10 at step 0")
-    lambda_growth: float = Field(default=1e-4, ge=0.0, description="λ̂ added per training step")
+    lambda_growth: float = Field(default=4e-4, ge=0.0, description="λ̂ added per 1,000 training samples")
     lambda_max: float = Field(default=10.0, ge=0.0, description="cap of λ̂")
     regularize: bool | None = Field(
         default=None,
         description="apply R_s (eq. 9); default: yes for binarization and fusion, no for scaling",
     )
     prune_input: bool = Field(default=False, description="also prune the input layer [e_d, e_a]")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "alpha_anneal_steps" in data:
+            raise ValueError("alpha_anneal_steps was replaced: the schedules count training samples of all workers; "
+                             "give alpha_anneal_fraction (of the run) or alpha_anneal_samples")
+        return data
 
     @model_validator(mode="after")
     def _ranges(self) -> "PrunerConfig":

@@ -100,6 +100,16 @@ class FitResult:
     samples_per_s: float = 0.0  # rows trained per second of this worker's training time
 
 
+def schedule_state(model) -> dict:
+    """α and λ̂ where the model's schedules stand (for the history), if it has them."""
+    out = {}
+    for name in ("alpha", "lambda_hat"):
+        value = getattr(model, name, None)
+        if isinstance(value, float):
+            out[name] = value
+    return out
+
+
 def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
     """A batch column as a tensor on ``device`` (zero-copy on CPU: batches are never written)."""
     with warnings.catch_warnings():  # streamed batches can be read-only arrays; we only read them
@@ -116,8 +126,12 @@ class LoopRunner:
 
     progress_every_s: float | None = None  # how often :meth:`on_progress` is called in an epoch
 
-    def __init__(self, model: torch.nn.Module, optimizer, *, epochs: int, precision: str = "auto"):
+    def __init__(self, model: torch.nn.Module, optimizer, *, epochs: int, precision: str = "auto",
+                 rows_per_epoch: int | None = None, workers: int = 1):
         self.model, self.optimizer, self.epochs = model, optimizer, epochs
+        plan = getattr(model, "plan_schedule", None)
+        if plan is not None:  # the schedules run on the samples of all workers, over the whole run
+            plan(rows_per_epoch * epochs if rows_per_epoch else None, workers)
         self.device = next(model.parameters()).device
         dtype = {"auto": torch.bfloat16 if self.device.type == "cuda" else None,
                  "float32": None, "bfloat16": torch.bfloat16}[precision]
@@ -206,6 +220,7 @@ class LoopRunner:
         self.rows_trained += rows
         self.train_seconds += train_s
         return {"train_loss": float(loss_sum) / steps if steps else math.nan, "rows": rows,
+                **schedule_state(self.model),
                 "rows_per_s_worker": rows / max(train_s, 1e-9), "data_wait_s": wait, "first_batch_s": first_wait or 0.0,
                 "grad_sync_s": self._sync_s, "train_s": train_s}
 
@@ -279,7 +294,7 @@ class InMemoryRunner(LoopRunner):
     def __init__(self, model, optimizer, splits: dict[str, EncodedBatch], *, epochs: int, batch_size: int,
                  seed: int = 0, shuffle: bool = True, precision: str = "auto",
                  log: Callable[[str], None] | None = None):
-        super().__init__(model, optimizer, epochs=epochs, precision=precision)
+        super().__init__(model, optimizer, epochs=epochs, precision=precision, rows_per_epoch=len(splits["train"]))
         self.splits, self.batch_size, self.shuffle, self.log = splits, batch_size, shuffle, log
         self._rng = np.random.default_rng(seed)
 

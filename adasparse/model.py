@@ -28,7 +28,7 @@ class ModelOutput:
     logits: torch.Tensor  # (B,)
     ratios: torch.Tensor | None = None  # (L,) r^l per pruned layer, differentiable; None without pruner
     prune: PruneContext | None = None
-    step: int = 0  # schedule step (number of earlier training updates) this forward ran at
+    samples: int = 0  # the schedules' position: training samples (of all workers) before this forward
 
 
 @dataclass
@@ -57,24 +57,41 @@ class CTRModel(nn.Module):
             )
         else:
             self.pruner = None
-        # Number of training updates: drives α and λ̂ (adasparse.schedules); saved with the model.
-        # A Python mirror avoids a device sync per step; it is refreshed on load_state_dict.
+        # Training updates and training samples (of all data-parallel workers): the samples
+        # drive α and λ̂ (adasparse.schedules); both are saved with the model. Python mirrors
+        # avoid a device sync per step; they are refreshed on load_state_dict.
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
-        self._updates = 0
+        self.register_buffer("num_samples", torch.zeros((), dtype=torch.int64))
+        self._updates = self._samples = 0
         self.register_load_state_dict_post_hook(lambda module, keys: module._sync_updates())
         self.check_ids = True
+        # rows of the whole run that one local row stands for (the data-parallel world size)
+        self.sample_scale = 1
+        self.planned_samples: int | None = None  # the run's training samples (rows × epochs), if known
 
     def _sync_updates(self) -> None:
         self._updates = int(self.num_updates)
+        self._samples = int(self.num_samples)
 
     # -- schedules -----------------------------------------------------------------------
+    def plan_schedule(self, planned_samples: int, sample_scale: int = 1) -> None:
+        """Tell the model its run: ``planned_samples`` training samples in all (α's anneal is a
+        fraction of them), each local row standing for ``sample_scale`` (the number of workers)."""
+        self.planned_samples = int(planned_samples) if planned_samples else None
+        self.sample_scale = max(1, int(sample_scale))
+
     @property
     def alpha(self) -> float:
-        return alpha_at(self._updates, self.cfg.pruner)
+        return alpha_at(self._samples, self.cfg.pruner, self.planned_samples)
 
     @property
     def lambda_hat(self) -> float:
-        return lambda_hat_at(self._updates, self.cfg.pruner)
+        return lambda_hat_at(self._samples, self.cfg.pruner)
+
+    @property
+    def samples_seen(self) -> int:
+        """Training samples (of all workers) so far: the schedules' clock."""
+        return self._samples
 
     @property
     def pruned_widths(self) -> list[int]:
@@ -96,9 +113,9 @@ class CTRModel(nn.Module):
         if self.check_ids:
             self._check(cat_ids)
         x = self.embedding(cat_ids, numeric)
-        step = self._updates
+        seen = self._samples
         if self.pruner is None:
-            out = ModelOutput(self.backbone(x), step=step)
+            out = ModelOutput(self.backbone(x), samples=seen)
         else:
             k = self.embedding.num_domain_fields
             ctx = self.pruner.begin(x[:, : self.embedding.domain_dim], cat_ids[:, :k], self.alpha)
@@ -106,10 +123,12 @@ class CTRModel(nn.Module):
             if self.prunes_input:
                 x = ctx(0, x)
                 first = 1
-            out = ModelOutput(self.backbone(x, ctx, first), ctx.ratios, ctx, step)
+            out = ModelOutput(self.backbone(x, ctx, first), ctx.ratios, ctx, seen)
         if self.training:
             self._updates += 1
+            self._samples += cat_ids.shape[0] * self.sample_scale
             self.num_updates.fill_(self._updates)
+            self.num_samples.fill_(self._samples)
         return out
 
     def objective(self, out: ModelOutput, labels: torch.Tensor) -> Objective:
@@ -117,7 +136,7 @@ class CTRModel(nn.Module):
         ctr = F.binary_cross_entropy_with_logits(out.logits.float(), labels.float())
         if self.pruner is not None and self.cfg.pruner.regularized and out.ratios is not None:
             p = self.cfg.pruner
-            reg = sparsity_regularization(out.ratios, p.r_min, p.r_max, lambda_hat_at(out.step, p))
+            reg = sparsity_regularization(out.ratios, p.r_min, p.r_max, lambda_hat_at(out.samples, p))
         else:
             reg = torch.zeros((), device=ctr.device)
         return Objective(ctr + reg, ctr, reg)

@@ -70,8 +70,10 @@ class FieldVocabulary:
 class DomainVocabulary:
     """The vocabularies of every domain-aware field, and the train split's domains."""
 
-    def __init__(self, fields: list[FieldVocabulary], min_count: int, train_keys: np.ndarray, train_tuples: int):
+    def __init__(self, fields: list[FieldVocabulary], min_count: int, train_keys: np.ndarray, train_tuples: int,
+                 train_rows: int = 0):
         self.fields = fields
+        self.train_rows = int(train_rows)  # rows of the train split
         self.min_count = min_count
         self.train_keys = np.unique(np.asarray(train_keys, dtype=np.int64))  # sorted domain keys seen in train
         self.train_tuples = int(train_tuples)  # distinct raw value tuples in train
@@ -102,7 +104,7 @@ class DomainVocabulary:
                 raise ValueError(f"domain field {name!r}: no raw value recorded for hash {missing[0]:#x}")
             fields.append(FieldVocabulary(name, [values[j][h] for h in kept_h.tolist()], kept_h, kept_n,
                                           int(rows[~keep].sum())))
-        vocab = cls(fields, min_count, np.zeros(0, np.int64), len(tuples))
+        vocab = cls(fields, min_count, np.zeros(0, np.int64), len(tuples), int(counts.sum()))
         vocab.train_keys = np.unique(vocab.keys(vocab.ids_of_hashes(tuples)))
         return vocab
 
@@ -156,7 +158,8 @@ class DomainVocabulary:
 
     def summary(self) -> dict:
         return {"fields": {f.name: {"values": len(f.values), "oov_train_rows": f.oov_train_rows} for f in self.fields},
-                "min_count": self.min_count, "train": self.train_tuples, "distinguished": self.distinguished}
+                "min_count": self.min_count, "train": self.train_tuples, "distinguished": self.distinguished,
+                "train_rows": self.train_rows}
 
     # -- storing -----------------------------------------------------------------------------
     def to_json(self) -> str:
@@ -164,6 +167,7 @@ class DomainVocabulary:
             "format": FORMAT_VERSION,
             "min_count": self.min_count,
             "train_tuples": self.train_tuples,
+            "train_rows": self.train_rows,
             "fields": [{"name": f.name, "values": f.values, "hashes": [f"{h:016x}" for h in f.hashes.tolist()],
                         "counts": f.counts.tolist(), "oov_train_rows": f.oov_train_rows} for f in self.fields],
             "train_keys": self.train_keys.tolist(),
@@ -177,7 +181,8 @@ class DomainVocabulary:
                 raise ValueError(f"format {d.get('format')!r}, expected {FORMAT_VERSION}")
             fields = [FieldVocabulary(f["name"], list(f["values"]), np.array([int(h, 16) for h in f["hashes"]], dtype=np.uint64),
                                       np.array(f["counts"], dtype=np.int64), int(f["oov_train_rows"])) for f in d["fields"]]
-            return cls(fields, int(d["min_count"]), np.array(d["train_keys"], dtype=np.int64), int(d["train_tuples"]))
+            return cls(fields, int(d["min_count"]), np.array(d["train_keys"], dtype=np.int64), int(d["train_tuples"]),
+                       int(d["train_rows"]))
         except (ValueError, KeyError, TypeError) as err:
             raise ConfigError(f"{source}: not a domain vocabulary: {err}") from None
 

@@ -112,7 +112,6 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "epsilon": ("model", "pruner", "epsilon"),
     "r_min": ("model", "pruner", "r_min"),
     "r_max": ("model", "pruner", "r_max"),
-    "alpha_anneal_steps": ("model", "pruner", "alpha_anneal_steps"),
     "lr": ("optim", "lr"),
     "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"),

@@ -119,6 +119,7 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     cfg = worker_config(job, vocab.features(data.features), out.fault_marker(name) if job.faults.fail_at_epoch else None,
                         node_cpus() if job.resources.threads is None else {})
     cfg["vocabulary"] = vocab.to_json()
+    cfg["train_rows"] = vocab.train_rows  # the schedules' plan: α anneals over a fraction of rows × epochs
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=cfg,

@@ -53,7 +53,8 @@ class RayTrainRunner(LoopRunner):
     progress_every_s = 15.0  # rank 0 prints rows/s, loss and data wait this often
 
     def __init__(self, model, optimizer, cfg: dict, *, rank: int, world: int, averager=None, first_stream=None, vocab=None):
-        super().__init__(model, optimizer, epochs=cfg["train"]["epochs"], precision=cfg["train"]["precision"])
+        super().__init__(model, optimizer, epochs=cfg["train"]["epochs"], precision=cfg["train"]["precision"],
+                         rows_per_epoch=cfg.get("train_rows"), workers=world)
         self.cfg, self.rank, self.world, self.averager, self.vocab = cfg, rank, world, averager, vocab
         self._first_stream = first_stream
 

@@ -30,7 +30,8 @@ STEPS = 3  # the shared-memory exchange alternates two banks: three steps reuse 
 def _worker(rank: int, world: int, init_file: str, out_dir: str, max_rows: int | None, transport: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        cfg = make_model_config(kind="adasparse")
+        # constant schedules: the unequal batches below would move each rank's sample clock apart
+        cfg = make_model_config(kind="adasparse", alpha_init=5.0, alpha_max=5.0, lambda_growth=0.0)
         torch.manual_seed(100 + rank)  # ranks start different: broadcast must align them
         model = build_model(cfg).train()
         avg = GradientAverager(model, max_rows=max_rows, transport=transport)

@@ -42,7 +42,7 @@ def _train():
     common = dict(features=splits.features, hidden_units=[32, 16], embedding={"dim": 8, "init_std": 0.1})
     dnn = run_model(ModelConfig(kind="dnn", **common), splits, epochs=4, batch_size=256)
     ada = run_model(
-        ModelConfig(kind="adasparse", pruner={"formulation": "binarization", "input": "domain", "alpha_anneal_steps": 400}, **common),
+        ModelConfig(kind="adasparse", pruner={"formulation": "binarization", "input": "domain", "alpha_anneal_samples": 102_400}, **common),
         splits,
         epochs=4,
         batch_size=256,

@@ -23,15 +23,16 @@ def test_the_round1_flags_keep_working():
     assert (job.train.epochs, job.train.batch_size, job.train.seed, job.optim.lr) == (3, 512, 7, 0.01)
     assert (job.resources.workers, job.resources.gpu, job.output.dir, job.output.name, job.data) == (2, True, "o", "n", "d.yaml")
     plain = parse_job_args(["--data", "d", "--model", "dnn", "--hidden-units", "32,16", "--embedding-dim", "8",
-                            "--pruner-input", "domain", "--alpha-anneal-steps", "500", "--shuffle-buffer", "0"])
+                            "--pruner-input", "domain", "--shuffle-buffer", "0"])
     assert plain.model.kind == "plain" and plain.run_name == "plain-dnn"  # dnn: the round-1 name of the plain model
     assert plain.model.hidden_units == [32, 16] and plain.model.embedding.dim == 8 and plain.model.pruner.input == "domain"
-    assert plain.model.pruner.alpha_anneal_steps == 500 and plain.ingest.shuffle_buffer == 0
+    assert plain.ingest.shuffle_buffer == 0
 
 
 def test_every_model_knob_has_a_nested_flag_and_a_yaml_key(tmp_path):
     paths = {p for p, _ in config_leaves()}
-    for name in ("prune_input", "lambda_init", "lambda_growth", "lambda_max", "alpha_init", "alpha_max", "regularize"):
+    for name in ("prune_input", "lambda_init", "lambda_growth", "lambda_max", "alpha_init", "alpha_max", "regularize",
+                 "alpha_anneal_fraction", "alpha_anneal_samples"):
         assert ("model", "pruner", name) in paths
     assert {("model", "cross_layers"), ("model", "embedding", "init_std"), ("optim", "embedding_lr"), ("train", "precision")} <= paths
     assert all(len(p) > 1 or p == ("data",) for p in paths)
@@ -100,7 +101,7 @@ def test_help_lists_nested_options_with_defaults(capsys):
     text = capsys.readouterr().out
     text = text[text.index("\noptions:"):]  # past the usage line
     for flag, default in (("--model.pruner.beta", "2.0"), ("--model.hidden_units", "128,64,32"), ("--train.epochs", "2"),
-                          ("--optim.lr", "0.001"), ("--ingest.shuffle_buffer", "20000"), ("--model.pruner.lambda_growth", "0.0001")):
+                          ("--optim.lr", "0.001"), ("--ingest.shuffle_buffer", "20000"), ("--model.pruner.lambda_growth", "0.0004")):
         assert flag in text
         after = text.split("  " + flag, 1)[1].split("\n  --", 1)[0]
         assert f"(default: {default})" in " ".join(after.split()), flag

@@ -34,6 +34,9 @@ def test_shipped_spaces_validate():
     paper = load_space(ROOT / "tune_spaces" / "paper_adasparse.yaml")
     assert paper.search == "optuna" and paper.scheduler is not None
     assert set(paper.params) == {"model.pruner.beta", "model.pruner.epsilon", "sparsity_boundary", "optim.lr", "model.pruner.formulation"}
+    assert all(load_space(p) for p in (ROOT / "tune_spaces").glob("*.yaml"))  # every shipped space
+    defaults = load_space(ROOT / "tune_spaces" / "defaults.yaml")
+    assert {"model.embedding.init_std", "model.pruner.alpha_anneal_fraction", "optim.embedding_lr"} <= set(defaults.params)
     fig3d = load_space(ROOT / "tune_spaces" / "sparsity_boundary.yaml")
     assert fig3d.search == "grid" and fig3d.grid_size() == 6
     assert [0.35, 0.4] in [list(p) for p in fig3d.params["sparsity_boundary"].grid]  # the paper's largest tested

@@ -90,7 +90,7 @@ class PrunerConfig(StrictModel):
     alpha_init: float = Field(default=0.1, gt=0.0, description="α of eqs. 4 and 8 at step 0")
     alpha_max: float = Field(default=5.0, gt=0.0, description="upper limit of α")
     alpha_anneal_fraction: float = Field(
-        default=0.5, gt=0.0, le=1.0,
+        default=0.25, gt=0.0, le=1.0,
         description="α reaches alpha_max after this fraction of the run's planned training samples (rows × epochs)")
     alpha_anneal_samples: int | None = Field(
         default=None, ge=1, description="a fixed schedule instead: α reaches alpha_max after this many training samples")

@@ -22,11 +22,11 @@ def test_alpha_schedule_is_monotone_and_capped():
 
 
 def test_alpha_anneals_over_a_fraction_of_the_planned_run():
-    cfg = PrunerConfig()  # default: α_max reached after half the run
-    assert anneal_samples(cfg, 1_000_000) == 500_000
-    assert alpha_at(250_000, cfg, 1_000_000) == pytest.approx(0.1 + 4.9 * 0.5)
-    assert alpha_at(500_000, cfg, 1_000_000) == pytest.approx(5.0)
-    assert anneal_samples(cfg) == DEFAULT_PLANNED_SAMPLES // 2  # nobody planned the run
+    cfg = PrunerConfig()  # default: α_max reached after a quarter of the run
+    assert anneal_samples(cfg, 1_000_000) == 250_000
+    assert alpha_at(125_000, cfg, 1_000_000) == pytest.approx(0.1 + 4.9 * 0.5)
+    assert alpha_at(250_000, cfg, 1_000_000) == pytest.approx(5.0)
+    assert anneal_samples(cfg) == DEFAULT_PLANNED_SAMPLES // 4  # nobody planned the run
     assert anneal_samples(PrunerConfig(alpha_anneal_fraction=1.0), 800) == 800
     assert anneal_samples(PrunerConfig(alpha_anneal_samples=123), 1_000_000) == 123  # the fixed schedule wins
 
@@ -81,7 +81,7 @@ def test_one_and_two_workers_follow_the_same_curve_per_sample():
         one(cat, num)
         two(cat[:16], num[:16])
         assert one.samples_seen == two.samples_seen and one.alpha == two.alpha and one.lambda_hat == two.lambda_hat
-    assert one.alpha == pytest.approx(0.1 + 4.9 * 320 / 1_600)
+    assert one.alpha == pytest.approx(0.1 + 4.9 * 320 / (0.25 * 3_200))  # 320 samples of the 800 α anneals over
 
 
 def test_each_forward_uses_the_alpha_of_its_position():

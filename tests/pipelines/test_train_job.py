@@ -49,11 +49,11 @@ def test_two_workers_train_and_write_metrics(odd_rows, tmp_path):
     assert dom["train"] == dom["distinguished"] > 1 and dom["min_count"] == 2
     assert 0 <= dom["unseen_rows"]["dev"] <= rows["dev"] and 0 <= dom["unseen_rows"]["test"] <= rows["test"]
     assert (tmp_path / "t" / "vocabulary.json").exists()
-    # the schedules run on the samples of both workers: α rises over half the planned run
-    # (train rows × 2 epochs) and ends at its cap
+    # the schedules run on the samples of both workers: α rises over a quarter of the planned
+    # run (train rows × 2 epochs, half of epoch 1) and ends at its cap
     planned = dom["train_rows"] * 2
     seen = saved["history"][0]["rows"] * 2  # each worker's rows × 2 workers
-    assert saved["history"][0]["alpha"] == pytest.approx(0.1 + 4.9 * min(1.0, seen / (0.5 * planned)))
+    assert saved["history"][0]["alpha"] == pytest.approx(0.1 + 4.9 * min(1.0, seen / (0.25 * planned))) == pytest.approx(5.0)
     assert saved["history"][-1]["alpha"] == pytest.approx(5.0)
     assert set(saved["test"]) >= {"logloss", "auc", "gauc"} and 0.3 < saved["test"]["auc"] < 1
     assert len(saved["history"]) == 2 and saved["best_epoch"] in (1, 2)

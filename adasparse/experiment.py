@@ -31,6 +31,7 @@ class Splits:
     dev: EncodedBatch
     test: EncodedBatch
     features: FeatureConfig
+    vocabulary: DomainVocabulary | None = None
 
 
 def synthetic_features(spec: SyntheticSpec, buckets_per_value: float = 2.0) -> FeatureConfig:
@@ -67,7 +68,7 @@ def synthetic_splits(spec: SyntheticSpec, rows: int, seed: int, min_count: int =
     def part(lo: int, hi: int) -> EncodedBatch:
         return EncodedBatch(enc.cat_ids[lo:hi], enc.numeric[lo:hi], enc.domain[lo:hi], enc.label[lo:hi])
 
-    return Splits(part(0, a), part(a, b), part(b, rows), feats)
+    return Splits(part(0, a), part(a, b), part(b, rows), feats, vocab)
 
 
 def run_model(

@@ -71,11 +71,13 @@ class DomainVocabulary:
     """The vocabularies of every domain-aware field, and the train split's domains."""
 
     def __init__(self, fields: list[FieldVocabulary], min_count: int, train_keys: np.ndarray, train_tuples: int,
-                 train_rows: int = 0):
+                 train_rows: int = 0, train_key_rows: np.ndarray | None = None, train_ids: np.ndarray | None = None):
         self.fields = fields
         self.train_rows = int(train_rows)  # rows of the train split
         self.min_count = min_count
-        self.train_keys = np.unique(np.asarray(train_keys, dtype=np.int64))  # sorted domain keys seen in train
+        self.train_keys = np.asarray(train_keys, dtype=np.int64)  # sorted domain keys seen in train
+        self.train_key_rows = None if train_key_rows is None else np.asarray(train_key_rows, dtype=np.int64)  # their rows
+        self.train_ids = None if train_ids is None else np.asarray(train_ids, dtype=np.int64).reshape(-1, len(fields))
         self.train_tuples = int(train_tuples)  # distinct raw value tuples in train
         sizes = [f.size for f in fields]
         self._radix = None
@@ -105,7 +107,11 @@ class DomainVocabulary:
             fields.append(FieldVocabulary(name, [values[j][h] for h in kept_h.tolist()], kept_h, kept_n,
                                           int(rows[~keep].sum())))
         vocab = cls(fields, min_count, np.zeros(0, np.int64), len(tuples), int(counts.sum()))
-        vocab.train_keys = np.unique(vocab.keys(vocab.ids_of_hashes(tuples)))
+        ids = vocab.ids_of_hashes(tuples)
+        keys, first, inv = np.unique(vocab.keys(ids), return_index=True, return_inverse=True)
+        vocab.train_keys = keys
+        vocab.train_key_rows = np.bincount(inv.reshape(-1), weights=counts, minlength=len(keys)).astype(np.int64)
+        vocab.train_ids = ids[first]
         return vocab
 
     @classmethod
@@ -171,6 +177,8 @@ class DomainVocabulary:
             "fields": [{"name": f.name, "values": f.values, "hashes": [f"{h:016x}" for h in f.hashes.tolist()],
                         "counts": f.counts.tolist(), "oov_train_rows": f.oov_train_rows} for f in self.fields],
             "train_keys": self.train_keys.tolist(),
+            "train_key_rows": None if self.train_key_rows is None else self.train_key_rows.tolist(),
+            "train_ids": None if self.train_ids is None else self.train_ids.tolist(),
         })
 
     @classmethod
@@ -181,8 +189,9 @@ class DomainVocabulary:
                 raise ValueError(f"format {d.get('format')!r}, expected {FORMAT_VERSION}")
             fields = [FieldVocabulary(f["name"], list(f["values"]), np.array([int(h, 16) for h in f["hashes"]], dtype=np.uint64),
                                       np.array(f["counts"], dtype=np.int64), int(f["oov_train_rows"])) for f in d["fields"]]
+            rows, ids = d.get("train_key_rows"), d.get("train_ids")
             return cls(fields, int(d["min_count"]), np.array(d["train_keys"], dtype=np.int64), int(d["train_tuples"]),
-                       int(d["train_rows"]))
+                       int(d["train_rows"]), None if rows is None else np.array(rows), None if ids is None else np.array(ids))
         except (ValueError, KeyError, TypeError) as err:
             raise ConfigError(f"{source}: not a domain vocabulary: {err}") from None
 

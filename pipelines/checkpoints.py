@@ -6,6 +6,8 @@
     model_config.json  the whole model config (features included): enough to rebuild the model
     vocabulary.json    the domain-aware fields' vocabulary the ids of this model come from
     final.json         the last report's figures (test metrics, per-domain rows), final only
+    test_metrics.npz   the merged test statistics (per domain and score), final only: exact
+                       metrics of any set of domains afterwards (``adasparse analyze``)
 
 Written by rank 0 into a fresh temporary directory that Ray Train copies to the run's storage.
 """
@@ -17,7 +19,8 @@ import os
 import tempfile
 
 
-def write_checkpoint(runner, final: dict | None, vocabulary: str | None = None, fingerprint: str | None = None):
+def write_checkpoint(runner, final: dict | None, vocabulary: str | None = None, fingerprint: str | None = None,
+                     test_statistics: dict | None = None):
     """A :class:`ray.train.Checkpoint` of ``runner`` (an :class:`adasparse.loop.LoopRunner`);
     ``final``: the run's closing figures (then without the optimiser: nothing trains after it);
     ``vocabulary``: the vocabulary's JSON, stored beside the weights, with its ``fingerprint``."""
@@ -36,6 +39,10 @@ def write_checkpoint(runner, final: dict | None, vocabulary: str | None = None, 
     if vocabulary is not None:
         with open(os.path.join(tmp, "vocabulary.json"), "w") as fh:
             fh.write(vocabulary)
+    if test_statistics is not None:
+        import numpy as np
+
+        np.savez(os.path.join(tmp, "test_metrics.npz"), **test_statistics)
     return Checkpoint.from_directory(tmp)
 
 

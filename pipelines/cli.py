@@ -53,6 +53,13 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    from pipelines.analyze import analyze
+
+    analyze(args.runs, args.out, bins=args.bins, layer=args.layer, top=args.top)
+    return 0
+
+
 def _summary(args: argparse.Namespace) -> int:
     import json
 
@@ -111,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--shard-rows", type=int, default=1_000_000)
     c.set_defaults(func=_convert)
 
+    a = sub.add_parser("analyze", help="the paper's domain analyses (Fig. 3 a-b) of finished runs: PNG plots and their JSON")
+    a.add_argument("runs", nargs="+", help="run directories (OUT/NAME of adasparse train); the first is the baseline")
+    a.add_argument("--out", required=True, help="directory for the plots and JSON")
+    a.add_argument("--bins", type=int, default=5, help="domain bins of equal train rows, head to long tail")
+    a.add_argument("--layer", type=int, default=0, help="pruned layer whose masks are plotted")
+    a.add_argument("--top", type=int, default=20, help="largest domains in the mask plots")
+    a.set_defaults(func=_analyze)
+
     s = sub.add_parser("summary", help="rows and CTR per domain, number of domains, long-tail shape")
     s.add_argument("--data", required=True, help="dataset spec YAML")
     s.add_argument("--top", type=int, default=10)
@@ -134,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo" and args.rows < 60:
         print("adasparse: --rows must be at least 60", file=sys.stderr)
         return 2
-    return run_command("adasparse", lambda: args.func(args))
+    return run_command(f"adasparse {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -58,13 +58,14 @@ class RayTrainRunner(LoopRunner):
         self.cfg, self.rank, self.world, self.averager, self.vocab = cfg, rank, world, averager, vocab
         self._first_stream = first_stream
 
-    def checkpoint(self, final: dict | None = None):
+    def checkpoint(self, final: dict | None = None, test_statistics: dict | None = None):
         """Rank 0's checkpoint (the weights with the vocabulary their ids come from); None elsewhere."""
         from pipelines.checkpoints import write_checkpoint
 
         if self.rank != 0:
             return None
-        return write_checkpoint(self, final, self.cfg.get("vocabulary"), self.vocab.fingerprint() if self.vocab else None)
+        return write_checkpoint(self, final, self.cfg.get("vocabulary"), self.vocab.fingerprint() if self.vocab else None,
+                                test_statistics)
 
     def unseen_rows(self, split: str) -> int | None:
         """Rows of the split's latest evaluation whose domain was not a domain of the train split."""
@@ -220,7 +221,7 @@ def train_loop(cfg: dict) -> None:
     # The final report carries a checkpoint (the best epoch's weights and every final figure,
     # per-domain rows included) so the driver reads them from storage, not from the metrics
     # stream; its reported metrics stay small. Rerunning a finished run re-evaluates from it.
-    checkpoint = runner.checkpoint(final)
+    checkpoint = runner.checkpoint(final, test.domains.state())
     ray.train.report(
         # no "epoch" key: an epoch-based scheduler (ASHA in adasparse tune) must not read this as one
         {"final": True, "best_epoch": result.best_epoch, "dev_gauc": result.dev.metrics["gauc"], "test_gauc": test.metrics["gauc"]},

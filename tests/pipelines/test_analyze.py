@@ -1,0 +1,112 @@
+"""``adasparse analyze``: long-tail bins (Fig. 3 b) and per-domain masks (Fig. 3 a) from run files.
+
+The runs here are written by the in-memory loop in the training job's file layout (no Ray):
+metrics.json, vocabulary.json, and a final checkpoint with the model, its config and the merged
+test statistics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from adasparse.config import ConfigError, ModelConfig
+from adasparse.experiment import synthetic_splits
+from adasparse.loop import InMemoryRunner
+from adasparse.metrics import CTRMetrics
+from adasparse.model import build_model
+from adasparse.optim import build_optimizer
+from adasparse.synthetic import SyntheticSpec
+from pipelines.analyze import TEST_METRICS_FILE, analyze, equal_row_bins, subset_metrics
+from pipelines.cli import main
+
+
+def test_equal_row_bins_cut_the_head_from_the_tail():
+    keys = np.arange(10)
+    rows = np.array([50, 20, 10, 5, 5, 4, 3, 1, 1, 1])  # 100 rows
+    bins = equal_row_bins(keys, rows, 2)
+    assert bins[0].tolist() == [0] and sorted(bins[1].tolist()) == list(range(1, 10))  # the head holds half the rows
+    five = equal_row_bins(keys, rows, 5)
+    assert sum(len(b) for b in five) == 10 and len(five[0]) < len(five[-1])
+    assert sorted(np.concatenate(five).tolist()) == list(range(10))  # every domain in exactly one bin
+
+
+def test_subset_metrics_are_the_metrics_of_those_domains_alone():
+    rng = np.random.default_rng(0)
+    dom = rng.integers(0, 6, 3000)
+    y = (rng.random(3000) < 0.3).astype(np.float32)
+    z = rng.normal(size=3000).astype(np.float32) + y
+    whole = CTRMetrics()
+    whole.update(dom, y, logits=z)
+    part = CTRMetrics()
+    keep = np.isin(dom, [1, 4])
+    part.update(dom[keep], y[keep], logits=z[keep])
+    assert subset_metrics(whole.state(), np.array([1, 4])).compute() == pytest.approx(part.compute())
+
+
+def _write_run(root, name: str, kind: str, splits, pruner_input: str = "domain"):
+    """Train in memory and lay the files out as adasparse train does."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(kind=kind, features=splits.features, hidden_units=[16, 8], embedding={"dim": 4},
+                      pruner={"formulation": "fusion", "input": pruner_input})
+    model = build_model(cfg)
+    runner = InMemoryRunner(model, build_optimizer(model), {"train": splits.train, "dev": splits.dev, "test": splits.test},
+                            epochs=1, batch_size=256)
+    runner.fit()
+    test = runner.evaluate("test")
+    run = root / name
+    ckpt = run / "checkpoint_final"
+    ckpt.mkdir(parents=True)
+    torch.save(runner.state_tensors(with_optimizer=False), ckpt / "state.pt")
+    (ckpt / "model_config.json").write_text(json.dumps(cfg.model_dump(mode="json")))
+    np.savez(ckpt / TEST_METRICS_FILE, **test.domains.state())
+    (run / "vocabulary.json").write_text(splits.vocabulary.to_json())
+    (run / "metrics.json").write_text(json.dumps({"best_checkpoint": str(ckpt), "test": test.metrics,
+                                                  "config": {"model": {"kind": kind}}}))
+    return run, test
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    splits = synthetic_splits(SyntheticSpec(domain_cardinalities=(4, 5, 6), categorical_cardinality=500), 30_000, seed=3)
+    return root, [_write_run(root, "dnn", "plain", splits), _write_run(root, "ada-domain", "adasparse", splits),
+                  _write_run(root, "ada-instance", "adasparse", splits, "instance")]
+
+
+def test_analyze_writes_the_long_tail_and_mask_plots(runs, tmp_path, capsys):
+    root, made = runs
+    out = tmp_path / "analysis"
+    assert main(["analyze", *(str(r) for r, _ in made), "--out", str(out), "--bins", "3", "--top", "6"]) == 0
+    for f in ("long_tail.png", "long_tail.json", "masks.json", "masks_ada-domain.png", "mask_similarity_ada-domain.png"):
+        assert (out / f).stat().st_size > 0, f
+    assert (out / "long_tail.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    tail = json.loads((out / "long_tail.json").read_text())
+    assert [b["name"] for b in tail["bins"]] == ["BIN1", "BIN2", "BIN3"]
+    assert tail["bins"][0]["domains"] < tail["bins"][-1]["domains"]  # few head domains, many tail ones
+    for name, (_, test) in zip(("dnn", "ada-domain", "ada-instance"), made):
+        r = tail["runs"][name]
+        # every test row lies in one bin or in the unseen column
+        assert sum(b["rows"] for b in r["bins"]) + r["unseen"]["rows"] == test.metrics["rows"]
+    base = tail["runs"]["dnn"]
+    # the baseline against itself: 0, or none where its AUC is at most 0.5 (RelaImpr is undefined)
+    assert base["rela_impr"] == [0.0 if b["auc"] > 0.5 else None for b in base["bins"]]
+    masks = json.loads((out / "masks.json").read_text())
+    assert masks["dnn"] == {"skipped": "a plain model has no pruner"} and "instance mode" in masks["ada-instance"]["skipped"]
+    m = masks["ada-domain"]
+    assert len(m["domains"]) == 6 and len(m["kept"][0]) == 16 == m["width"]
+    assert m["train_rows"] == sorted(m["train_rows"], reverse=True)
+    assert all(j == 1.0 for j in np.diag(np.array(m["jaccard"])))
+    assert "BIN1" in capsys.readouterr().out
+
+
+def test_bad_analyze_input_is_one_line(runs, tmp_path, capsys):
+    root, made = runs
+    assert main(["analyze", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == f"adasparse analyze: {tmp_path / 'nope'}: not a finished training run (no metrics.json)"
+    assert main(["analyze", str(made[1][0]), "--out", str(tmp_path / "o"), "--layer", "7"]) == 2
+    assert "--layer 7: the run prunes 2 layers (0..1)" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--bins must be at least 2"):
+        analyze([str(made[0][0])], str(tmp_path / "o"), bins=1)

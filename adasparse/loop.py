@@ -46,12 +46,48 @@ class EvalSums:
     metrics: CTRMetrics
     pruned: np.ndarray | None = None  # Σ over batches of r^l × rows, per pruned layer
     rows: int = 0
+    domain_pruned: DomainSparsity | None = None  # per domain: rows and Σ of each row's r^l
 
     @classmethod
     def merge(cls, parts: list["EvalSums"]) -> "EvalSums":
         pruned = [p.pruned for p in parts if p.pruned is not None]
+        per_domain = [p.domain_pruned for p in parts if p.domain_pruned is not None]
         return cls(CTRMetrics.from_states([p.metrics.state() for p in parts]),
-                   np.sum(pruned, axis=0) if pruned else None, sum(p.rows for p in parts))
+                   np.sum(pruned, axis=0) if pruned else None, sum(p.rows for p in parts),
+                   DomainSparsity.merge(per_domain) if per_domain else None)
+
+
+@dataclass
+class DomainSparsity:
+    """Per domain key: evaluated rows and the sum over them of each pruned layer's r^l (the
+    share of the layer's neurons pruned for that row). ``mean`` is the per-domain sparsity."""
+
+    keys: np.ndarray  # (D,) int64, sorted
+    rows: np.ndarray  # (D,) int64
+    sums: np.ndarray  # (D, L) float64
+
+    @classmethod
+    def of_rows(cls, domains: np.ndarray, ratios: np.ndarray) -> "DomainSparsity":
+        keys, inv = np.unique(np.asarray(domains, dtype=np.int64), return_inverse=True)
+        inv = inv.reshape(-1)
+        sums = np.zeros((len(keys), ratios.shape[1]))
+        np.add.at(sums, inv, ratios)
+        return cls(keys, np.bincount(inv, minlength=len(keys)).astype(np.int64), sums)
+
+    @classmethod
+    def merge(cls, parts: list["DomainSparsity"]) -> "DomainSparsity":
+        keys = np.concatenate([p.keys for p in parts])
+        uniq, inv = np.unique(keys, return_inverse=True)
+        inv = inv.reshape(-1)
+        sums = np.zeros((len(uniq), parts[0].sums.shape[1]))
+        np.add.at(sums, inv, np.concatenate([p.sums for p in parts]))
+        rows = np.bincount(inv, weights=np.concatenate([p.rows for p in parts]), minlength=len(uniq)).astype(np.int64)
+        return cls(uniq, rows, sums)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """(D, L): each domain's r^l per pruned layer, averaged over its rows."""
+        return self.sums / np.maximum(self.rows, 1)[:, None]
 
 
 @dataclass
@@ -59,6 +95,7 @@ class EvalResult:
     metrics: dict[str, float]
     sparsity: list[float]  # r^l per pruned layer, averaged over the evaluated rows
     domains: CTRMetrics | None = None  # the merged statistics (per-domain figures)
+    domain_sparsity: DomainSparsity | None = None  # r^l per pruned layer of every domain
 
 
 @dataclass
@@ -230,6 +267,7 @@ class LoopRunner:
         was = self.model.training
         self.model.eval()
         sums = EvalSums(CTRMetrics())
+        parts: list[DomainSparsity] = []
         try:
             with self.autocast():
                 for b in self.eval_batches(split):
@@ -239,12 +277,19 @@ class LoopRunner:
                     if out.ratios is not None:
                         r = out.ratios.float().cpu().numpy().astype(np.float64) * n
                         sums.pruned = r if sums.pruned is None else sums.pruned + r
+                    if out.prune is not None:  # each row's r^l, summed per domain
+                        per_row = np.stack([1.0 - g.float().mean(1).cpu().numpy().astype(np.float64)
+                                            for g in out.prune.row_gates()], axis=1)
+                        parts.append(DomainSparsity.of_rows(b["domain"], per_row))
+                        if len(parts) >= 64:  # bound the pending parts: merge them into one
+                            parts = [DomainSparsity.merge(parts)]
                     sums.rows += n
         finally:
             self.model.train(was)
+        sums.domain_pruned = DomainSparsity.merge(parts) if parts else None
         merged = self.merge_eval(sums)
         sparsity = [] if merged.pruned is None else (merged.pruned / max(merged.rows, 1)).tolist()
-        self.last_eval[split] = EvalResult(merged.metrics.compute(), sparsity, merged.metrics)
+        self.last_eval[split] = EvalResult(merged.metrics.compute(), sparsity, merged.metrics, merged.domain_pruned)
         return self.last_eval[split]
 
     def fit(self) -> FitResult:
@@ -327,5 +372,5 @@ def encoded_batches(data: EncodedBatch, batch_size: int, rng: np.random.Generato
         yield {"cat_ids": data.cat_ids[idx], "numeric": data.numeric[idx], "label": label[idx], "domain": data.domain[idx]}
 
 
-__all__ = ["Batch", "BestEpoch", "EvalResult", "EvalSums", "FitResult", "InMemoryRunner", "LoopRunner", "better_gauc",
+__all__ = ["Batch", "BestEpoch", "DomainSparsity", "EvalResult", "EvalSums", "FitResult", "InMemoryRunner", "LoopRunner", "better_gauc",
            "encoded_batches"]

@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 from adasparse.host import usable_cores
-from adasparse.loop import EVAL_BATCH_ROWS, EvalSums, LoopRunner
+from adasparse.loop import EVAL_BATCH_ROWS, DomainSparsity, EvalSums, LoopRunner
 
 
 def node_threads(local_workers: int, node_cpus: float | None) -> int:
@@ -101,10 +101,11 @@ class RayTrainRunner(LoopRunner):
         from adasparse.metrics import CTRMetrics
 
         parts: list = [None] * self.world
-        dist.all_gather_object(parts, (sums.metrics.state(), sums.pruned, sums.rows))
-        pruned = [p for _, p, _ in parts if p is not None]
-        return EvalSums(CTRMetrics.from_states([m for m, _, _ in parts]), np.sum(pruned, axis=0) if pruned else None,
-                        sum(r for _, _, r in parts))
+        dist.all_gather_object(parts, (sums.metrics.state(), sums.pruned, sums.rows, sums.domain_pruned))
+        pruned = [p for _, p, _, _ in parts if p is not None]
+        per_domain = [d for _, _, _, d in parts if d is not None]
+        return EvalSums(CTRMetrics.from_states([m for m, _, _, _ in parts]), np.sum(pruned, axis=0) if pruned else None,
+                        sum(r for _, _, r, _ in parts), DomainSparsity.merge(per_domain) if per_domain else None)
 
     def epoch_extras(self) -> dict:
         import torch
@@ -131,6 +132,16 @@ class RayTrainRunner(LoopRunner):
         if self.cfg.get("fail_at_epoch") == record["epoch"] and self.rank == self.world - 1 and marker and not os.path.exists(marker):
             open(marker, "w").close()  # fault injection (tests): this worker dies once, after the checkpoint
             os._exit(1)
+
+
+def across_domains(result) -> dict | None:
+    """How r^l varies between the test domains: per pruned layer, the min, mean and max of the
+    domains' sparsity (each domain weighted once) — the spread of the structures AdaSparse learned."""
+    ds = result.domain_sparsity
+    if ds is None or not len(ds.keys):
+        return None
+    m = ds.mean
+    return {"domains": int(len(ds.keys)), "min": m.min(0).tolist(), "mean": m.mean(0).tolist(), "max": m.max(0).tolist()}
 
 
 def epoch_stream(cfg: dict, epoch: int):
@@ -201,6 +212,10 @@ def train_loop(cfg: dict) -> None:
         averager.close()
     test = runner.evaluate("test")
     per = test.domains.per_domain()
+    spars = {}
+    if test.domain_sparsity is not None:
+        ds = test.domain_sparsity
+        spars = dict(zip(ds.keys.tolist(), ds.mean.tolist()))
     samples = torch.tensor([runner.rows_trained, runner.train_seconds], dtype=torch.float64)
     if world > 1 and dist.is_initialized():
         dist.all_reduce(samples)
@@ -208,13 +223,14 @@ def train_loop(cfg: dict) -> None:
         "best_epoch": result.best_epoch,
         "dev": result.dev.metrics,
         "test": test.metrics,
-        "sparsity": {"dev": result.dev.sparsity, "test": test.sparsity},
+        "sparsity": {"dev": result.dev.sparsity, "test": test.sparsity, "test_across_domains": across_domains(test)},
         "samples_per_s": float(samples[0] / max(samples[1] / world, 1e-9)) if samples[1] > 0 else None,
         "grad_exchange": exchange,
         "domains": {"unseen_rows": {"dev": runner.unseen_rows("dev"), "test": runner.unseen_rows("test")}},
         "history": runner.history,
         "test_per_domain": [
-            {"domain": int(d), "rows": int(r), "ctr": float(c), "auc": None if np.isnan(a) else float(a)}
+            {"domain": int(d), "rows": int(r), "ctr": float(c), "auc": None if np.isnan(a) else float(a),
+             **({"sparsity": spars[int(d)]} if int(d) in spars else {})}
             for d, r, c, a in zip(per.domain, per.rows, per.ctr, per.auc)
         ],
     }

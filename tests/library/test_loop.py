@@ -165,3 +165,30 @@ def test_a_runner_without_batches_says_so():
     with pytest.raises(NotImplementedError):
         LoopRunner(model, build_optimizer(model), epochs=1).fit()
     assert np.isfinite(make_runner().evaluate("test").metrics["logloss"])
+
+
+def test_per_domain_sparsity_is_each_domains_share_of_pruned_neurons():
+    runner = make_runner(epochs=1)
+    runner.fit()
+    res = runner.evaluate("test")
+    ds = res.domain_sparsity
+    data = runner.splits["test"]
+    assert ds.keys.tolist() == sorted(set(data.domain.tolist())) and int(ds.rows.sum()) == len(data)
+    # the rows-weighted mean over domains is the split's r^l
+    assert (ds.sums.sum(0) / ds.rows.sum()) == pytest.approx(res.sparsity, abs=1e-6)
+    # one domain's figure is its rows' share of pruned neurons, from the model's own masks
+    d = ds.keys[0]
+    rows = data.domain == d
+    masks = runner.model.masks(torch.from_numpy(data.cat_ids[rows]), torch.from_numpy(data.numeric[rows]))
+    assert ds.mean[0] == pytest.approx([1 - m.float().mean().item() for m in masks], abs=1e-6)
+    # merging parts (two workers' shares) gives the same per-domain figures
+    from adasparse.loop import DomainSparsity
+
+    half = len(data) // 2
+    per_row = ds.mean[np.searchsorted(ds.keys, data.domain)]  # any per-row values will do for the merge check
+    a = DomainSparsity.of_rows(data.domain[:half], per_row[:half])
+    b = DomainSparsity.of_rows(data.domain[half:], per_row[half:])
+    whole = DomainSparsity.of_rows(data.domain, per_row)
+    merged = DomainSparsity.merge([a, b])
+    assert merged.keys.tolist() == whole.keys.tolist() and merged.rows.tolist() == whole.rows.tolist()
+    assert merged.sums == pytest.approx(whole.sums)

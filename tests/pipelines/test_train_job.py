@@ -58,6 +58,12 @@ def test_two_workers_train_and_write_metrics(odd_rows, tmp_path):
     assert set(saved["test"]) >= {"logloss", "auc", "gauc"} and 0.3 < saved["test"]["auc"] < 1
     assert len(saved["history"]) == 2 and saved["best_epoch"] in (1, 2)
     assert len(saved["sparsity"]["test"]) == 2  # one ratio per pruned hidden layer (32, 16)
+    # per-domain sparsity: each test domain's r^l per layer; their rows-weighted mean is the split's
+    per = saved["test_per_domain"]
+    weighted = np.sum([np.array(d["sparsity"]) * d["rows"] for d in per], axis=0) / sum(d["rows"] for d in per)
+    assert weighted == pytest.approx(saved["sparsity"]["test"], abs=1e-6)
+    spread = saved["sparsity"]["test_across_domains"]
+    assert spread["domains"] == len(per) and all(lo <= m <= hi for lo, m, hi in zip(spread["min"], spread["mean"], spread["max"]))
     assert sum(d["rows"] for d in saved["test_per_domain"]) == saved["test"]["rows"]
     assert final["best_checkpoint"].startswith(str(tmp_path))
     # 2 workers on the test cluster's one 2-CPU node: the node's CPUs shared, not the 0.5 CPU each reserves

@@ -44,6 +44,10 @@ class IngestOptions(StrictModel):
     """How the train split streams into the workers (:mod:`pipelines.batching`)."""
 
     shuffle_buffer: int = Field(default=20_000, ge=0, description="rows in each worker's local shuffle buffer (0: stream order)")
+    domain_fields: list[str] | None = Field(
+        default=None, min_length=1,
+        description="the columns that form the domain key (default: the spec's domain fields); the spec's other domain "
+                    "fields then feed the model as hashed inputs")
     domain_min_count: int = Field(
         default=2, ge=1,
         description="train rows a domain-aware value needs for an id of its own; rarer and unseen values share the trained "

@@ -19,6 +19,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
     """``address`` (or ``RAY_ADDRESS``, as ``ray job submit`` sets it) joins a cluster; without
     one, a private local Ray starts (``address="local"`` ignores stale cluster files)."""
     if ray.is_initialized():
+        # e.g. inside a Tune trial: Ray is up, but this process's Ray Data context is the default
+        # (V1 reader, block size and in-flight budget are per process)
+        configure_ray_data()
         return
     addr = address or os.environ.get("RAY_ADDRESS") or "local"
     kw: dict = {"address": addr, "logging_level": logging.WARNING}

@@ -101,6 +101,20 @@ class DatasetSpec(StrictModel):
             numeric_fields=self.numeric_fields,
         )
 
+    def with_domain_fields(self, names: list[str], source: str = "domain_fields") -> "DatasetSpec":
+        """The same data with ``names`` as the domain key (a partition of the data into domains);
+        the spec's other domain-aware fields become domain-agnostic inputs (hashed into their
+        buckets), so the model still sees them."""
+        known = {f.name: f for f in self.domain_fields + self.categorical_fields}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(f"{source}: {unknown[0]!r} is not a categorical field of dataset {self.name!r} "
+                              f"(its fields: {', '.join(known)})")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{source}: a field is listed twice")
+        others = [f for f in self.domain_fields + self.categorical_fields if f.name not in names]
+        return self.model_copy(update={"domain_fields": [known[n] for n in names], "categorical_fields": others})
+
     @property
     def columns(self) -> list[str]:
         """Every column the pipeline reads."""

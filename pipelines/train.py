@@ -105,6 +105,8 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     from pipelines.train_worker import train_loop
 
     data = load_spec(job.data)
+    if job.ingest.domain_fields is not None:  # another partition of the same data into domains
+        data = data.with_domain_fields(job.ingest.domain_fields, "ingest.domain_fields")
     source = open_source(data)
     out = OutputLocation.of(job.output.dir, job.output.storage_endpoint)
     init_ray(job.resources.address)

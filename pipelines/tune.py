@@ -184,7 +184,8 @@ def _trial_rows(grid, space: TuneSpace, sweep_dir: Path) -> list[dict]:
         epochs = df[df["epoch"].notna()] if df is not None and "epoch" in df else None
         best_dev = float(epochs[METRIC].max()) if epochs is not None and len(epochs) else float("nan")
         final = sweep_dir / "trials" / trial_id / "metrics.json"
-        test = json.loads(final.read_text())["test"] if final.exists() else None
+        saved = json.loads(final.read_text()) if final.exists() else {}
+        test = saved.get("test")
         rows.append({
             "trial": trial_id,
             **{k: result.config.get(k) for k in space.params},
@@ -192,6 +193,8 @@ def _trial_rows(grid, space: TuneSpace, sweep_dir: Path) -> list[dict]:
             "epochs_run": int(epochs["epoch"].max()) if epochs is not None and len(epochs) else 0,
             "finished": final.exists(),
             "test_gauc": None if test is None else test["gauc"],
+            "test_auc": None if test is None else test["auc"],
+            "train_domains": (saved.get("domains") or {}).get("train"),
             "error": None if result.error is None else str(result.error).splitlines()[0][:200],
         })
     return rows
@@ -231,6 +234,36 @@ def _plot_boundary(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _domain_partitions(rows: list[dict], key: str, sweep_dir: Path) -> None:
+    """Test AUC and GAUC against the number of train domains, one point per domain key (cf. the
+    paper's Fig. 3(c)): ``domain_partitions.png`` and ``domain_partitions.json``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = sorted(({"domain_fields": list(r[key]), "train_domains": r["train_domains"], "test_auc": r["test_auc"],
+                      "test_gauc": r["test_gauc"]} for r in rows if r["finished"] and r["train_domains"]),
+                    key=lambda p: p["train_domains"])
+    write_text_atomic(sweep_dir / "domain_partitions.json", json.dumps(points, indent=2))
+    if not points:
+        return
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    x = [p["train_domains"] for p in points]
+    ax.plot(x, [p["test_auc"] for p in points], marker="o", label="test AUC")
+    ax.plot(x, [p["test_gauc"] for p in points], marker="s", label="test GAUC")
+    for p in points:
+        ax.annotate(" + ".join(p["domain_fields"]), (p["train_domains"], p["test_auc"]), fontsize=6,
+                    textcoords="offset points", xytext=(3, 4))
+    ax.set_xscale("log")
+    ax.set_xlabel("domains in the train split (domain key: the fields named)")
+    ax.set_title("Effect of the domain partition (cf. paper Fig. 3(c))")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(sweep_dir / "domain_partitions.png", dpi=120)
+    plt.close(fig)
+
+
 def summarise(grid, space: TuneSpace, base: JobConfig, sweep_dir: Path, log=print) -> dict:
     rows = _trial_rows(grid, space, sweep_dir)
     cols = ["trial", *space.params, "best_dev_gauc", "epochs_run", "test_gauc", "error"]
@@ -248,7 +281,9 @@ def summarise(grid, space: TuneSpace, base: JobConfig, sweep_dir: Path, log=prin
         log("  ".join(cells))
     ranked = [r for r in rows if not math.isnan(r["best_dev_gauc"])]
     if not ranked:
-        raise RuntimeError(f"no trial of {sweep_dir} reported a dev GAUC; see {sweep_dir}/trials for their logs")
+        first = next((r["error"] for r in rows if r["error"]), None)
+        raise RuntimeError(f"no trial of {sweep_dir} reported a dev GAUC; see {sweep_dir}/trials for their logs"
+                           + (f"; the first error: {first}" if first else ""))
     # the winner among finished trials (they have test metrics); an early-stopped one only if none finished
     finished = [r for r in ranked if r["finished"]]
     best = max(finished or ranked, key=lambda r: r["best_dev_gauc"])
@@ -260,6 +295,9 @@ def summarise(grid, space: TuneSpace, base: JobConfig, sweep_dir: Path, log=prin
     summary = {"best_trial": best["trial"], "params": {k: best[k] for k in space.params}, "best_dev_gauc": best["best_dev_gauc"],
                "dev": saved.get("dev"), "test": saved.get("test"), "trials": rows}
     write_text_atomic(sweep_dir / "best.json", json.dumps(summary, indent=2, default=str))
+    partition = next((k for k in space.params if resolve_key(k) == ("ingest", "domain_fields")), None)
+    if partition is not None:
+        _domain_partitions(rows, partition, sweep_dir)
     if BOUNDARY in space.params:
         _plot_boundary(rows, sweep_dir / "sparsity_boundary.png")
     t = summary["test"]
@@ -289,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         file = load_config_file(args["config"]) if args.get("config") else {}
         # the config file, then the space's fixed options, then the flags
         base = validate(JobConfig, deep_merge(deep_merge(file, nest(space.fixed, args["space"])), nest(opts, "options")), "options")
+        if "://" not in base.data:  # trials run in their own directories: a relative path would not resolve there
+            base = base.model_copy(update={"data": str(Path(base.data).resolve())})
         if "://" in base.output.dir:
             raise ConfigError(f"--out {base.output.dir}: sweeps write to a local or shared directory (s3:// is for adasparse train)")
         name = base.output.name or space.name

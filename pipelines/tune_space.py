@@ -36,7 +36,8 @@ BOUNDARY_PATHS = (("model", "pruner", "r_min"), ("model", "pruner", "r_max"))
 # live, the cluster, the epochs (the scheduler's time axis), the seed, or the fault injection
 TUNABLE = frozenset(
     path for path, _ in config_leaves()
-    if (path[0] in ("model", "optim") or path in (("train", "batch_size"), ("train", "precision"), ("ingest", "shuffle_buffer")))
+    if (path[0] in ("model", "optim")
+        or path in (("train", "batch_size"), ("train", "precision"), ("ingest", "shuffle_buffer"), ("ingest", "domain_fields")))
     and path not in BOUNDARY_PATHS
 )
 # options a space may not fix: they belong to the command that runs the sweep
@@ -158,6 +159,8 @@ def check_space(space: TuneSpace, source: str) -> TuneSpace:
         seen[path] = key
         if key == BOUNDARY and dom.kind in ("uniform", "loguniform"):
             raise ConfigError(f"{source}: params.sparsity_boundary: give pairs as choice or grid")
+        if path == ("ingest", "domain_fields") and space.search == "optuna":
+            raise ConfigError(f"{source}: params.{key}: lists of fields need search: grid or random (Optuna's choices are scalars)")
         for i, value in enumerate(dom.values):
             where = f"params.{key}.{dom.kind}[{i}]"
             if key == BOUNDARY:

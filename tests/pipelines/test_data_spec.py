@@ -97,3 +97,20 @@ def test_zero_row_shard_is_accepted(tmp_path):
     pq.write_table(table().slice(0, 0), tmp_path / "b.parquet")
     src = open_source(parse_spec({**SPEC, "location": str(tmp_path)}))
     assert src.rows == [10, 0]
+
+
+def test_another_partition_into_domains_keeps_every_field_as_an_input():
+    from adasparse.config import ConfigError
+    from pipelines.spec import parse_spec
+
+    spec = parse_spec({"location": "x", "label": "y", "time": "t",
+                       "domain_fields": [{"name": "g", "buckets": 4}, {"name": "a", "buckets": 8}],
+                       "categorical_fields": [{"name": "s", "buckets": 16}, {"name": "item", "buckets": 100}]})
+    part = spec.with_domain_fields(["s", "g"])
+    assert [f.name for f in part.domain_fields] == ["s", "g"]
+    assert [f.name for f in part.categorical_fields] == ["a", "item"]
+    assert set(part.columns) == set(spec.columns)
+    import pytest
+
+    with pytest.raises(ConfigError, match=r"ingest.domain_fields: 'z' is not a categorical field of dataset 'dataset'"):
+        spec.with_domain_fields(["z"], "ingest.domain_fields")

@@ -15,6 +15,7 @@ from pipelines.train import run
 def odd_rows(ray_local, tmp_path_factory):
     """Generated data whose dev and test row counts divide by neither 2 nor 3, and those counts
     taken with pyarrow from the files (the split's time cuts applied to the time column)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from pipelines.generate import generate
@@ -26,9 +27,12 @@ def odd_rows(ray_local, tmp_path_factory):
     generate(str(out), rows=6007, domains=40, seed=11, chunk_rows=3100)
     src = open_source(load_spec(out / "spec.yaml"))
     cuts = time_cuts(src)
-    t = np.concatenate([pq.read_table(f, columns=[src.spec.time])[src.spec.time].to_numpy() for f in src.files])
+    table = pa.concat_tables([pq.read_table(f, columns=[src.spec.time, "domain_0", "domain_2"]) for f in src.files])
+    t = table[src.spec.time].to_numpy()
     counts = {s: int(((t >= cuts.bounds(s)[0]) & (t < cuts.bounds(s)[1])).sum()) for s in ("dev", "test")}
     assert all(n % 2 and n % 3 for n in counts.values()), counts
+    train = t < cuts.bounds("train")[1]
+    counts["train_pairs"] = len(set(zip(table["domain_2"].to_numpy()[train].tolist(), table["domain_0"].to_numpy()[train].tolist())))
     return out / "spec.yaml", counts
 
 
@@ -73,11 +77,18 @@ def test_two_workers_train_and_write_metrics(odd_rows, tmp_path):
 
 @pytest.mark.slow
 def test_three_workers_score_every_dev_and_test_row_once(odd_rows, tmp_path):
+    """... also with another partition of the data into domains (two of the three domain fields)."""
     spec_path, rows = odd_rows
     final = run(parse_args(["--data", str(spec_path), "--workers", "3", "--epochs", "1", "--batch-size", "512",
-                            "--hidden-units", "8", "--out", str(tmp_path), "--name", "three"]), log=lambda s: None)
+                            "--hidden-units", "8", "--out", str(tmp_path), "--name", "three",
+                            "--ingest.domain_fields", "domain_2,domain_0"]), log=lambda s: None)
     assert (final["dev"]["rows"], final["test"]["rows"]) == (rows["dev"], rows["test"])
     assert sum(d["rows"] for d in final["test_per_domain"]) == rows["test"]
+    assert list(final["domains"]["fields"]) == ["domain_2", "domain_0"]
+    assert final["domains"]["train"] == final["domains"]["distinguished"] == rows["train_pairs"]
+    feats = final["model_config"]["features"]
+    assert [f["name"] for f in feats["domain_fields"]] == ["domain_2", "domain_0"]
+    assert "domain_1" in [f["name"] for f in feats["categorical_fields"]]  # still an input, hashed
 
 
 def test_gpu_requested_without_gpu_fails_fast(generated, tmp_path):

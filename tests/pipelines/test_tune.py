@@ -171,3 +171,20 @@ def test_an_interrupted_sweep_resumes_when_rerun(generated, tmp_path, ray_local,
     rows = list(csv.DictReader(open(tmp_path / "sweeps" / "i" / "results.csv")))
     assert len(rows) == 2 and all(r["test_gauc"] for r in rows)
     assert first.stat().st_mtime == stamp  # the finished trial was kept, not trained again
+
+
+def test_domain_partitions_plot_and_its_space(tmp_path):
+    from pipelines.tune import _domain_partitions
+
+    rows = [{"finished": True, "ingest.domain_fields": ["a"], "train_domains": 4, "test_auc": 0.70, "test_gauc": 0.66},
+            {"finished": True, "ingest.domain_fields": ["a", "b"], "train_domains": 120, "test_auc": 0.72, "test_gauc": 0.67},
+            {"finished": False, "ingest.domain_fields": ["a", "b", "c"], "train_domains": None, "test_auc": None, "test_gauc": None}]
+    _domain_partitions(rows, "ingest.domain_fields", tmp_path)
+    assert (tmp_path / "domain_partitions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    points = json.loads((tmp_path / "domain_partitions.json").read_text())
+    assert [p["train_domains"] for p in points] == [4, 120] and points[1]["domain_fields"] == ["a", "b"]
+    space = load_space(ROOT / "tune_spaces" / "domain_partitions_ijcai18.yaml")
+    assert [len(v) for v in space.params["ingest.domain_fields"].grid] == [1, 2, 3, 4]
+    bad = _space(tmp_path, "name: p\nsearch: optuna\nparams:\n  ingest.domain_fields: {choice: [[a], [a, b]]}\n")
+    with pytest.raises(ConfigError, match="lists of fields need search: grid or random"):
+        load_space(bad)

@@ -123,11 +123,10 @@ class RayTrainRunner(LoopRunner):
         sys.stdout.flush()
 
     def on_epoch_end(self, record: dict, improved: bool) -> None:
-        import ray.train
 
         checkpoint = self.checkpoint()
         metrics = {k: v for k, v in record.items() if k not in ("sparsity", "grad_sync_phases_s")}
-        ray.train.report(metrics | {"final": False, "placement_group": placement_group_hex()}, checkpoint=checkpoint)
+        report(metrics | {"final": False, "placement_group": placement_group_hex()}, checkpoint)
         marker = self.cfg.get("fail_marker")
         if self.cfg.get("fail_at_epoch") == record["epoch"] and self.rank == self.world - 1 and marker and not os.path.exists(marker):
             open(marker, "w").close()  # fault injection (tests): this worker dies once, after the checkpoint
@@ -142,6 +141,19 @@ def across_domains(result) -> dict | None:
         return None
     m = ds.mean
     return {"domains": int(len(ds.keys)), "min": m.min(0).tolist(), "mean": m.mean(0).tolist(), "max": m.max(0).tolist()}
+
+
+def report(metrics: dict, checkpoint) -> None:
+    """``ray.train.report``; a checkpoint's staging directory (a whole model and optimiser state,
+    gigabytes for real models) is removed once Ray has persisted it, where Ray offers that."""
+    import inspect
+
+    import ray.train
+
+    kw = {}
+    if checkpoint is not None and "delete_local_checkpoint_after_upload" in inspect.signature(ray.train.report).parameters:
+        kw["delete_local_checkpoint_after_upload"] = True
+    ray.train.report(metrics, checkpoint=checkpoint, **kw)
 
 
 def epoch_stream(cfg: dict, epoch: int):
@@ -238,11 +250,9 @@ def train_loop(cfg: dict) -> None:
     # per-domain rows included) so the driver reads them from storage, not from the metrics
     # stream; its reported metrics stay small. Rerunning a finished run re-evaluates from it.
     checkpoint = runner.checkpoint(final, test.domains.state())
-    ray.train.report(
-        # no "epoch" key: an epoch-based scheduler (ASHA in adasparse tune) must not read this as one
-        {"final": True, "best_epoch": result.best_epoch, "dev_gauc": result.dev.metrics["gauc"], "test_gauc": test.metrics["gauc"]},
-        checkpoint=checkpoint,
-    )
+    # no "epoch" key: an epoch-based scheduler (ASHA in adasparse tune) must not read this as one
+    report({"final": True, "best_epoch": result.best_epoch, "dev_gauc": result.dev.metrics["gauc"], "test_gauc": test.metrics["gauc"]},
+           checkpoint)
 
 
 __all__ = ["RayTrainRunner", "node_threads", "train_loop"]

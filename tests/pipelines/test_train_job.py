@@ -38,12 +38,18 @@ def odd_rows(ray_local, tmp_path_factory):
 
 @pytest.mark.slow
 def test_two_workers_train_and_write_metrics(odd_rows, tmp_path):
+    import tempfile
+    from pathlib import Path
+
     spec_path, rows = odd_rows
     spec = parse_args([
         "--data", str(spec_path), "--workers", "2", "--epochs", "2", "--batch-size", "512",
         "--hidden-units", "32,16", "--out", str(tmp_path), "--name", "t", "--shuffle-buffer", "0",
     ])
+    staging = set(Path(tempfile.gettempdir()).glob("adasparse-ckpt-*"))
     final = run(spec, log=lambda s: None)
+    # three checkpoints were written (two epochs and the final one); no staging directory is left
+    assert set(Path(tempfile.gettempdir()).glob("adasparse-ckpt-*")) <= staging
     saved = json.loads((tmp_path / "t" / "metrics.json").read_text())
     # every dev and test row scored exactly once, though neither count divides by the workers
     assert (saved["dev"]["rows"], saved["test"]["rows"]) == (rows["dev"], rows["test"])

@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 from adasparse.host import usable_cores
-from adasparse.loop import EVAL_BATCH_ROWS, DomainSparsity, EvalSums, LoopRunner
+from adasparse.loop import EVAL_BATCH_ROWS, EvalSums, LoopRunner
 
 
 def node_threads(local_workers: int, node_cpus: float | None) -> int:
@@ -102,10 +102,7 @@ class RayTrainRunner(LoopRunner):
 
         parts: list = [None] * self.world
         dist.all_gather_object(parts, (sums.metrics.state(), sums.pruned, sums.rows, sums.domain_pruned))
-        pruned = [p for _, p, _, _ in parts if p is not None]
-        per_domain = [d for _, _, _, d in parts if d is not None]
-        return EvalSums(CTRMetrics.from_states([m for m, _, _, _ in parts]), np.sum(pruned, axis=0) if pruned else None,
-                        sum(r for _, _, r, _ in parts), DomainSparsity.merge(per_domain) if per_domain else None)
+        return EvalSums.merge([EvalSums(CTRMetrics.from_states([m]), p, r, d) for m, p, r, d in parts])
 
     def epoch_extras(self) -> dict:
         import torch

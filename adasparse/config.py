@@ -99,6 +99,9 @@ class PrunerConfig(StrictModel):
     lambda_init: float = Field(default=0.01, ge=0.0, description="λ̂ of eq. 10 at step 0")
     lambda_growth: float = Field(default=4e-4, ge=0.0, description="λ̂ added per 1,000 training samples")
     lambda_max: float = Field(default=10.0, ge=0.0, description="cap of λ̂")
+    sparsity_scope: Literal["batch", "domain"] = Field(
+        default="batch",
+        description="R_s (eq. 9) on r^l over the batch, or per domain of the batch (weighted by its rows)")
     regularize: bool | None = Field(
         default=None,
         description="apply R_s (eq. 9); default: yes for binarization and fusion, no for scaling",

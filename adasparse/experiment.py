@@ -44,7 +44,7 @@ def synthetic_features(spec: SyntheticSpec, buckets_per_value: float = 2.0) -> F
         categorical_fields=[
             CategoricalField(name=n, buckets=max(2, int(spec.categorical_cardinality * buckets_per_value)))
             for n in spec.categorical_names()
-        ],
+        ] + [CategoricalField(name=n, buckets=max(2, int(c * buckets_per_value))) for n, c in spec.id_cardinalities().items()],
         numeric_fields=spec.numeric_names(),
     )
 
@@ -95,6 +95,7 @@ def run_model(
         "dev": res.dev.metrics,
         "test": test.metrics,
         "sparsity": test.sparsity,
+        "domain_sparsity": test.domain_sparsity,
         "samples_per_s": res.samples_per_s,
         "wall_s": time.perf_counter() - t0,
         "history": res.history,
@@ -113,6 +114,7 @@ def demo(out: Path, rows: int, epochs: int, batch_size: int, seed: int, log: Cal
         log(f"training {name} ...")
         r = run_model(cfg, splits, epochs=epochs, batch_size=batch_size, seed=seed, log=lambda s: log("  " + s))
         r.pop("model")
+        r.pop("domain_sparsity")
         results[name] = r
     log("")
     log(f"{'model':<18} {'test logloss':>12} {'test AUC':>9} {'test GAUC':>9} {'best epoch':>10} {'samples/s':>10}")

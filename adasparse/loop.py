@@ -47,14 +47,17 @@ class EvalSums:
     pruned: np.ndarray | None = None  # Σ over batches of r^l × rows, per pruned layer
     rows: int = 0
     domain_pruned: DomainSparsity | None = None  # per domain: rows and Σ of each row's r^l
+    masks: DomainMasks | None = None  # per tracked domain: Σ of each row's kept-neuron indicators
 
     @classmethod
     def merge(cls, parts: list["EvalSums"]) -> "EvalSums":
         pruned = [p.pruned for p in parts if p.pruned is not None]
         per_domain = [p.domain_pruned for p in parts if p.domain_pruned is not None]
+        masks = [p.masks for p in parts if p.masks is not None]
         return cls(CTRMetrics.from_states([p.metrics.state() for p in parts]),
                    np.sum(pruned, axis=0) if pruned else None, sum(p.rows for p in parts),
-                   DomainSparsity.merge(per_domain) if per_domain else None)
+                   DomainSparsity.merge(per_domain) if per_domain else None,
+                   DomainMasks.merge(masks) if masks else None)
 
 
 @dataclass
@@ -91,11 +94,48 @@ class DomainSparsity:
 
 
 @dataclass
+class DomainMasks:
+    """Per tracked domain key: evaluated rows and the sum over them of each row's 0/1 kept
+    indicator of every neuron of the pruned layers (side by side, ΣN_l columns). ``mean`` is the
+    per-domain mean mask (the paper's Fig. 3(a) for ``instance`` mode, where π depends on the row)."""
+
+    keys: np.ndarray  # (K,) int64, sorted
+    rows: np.ndarray  # (K,) int64
+    kept: np.ndarray  # (K, ΣN_l) float64
+
+    @classmethod
+    def tracking(cls, keys: np.ndarray, width: int) -> "DomainMasks":
+        keys = np.unique(np.asarray(keys, dtype=np.int64))
+        return cls(keys, np.zeros(len(keys), dtype=np.int64), np.zeros((len(keys), width)))
+
+    def add(self, domains: np.ndarray, gates: np.ndarray) -> None:
+        """Add the rows of tracked domains (``gates``: (B, ΣN_l) 0/1); other rows are ignored."""
+        if not len(self.keys):
+            return
+        idx = np.searchsorted(self.keys, domains)
+        idx = np.minimum(idx, len(self.keys) - 1)
+        hit = self.keys[idx] == domains
+        if hit.any():
+            np.add.at(self.kept, idx[hit], gates[hit])
+            self.rows += np.bincount(idx[hit], minlength=len(self.keys))
+
+    @classmethod
+    def merge(cls, parts: list["DomainMasks"]) -> "DomainMasks":
+        return cls(parts[0].keys, np.sum([p.rows for p in parts], axis=0), np.sum([p.kept for p in parts], axis=0))
+
+    @property
+    def mean(self) -> np.ndarray:
+        """(K, ΣN_l): the share of each domain's rows that keep each neuron."""
+        return self.kept / np.maximum(self.rows, 1)[:, None]
+
+
+@dataclass
 class EvalResult:
     metrics: dict[str, float]
     sparsity: list[float]  # r^l per pruned layer, averaged over the evaluated rows
     domains: CTRMetrics | None = None  # the merged statistics (per-domain figures)
     domain_sparsity: DomainSparsity | None = None  # r^l per pruned layer of every domain
+    masks: DomainMasks | None = None  # the tracked domains' mean masks (see LoopRunner.mask_domains)
 
 
 @dataclass
@@ -178,6 +218,7 @@ class LoopRunner:
         self.history: list[dict] = []
         self.rows_trained, self.train_seconds = 0, 0.0
         self.last_eval: dict[str, EvalResult] = {}  # the latest evaluation of each split
+        self.mask_domains: np.ndarray | None = None  # domain keys whose mean masks evaluation sums up
         self._sync_s = 0.0  # seconds in sync_gradients since the epoch began
 
     # -- hooks ------------------------------------------------------------------------------
@@ -268,6 +309,9 @@ class LoopRunner:
         self.model.eval()
         sums = EvalSums(CTRMetrics())
         parts: list[DomainSparsity] = []
+        widths = getattr(self.model, "pruned_widths", [])
+        if self.mask_domains is not None and widths:
+            sums.masks = DomainMasks.tracking(self.mask_domains, sum(widths))
         try:
             with self.autocast():
                 for b in self.eval_batches(split):
@@ -278,9 +322,12 @@ class LoopRunner:
                         r = out.ratios.float().cpu().numpy().astype(np.float64) * n
                         sums.pruned = r if sums.pruned is None else sums.pruned + r
                     if out.prune is not None:  # each row's r^l, summed per domain
+                        gates = out.prune.row_gates()
                         per_row = np.stack([1.0 - g.float().mean(1).cpu().numpy().astype(np.float64)
-                                            for g in out.prune.row_gates()], axis=1)
+                                            for g in gates], axis=1)
                         parts.append(DomainSparsity.of_rows(b["domain"], per_row))
+                        if sums.masks is not None:
+                            sums.masks.add(np.asarray(b["domain"], dtype=np.int64), torch.cat(gates, dim=1).cpu().numpy())
                         if len(parts) >= 64:  # bound the pending parts: merge them into one
                             parts = [DomainSparsity.merge(parts)]
                     sums.rows += n
@@ -289,7 +336,7 @@ class LoopRunner:
         sums.domain_pruned = DomainSparsity.merge(parts) if parts else None
         merged = self.merge_eval(sums)
         sparsity = [] if merged.pruned is None else (merged.pruned / max(merged.rows, 1)).tolist()
-        self.last_eval[split] = EvalResult(merged.metrics.compute(), sparsity, merged.metrics, merged.domain_pruned)
+        self.last_eval[split] = EvalResult(merged.metrics.compute(), sparsity, merged.metrics, merged.domain_pruned, merged.masks)
         return self.last_eval[split]
 
     def fit(self) -> FitResult:

@@ -118,7 +118,9 @@ class CTRModel(nn.Module):
             out = ModelOutput(self.backbone(x), samples=seen)
         else:
             k = self.embedding.num_domain_fields
-            ctx = self.pruner.begin(x[:, : self.embedding.domain_dim], cat_ids[:, :k], self.alpha)
+            p = self.cfg.pruner
+            per_domain = self.training and p.regularized and p.sparsity_scope == "domain"
+            ctx = self.pruner.begin(x[:, : self.embedding.domain_dim], cat_ids[:, :k], self.alpha, per_domain)
             first = 0
             if self.prunes_input:
                 x = ctx(0, x)
@@ -132,11 +134,17 @@ class CTRModel(nn.Module):
         return out
 
     def objective(self, out: ModelOutput, labels: torch.Tensor) -> Objective:
-        """L_CTR (eq. 1, mean binary cross-entropy) + R_s (eq. 9) when the pruner is regularized."""
+        """L_CTR (eq. 1, mean binary cross-entropy) + R_s (eq. 9) when the pruner is regularized:
+        over the batch's r^l, or per domain (``pruner.sparsity_scope``)."""
         ctr = F.binary_cross_entropy_with_logits(out.logits.float(), labels.float())
         if self.pruner is not None and self.cfg.pruner.regularized and out.ratios is not None:
             p = self.cfg.pruner
-            reg = sparsity_regularization(out.ratios, p.r_min, p.r_max, lambda_hat_at(out.samples, p))
+            lam = lambda_hat_at(out.samples, p)
+            if out.prune is not None and out.prune.per_domain:
+                ratios, weights = out.prune.domain_ratios
+                reg = sparsity_regularization(ratios, p.r_min, p.r_max, lam, weights)
+            else:
+                reg = sparsity_regularization(out.ratios, p.r_min, p.r_max, lam)
         else:
             reg = torch.zeros((), device=ctr.device)
         return Objective(ctr + reg, ctr, reg)

@@ -10,6 +10,13 @@ R_s = (1/L) Σ_l λ^l · ||r^l − r||_2,  r = (r_min + r_max)/2                
 
 λ^l is a balancing weight, treated as a constant in the gradient (detached); r^l carries the
 straight-through gradient of the gates (see :mod:`adasparse.layers.weighting`).
+
+Scope (``pruner.sparsity_scope``). The paper writes eq. 9 for one π^l; a batch holds many
+domains. ``batch`` (default) takes r^l over all rows of the batch, so domains may sit outside
+the boundary as long as the batch average is inside. ``domain`` applies eq. 9 to each domain d
+of the batch on its own r^l(d) and averages with the domain's share of the rows, n_d / B:
+
+R_s = Σ_d (n_d / B) · (1/L) Σ_l λ^l(d) · ||r^l(d) − r||_2
 """
 
 from __future__ import annotations
@@ -32,11 +39,22 @@ def balancing_weight(r_l: torch.Tensor, r_min: float, r_max: float, lambda_hat: 
     return outside.to(r_l.dtype) * (r_l - (r_min + r_max) / 2.0).abs() * lambda_hat
 
 
-def sparsity_regularization(ratios: torch.Tensor, r_min: float, r_max: float, lambda_hat: float) -> torch.Tensor:
+def sparsity_regularization(ratios: torch.Tensor, r_min: float, r_max: float, lambda_hat: float,
+                            weights: torch.Tensor | None = None) -> torch.Tensor:
     """R_s of eq. 9 over the pruned layers' sparsity ratios r^l, shape (L,):
-    (1/L) Σ_l λ^l · |r^l − r| with λ^l from eq. 10 (``||·||_2`` of a scalar is its magnitude)."""
-    if ratios.numel() == 0:
+    (1/L) Σ_l λ^l · |r^l − r| with λ^l from eq. 10 (``||·||_2`` of a scalar is its magnitude).
+
+    Per domain: ``ratios`` (U, L) holds r^l of U domains and ``weights`` (U,) their shares of the
+    rows; the result is Σ_u weights_u · R_s(ratios_u)."""
+    if ratios.shape[-1] == 0:
         raise ValueError("sparsity_regularization needs at least one pruned layer")
+    if ratios.dim() == 2:
+        if weights is None:
+            raise ValueError("per-domain ratios (U, L) need their weights (U,)")
+        deviation = ratios - (r_min + r_max) / 2.0
+        with torch.no_grad():
+            coef = deviation * ((ratios < r_min) | (ratios > r_max))
+        return torch.dot((coef * deviation).sum(1), weights.detach()) * (lambda_hat / ratios.shape[1])
     # λ^l·|r^l − r| with λ^l = [r^l outside] · λ̂ · |r^l − r| held constant equals λ̂ · c^l · (r^l − r)
     # for the constant c^l = [r^l outside] · (r^l − r), in value and in gradient (λ^l · sign(r^l − r)):
     # one dot product, a handful of kernels per step.

@@ -126,7 +126,7 @@ def domain_kernel_floor(model, cat_ids: torch.Tensor, dedup: bool, reps: int = 1
 
     pr = model.pruner
     c = pr.cfg
-    args = (pr.widths, FORMULATION_IDS[c.formulation], model.alpha, c.beta, c.epsilon)
+    args = (pr.widths, FORMULATION_IDS[c.formulation], model.alpha, c.beta, c.epsilon, False)
     w, b = pr.domain_proj.weight.detach(), pr.domain_proj.bias.detach()
     batch = cat_ids.shape[0]
     domain_ids = cat_ids[:, : model.embedding.num_domain_fields]

@@ -10,10 +10,12 @@
   none where the first run's AUC is at most 0.5).
   Test rows of domains never seen in train form their own column, ``unseen``.
 * **(a) masks** (``masks_<run>.png``, ``mask_similarity_<run>.png``, ``masks.json``): for an
-  AdaSparse run in ``domain`` mode, the binary factors π^l of one layer (``--layer``) for the
-  ``--top`` largest train domains as a heatmap, and the pairwise Jaccard similarity of their
-  kept-neuron sets. Runs in ``instance`` mode are listed with the reason they are skipped (their
-  masks depend on each row; the per-domain mean of per-row masks needs a pass over the data).
+  AdaSparse run, the factors of one layer (``--layer``) for the ``--top`` largest train domains
+  as a heatmap, and their pairwise similarity. In ``domain`` mode these are the binary masks π^l
+  of the domains (Jaccard similarity of the kept-neuron sets); in ``instance`` mode, where π
+  depends on the row, each domain's mean over its test rows of the per-row masks (weighted
+  Jaccard, Σ min / Σ max), summed during the run's test evaluation for its 64 largest train
+  domains (``test_masks.npz``).
 
 Reads local run directories (``OUT/NAME`` of ``adasparse train``); writes PNG plots and the JSON
 behind them.
@@ -144,8 +146,23 @@ def plot_long_tail(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def weighted_jaccard(m: np.ndarray) -> np.ndarray:
+    """Pairwise Σ min / Σ max of the rows of ``m`` (values in [0, 1]): the Jaccard similarity of
+    the kept-neuron sets for 0/1 masks, and its weighted form for mean masks."""
+    inter = np.minimum(m[:, None, :], m[None, :, :]).sum(-1)
+    union = np.maximum(m[:, None, :], m[None, :, :]).sum(-1)
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 1.0)
+
+
+def _domain_name(vocab: DomainVocabulary, ids: list[int]) -> str:
+    return " | ".join(f.values[i - 1] if i else "<oov>" for f, i in zip(vocab.fields, ids))
+
+
 def domain_masks(run: RunFiles, layer: int, top: int) -> dict:
-    """The binary factors of ``layer`` for the run's ``top`` largest train domains (domain mode)."""
+    """The factors of ``layer`` for the run's ``top`` largest train domains: in ``domain`` mode the
+    binary masks of the model itself; in ``instance`` mode each domain's mean over its test rows
+    of the per-row masks (``test_masks.npz`` of the final checkpoint, summed during the test
+    evaluation: no extra pass over the data)."""
     import torch
 
     from adasparse.config import ModelConfig
@@ -154,25 +171,38 @@ def domain_masks(run: RunFiles, layer: int, top: int) -> dict:
     cfg = ModelConfig.model_validate(json.loads((run.checkpoint / "model_config.json").read_text()))
     if cfg.kind != "adasparse":
         return {"skipped": "a plain model has no pruner"}
-    if cfg.pruner.input != "domain":
-        return {"skipped": "instance mode: π depends on each row's neurons, so a domain has no single mask "
-                           "(the per-domain mean of per-row masks needs a pass over the data; not done here)"}
-    model = build_model(cfg)
-    state = torch.load(run.checkpoint / "state.pt", weights_only=True, map_location="cpu")
-    model.load_state_dict(state["best_model"] or state["model"])
     vocab = run.vocab
-    order = np.lexsort((vocab.train_keys, -vocab.train_key_rows))[:top]
-    ids = torch.from_numpy(vocab.train_ids[order])
-    masks = model.domain_masks(ids)
-    if not 0 <= layer < len(masks):
-        raise ConfigError(f"--layer {layer}: the run prunes {len(masks)} layers (0..{len(masks) - 1})")
-    m = masks[layer].numpy().astype(bool)
-    inter = (m[:, None, :] & m[None, :, :]).sum(-1)
-    union = (m[:, None, :] | m[None, :, :]).sum(-1)
-    jaccard = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-    names = [" | ".join(f.values[i - 1] if i else "<oov>" for f, i in zip(vocab.fields, row)) for row in vocab.train_ids[order].tolist()]
-    return {"layer": layer, "width": int(m.shape[1]), "domains": names, "train_rows": vocab.train_key_rows[order].tolist(),
-            "kept": m.astype(int).tolist(), "sparsity": (1 - m.mean(1)).tolist(), "jaccard": jaccard.tolist()}
+    model = build_model(cfg)
+    widths = model.pruned_widths
+    if not 0 <= layer < len(widths):
+        raise ConfigError(f"--layer {layer}: the run prunes {len(widths)} layers (0..{len(widths) - 1})")
+    if cfg.pruner.input == "domain":
+        state = torch.load(run.checkpoint / "state.pt", weights_only=True, map_location="cpu")
+        model.load_state_dict(state["best_model"] or state["model"])
+        order = np.lexsort((vocab.train_keys, -vocab.train_key_rows))[:top]
+        m = model.domain_masks(torch.from_numpy(vocab.train_ids[order]))[layer].numpy().astype(float)
+        ids, rows, source = vocab.train_ids[order], vocab.train_key_rows[order], "the domain's mask (domain mode)"
+    else:
+        path = run.checkpoint / "test_masks.npz"
+        if not path.is_file():
+            return {"skipped": f"{path}: missing (instance-mode masks are summed during the test evaluation of runs "
+                               "since round 2; rerun the training)"}
+        with np.load(path) as z:
+            keys, test_rows, kept = z["keys"], z["rows"], z["kept"]
+        position = {int(k): i for i, k in enumerate(vocab.train_keys.tolist())}
+        tracked = [(int(vocab.train_key_rows[position[int(k)]]), int(k), j) for j, k in enumerate(keys.tolist())
+                   if test_rows[j] > 0 and int(k) in position]
+        tracked = sorted(tracked, key=lambda t: (-t[0], t[1]))[:top]
+        if len(tracked) < 2:
+            return {"skipped": "fewer than two of the largest train domains have test rows"}
+        sel = np.array([j for _, _, j in tracked])
+        start = sum(widths[:layer])
+        m = kept[sel, start : start + widths[layer]] / test_rows[sel, None]
+        ids = vocab.train_ids[[position[k] for _, k, _ in tracked]]
+        rows, source = np.array([r for r, _, _ in tracked]), "mean over each domain's test rows of the per-row masks (instance mode)"
+    return {"layer": layer, "width": int(m.shape[1]), "mode": cfg.pruner.input, "source": source,
+            "domains": [_domain_name(vocab, row) for row in ids.tolist()], "train_rows": rows.tolist(),
+            "kept": m.tolist(), "sparsity": (1 - m.mean(1)).tolist(), "jaccard": weighted_jaccard(m).tolist()}
 
 
 def plot_masks(name: str, result: dict, out: Path) -> None:
@@ -183,10 +213,15 @@ def plot_masks(name: str, result: dict, out: Path) -> None:
 
     kept = np.array(result["kept"])
     fig, ax = plt.subplots(figsize=(max(7.0, min(14.0, 2 + kept.shape[1] / 10)), 1.5 + 0.3 * len(kept)))
-    ax.imshow(kept, aspect="auto", cmap="Greys_r", interpolation="nearest", vmin=0, vmax=1)
+    im = ax.imshow(kept, aspect="auto", cmap="Greys_r", interpolation="nearest", vmin=0, vmax=1)
     ax.set_yticks(range(len(kept)), result["domains"], fontsize=7)
-    ax.set_xlabel(f"neuron of pruned layer {result['layer']} (white: kept, black: pruned)")
-    ax.set_title(f"{name}: binary factors of the largest domains\n(cf. paper Fig. 3(a))", fontsize=10)
+    if result["mode"] == "domain":
+        ax.set_xlabel(f"neuron of pruned layer {result['layer']} (white: kept, black: pruned)")
+        ax.set_title(f"{name}: binary factors of the largest domains\n(cf. paper Fig. 3(a))", fontsize=10)
+    else:
+        ax.set_xlabel(f"neuron of pruned layer {result['layer']} (share of the domain's test rows that keep it)")
+        ax.set_title(f"{name}: mean per-row masks of the largest domains\n(cf. paper Fig. 3(a))", fontsize=10)
+        fig.colorbar(im, ax=ax)
     fig.tight_layout()
     fig.savefig(out / f"masks_{name}.png", dpi=120)
     plt.close(fig)
@@ -195,7 +230,7 @@ def plot_masks(name: str, result: dict, out: Path) -> None:
     im = ax.imshow(jac, cmap="viridis", vmin=0, vmax=1)
     ax.set_xticks(range(len(jac)), range(1, len(jac) + 1), fontsize=7)
     ax.set_yticks(range(len(jac)), result["domains"], fontsize=7)
-    ax.set_title("Jaccard similarity of kept neurons")
+    ax.set_title("Jaccard similarity of kept neurons" if result["mode"] == "domain" else "weighted Jaccard similarity of mean masks")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     fig.savefig(out / f"mask_similarity_{name}.png", dpi=120)

@@ -8,6 +8,8 @@
     final.json         the last report's figures (test metrics, per-domain rows), final only
     test_metrics.npz   the merged test statistics (per domain and score), final only: exact
                        metrics of any set of domains afterwards (``adasparse analyze``)
+    test_masks.npz     AdaSparse, final only: per largest train domain, its test rows and the
+                       sum of their kept-neuron indicators (the mean masks of Fig. 3(a))
 
 Written by rank 0 into a fresh temporary directory that Ray Train copies to the run's storage.
 """
@@ -20,7 +22,7 @@ import tempfile
 
 
 def write_checkpoint(runner, final: dict | None, vocabulary: str | None = None, fingerprint: str | None = None,
-                     test_statistics: dict | None = None):
+                     test_statistics: dict | None = None, test_masks: dict | None = None):
     """A :class:`ray.train.Checkpoint` of ``runner`` (an :class:`adasparse.loop.LoopRunner`);
     ``final``: the run's closing figures (then without the optimiser: nothing trains after it);
     ``vocabulary``: the vocabulary's JSON, stored beside the weights, with its ``fingerprint``."""
@@ -39,11 +41,34 @@ def write_checkpoint(runner, final: dict | None, vocabulary: str | None = None, 
     if vocabulary is not None:
         with open(os.path.join(tmp, "vocabulary.json"), "w") as fh:
             fh.write(vocabulary)
-    if test_statistics is not None:
-        import numpy as np
+    for name, arrays in (("test_metrics.npz", test_statistics), ("test_masks.npz", test_masks)):
+        if arrays is not None:
+            import numpy as np
 
-        np.savez(os.path.join(tmp, "test_metrics.npz"), **test_statistics)
+            np.savez(os.path.join(tmp, name), **arrays)
     return Checkpoint.from_directory(tmp)
+
+
+MASK_DOMAINS = 64  # largest train domains whose mean test masks a final checkpoint keeps
+
+
+def mask_domains(vocab, top: int = MASK_DOMAINS):
+    """The keys of the ``top`` largest train domains (most train rows first; None without counts)."""
+    import numpy as np
+
+    if vocab is None or vocab.train_key_rows is None:
+        return None
+    return vocab.train_keys[np.argsort(-vocab.train_key_rows, kind="stable")[:top]]
+
+
+def mask_arrays(result, model) -> dict | None:
+    """What ``test_masks.npz`` holds for an evaluation (:class:`adasparse.loop.EvalResult`)."""
+    import numpy as np
+
+    m = result.masks
+    if m is None:
+        return None
+    return {"keys": m.keys, "rows": m.rows, "kept": m.kept, "widths": np.array(model.pruned_widths)}
 
 
 def read_checkpoint(checkpoint, device) -> tuple[dict, dict] | None:
@@ -66,4 +91,4 @@ def read_final(checkpoint) -> dict:
             return json.load(fh)
 
 
-__all__ = ["read_checkpoint", "read_final", "write_checkpoint"]
+__all__ = ["mask_domains", "read_checkpoint", "read_final", "mask_arrays", "write_checkpoint"]

@@ -37,7 +37,8 @@ def _generate(args: argparse.Namespace) -> int:
     from pipelines.ray_env import init_ray
 
     init_ray(args.address)
-    res = generate(args.out, rows=args.rows, domains=args.domains, seed=args.seed, chunk_rows=args.chunk_rows)
+    res = generate(args.out, rows=args.rows, domains=args.domains, seed=args.seed, chunk_rows=args.chunk_rows,
+                   preset=args.preset)
     print(
         f"wrote {res['rows']:,} rows ({res['files']} shards, {res['domains']} domains, CTR {res['ctr']:.2%}) "
         f"to {args.out}; spec: {args.out.rstrip('/')}/spec.yaml"
@@ -105,7 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="write synthetic multi-domain CTR data as Parquet shards (Ray tasks) + spec.yaml")
     g.add_argument("--rows", type=int, required=True)
     g.add_argument("--out", required=True, help="directory or s3://bucket/prefix")
-    g.add_argument("--domains", type=int, default=4000)
+    g.add_argument("--domains", type=int, help="domains (the preset's when not given: 4,000 for default and users)")
+    g.add_argument("--preset", default="default", choices=["default", "grouped", "users"],
+                   help="the generator (adasparse.synthetic.PRESETS): default; grouped (few flat domains, strong group "
+                        "effects); users (per-user effects on user-side domains, heavy-tailed item ids)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--chunk-rows", type=int, default=250_000, help="rows per shard (one Ray task each)")
     g.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")

@@ -34,7 +34,7 @@ def _dataset(out: Path, rows: int, seed: int, log) -> str:
         if data.exists():
             shutil.rmtree(data)
         t0 = time.perf_counter()
-        res = generate(str(data), rows=rows, seed=seed)
+        res = generate(str(data), rows=rows, domains=4000, seed=seed)
         log(f"generated {res['rows']:,} rows ({res['domains']:,} domains, CTR {res['ctr']:.2%}) in "
             f"{time.perf_counter() - t0:.0f} s -> {data}")
         write_text_atomic(marker, json.dumps(want))

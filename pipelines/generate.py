@@ -23,7 +23,7 @@ import ray.data
 import yaml
 
 from adasparse.experiment import synthetic_features
-from adasparse.synthetic import SyntheticSpec, SyntheticWorld
+from adasparse.synthetic import PRESETS, SyntheticSpec, SyntheticWorld
 
 INTERNAL_COLUMNS = ("domain", "group")  # latent truth of the generator, not written
 
@@ -87,11 +87,17 @@ def dataset_spec_dict(spec: SyntheticSpec, location: str, name: str = "synthetic
     }
 
 
-def generate(out: str, rows: int, domains: int = 4000, seed: int = 0, chunk_rows: int = 250_000) -> dict:
-    """Write ``rows`` rows under ``out`` (local directory or ``s3://``) and ``out/spec.yaml``."""
+def generate(out: str, rows: int, domains: int | None = None, seed: int = 0, chunk_rows: int = 250_000,
+             preset: str = "default") -> dict:
+    """Write ``rows`` rows of the ``preset`` generator under ``out`` (local directory or ``s3://``)
+    and ``out/spec.yaml``; ``domains`` re-cuts the preset's domain fields into that many domains."""
     if rows < 1:
         raise ValueError("--rows must be >= 1")
-    spec = replace(SyntheticSpec(), domain_cardinalities=cardinalities_for(domains))
+    if preset not in PRESETS:
+        raise ValueError(f"--preset: unknown generator {preset!r} (one of {', '.join(PRESETS)})")
+    spec = PRESETS[preset]
+    if domains is not None:
+        spec = replace(spec, domain_cardinalities=cardinalities_for(domains))
     fs, root = fsspec.core.url_to_fs(out)
     fs.makedirs(root, exist_ok=True)
     for stale in fs.glob(posixpath.join(root, "part-*.parquet")):

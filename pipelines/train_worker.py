@@ -58,14 +58,14 @@ class RayTrainRunner(LoopRunner):
         self.cfg, self.rank, self.world, self.averager, self.vocab = cfg, rank, world, averager, vocab
         self._first_stream = first_stream
 
-    def checkpoint(self, final: dict | None = None, test_statistics: dict | None = None):
+    def checkpoint(self, final: dict | None = None, test_statistics: dict | None = None, test_masks: dict | None = None):
         """Rank 0's checkpoint (the weights with the vocabulary their ids come from); None elsewhere."""
         from pipelines.checkpoints import write_checkpoint
 
         if self.rank != 0:
             return None
         return write_checkpoint(self, final, self.cfg.get("vocabulary"), self.vocab.fingerprint() if self.vocab else None,
-                                test_statistics)
+                                test_statistics, test_masks)
 
     def unseen_rows(self, split: str) -> int | None:
         """Rows of the split's latest evaluation whose domain was not a domain of the train split."""
@@ -101,8 +101,8 @@ class RayTrainRunner(LoopRunner):
         from adasparse.metrics import CTRMetrics
 
         parts: list = [None] * self.world
-        dist.all_gather_object(parts, (sums.metrics.state(), sums.pruned, sums.rows, sums.domain_pruned))
-        return EvalSums.merge([EvalSums(CTRMetrics.from_states([m]), p, r, d) for m, p, r, d in parts])
+        dist.all_gather_object(parts, (sums.metrics.state(), sums.pruned, sums.rows, sums.domain_pruned, sums.masks))
+        return EvalSums.merge([EvalSums(CTRMetrics.from_states([m]), p, r, d, k) for m, p, r, d, k in parts])
 
     def epoch_extras(self) -> dict:
         import torch
@@ -184,7 +184,7 @@ def train_loop(cfg: dict) -> None:
     from adasparse.config import ConfigError
     from adasparse.vocabulary import DomainVocabulary
     from pipelines.batching import EarlyStart
-    from pipelines.checkpoints import read_checkpoint
+    from pipelines.checkpoints import mask_domains, read_checkpoint, mask_arrays
 
     _quiet_report_log()
     device = ray.train.torch.get_device()
@@ -219,6 +219,7 @@ def train_loop(cfg: dict) -> None:
     if averager is not None:
         exchange = averager.transport
         averager.close()
+    runner.mask_domains = mask_domains(vocab)  # Fig. 3(a): mean masks of the largest train domains
     test = runner.evaluate("test")
     per = test.domains.per_domain()
     spars = {}
@@ -246,7 +247,7 @@ def train_loop(cfg: dict) -> None:
     # The final report carries a checkpoint (the best epoch's weights and every final figure,
     # per-domain rows included) so the driver reads them from storage, not from the metrics
     # stream; its reported metrics stay small. Rerunning a finished run re-evaluates from it.
-    checkpoint = runner.checkpoint(final, test.domains.state())
+    checkpoint = runner.checkpoint(final, test.domains.state(), mask_arrays(test, model))
     # no "epoch" key: an epoch-based scheduler (ASHA in adasparse tune) must not read this as one
     report({"final": True, "best_epoch": result.best_epoch, "dev_gauc": result.dev.metrics["gauc"], "test_gauc": test.metrics["gauc"]},
            checkpoint)

@@ -8,12 +8,15 @@ of kernels each:
 
 * :class:`InstancePrune` — one pruned layer in ``instance`` mode: u = pre + h·W_hᵀ
   (pre = W_d·e_d + b precomputed for all layers in one matmul), π from u, h ⊙ π, and the
-  layer's kept fraction (for r^l).
+  layer's kept fraction (for r^l): over the batch, or per row (``rowwise``).
 * :class:`DomainPrune` — all pruned layers in ``domain`` mode at once: u = e_u·Wᵀ + b on the
   distinct domains of the batch, π gathered to the rows (one output per layer) and every
   layer's sparsity ratio r^l weighted by rows.
 * :class:`RowsPrune` — the same without de-duplication (π computed for every row), for small
   batches where sorting out the distinct domains costs more than it saves.
+
+With ``rowwise`` the nodes return r^l per row (instance, rows) or per distinct domain (domain)
+instead of over the batch, for R_s applied per domain (``pruner.sparsity_scope: domain``).
 
 How the kernel count is kept low (each choice measured, see docs/model.md "Step time"): α is
 folded into the FC's matmul (``addmm`` scales its two terms, so σ(α·u) is one in-place sigmoid);
@@ -108,25 +111,28 @@ def factors_backward(g_pi, g_gate, s, gate, form: int, alpha: float, beta: float
 
 
 class InstancePrune(torch.autograd.Function):
-    """(h ⊙ π, kept fraction ||gate||_1 / (B·N_l), π) for one layer; π from u = pre + h·W_hᵀ (eq. 3)."""
+    """(h ⊙ π, kept fraction, π) for one layer; π from u = pre + h·W_hᵀ (eq. 3). The kept
+    fraction is ||gate||_1 / (B·N_l), or with ``rowwise`` each row's ||gate_row||_1 / N_l (B,)."""
 
     @staticmethod
-    def forward(ctx, h, pre, w_h, form: int, alpha: float, beta: float, epsilon: float):
+    def forward(ctx, h, pre, w_h, form: int, alpha: float, beta: float, epsilon: float, rowwise: bool):
         s, pi, gate = factors_from_scaled(preactivation(pre, h, w_h, sigmoid_scale(form, alpha)), form, beta, epsilon)
         ctx.save_for_backward(h, w_h, s, pi, gate)
-        ctx.args = (form, alpha, beta)
+        ctx.args = (form, alpha, beta, rowwise)
         stacked = pi.detach()
         ctx.mark_non_differentiable(stacked)
-        return h * pi, gate.mean(), stacked
+        return h * pi, gate.mean(1) if rowwise else gate.mean(), stacked
 
     @staticmethod
     def backward(ctx, g_out, g_kept, _g_pi):
         h, w_h, s, pi, gate = ctx.saved_tensors
-        form, alpha, beta = ctx.args
-        g_gate = g_kept / pi.numel() if g_kept is not None and form != SCALING else None
+        form, alpha, beta, rowwise = ctx.args
+        g_gate = None
+        if g_kept is not None and form != SCALING:
+            g_gate = g_kept.unsqueeze(1) / pi.shape[1] if rowwise else g_kept / pi.numel()
         g_u = factors_backward(g_out * h, g_gate, s, gate, form, alpha, beta)
         g_h = torch.addmm(g_out * pi, g_u, w_h)
-        return g_h, g_u, g_u.t() @ h, None, None, None, None
+        return g_h, g_u, g_u.t() @ h, None, None, None, None, None
 
 
 def _layer_grads(grads, widths: list[int], rows: int, like: torch.Tensor) -> torch.Tensor:
@@ -135,20 +141,33 @@ def _layer_grads(grads, widths: list[int], rows: int, like: torch.Tensor) -> tor
     return torch.cat(parts, dim=1)
 
 
+def _ratio_to_gate(g_ratio: torch.Tensor, layer_mean: torch.Tensor, rowwise: bool, rows: int) -> torch.Tensor:
+    """d/d gate of r^l = 1 − gate·layer_mean: per row (``rowwise``, g_ratio (B, L)) or of the
+    batch mean (g_ratio (L,), one value per column)."""
+    if rowwise:
+        return torch.mm(g_ratio, layer_mean.t()).neg_()
+    return torch.mv(layer_mean, g_ratio).mul_(-1.0 / rows)
+
+
 class RowsPrune(torch.autograd.Function):
     """``domain``-mode factors of every pruned layer, computed for every row of the batch.
 
     ``e_d`` (B, |e_d|), ``weight`` (ΣN_l, |e_d|) and ``bias`` (ΣN_l,) stack all layers' FCs,
     ``layer_mean`` (ΣN_l, L) averages a row of gates per layer. Returns π^l (B, N_l) for each
-    layer, then r^l (L,) and the stacked π (B, ΣN_l, no gradient, for inspection).
+    layer, then r^l (L,) — with ``rowwise`` each row's r^l (B, L) — and the stacked π (B, ΣN_l,
+    no gradient, for inspection).
     """
 
     @staticmethod
-    def forward(ctx, e_d, weight, bias, layer_mean, widths: list[int], form: int, alpha: float, beta: float, epsilon: float):
+    def forward(ctx, e_d, weight, bias, layer_mean, widths: list[int], form: int, alpha: float, beta: float, epsilon: float,
+                rowwise: bool):
         s, pi, gate = factors_from_scaled(preactivation(bias, e_d, weight, sigmoid_scale(form, alpha)), form, beta, epsilon)
-        ratios = torch.mv(layer_mean.t(), gate.sum(0)).mul_(-1.0 / pi.shape[0]).add_(1.0)
+        if rowwise:
+            ratios = torch.mm(gate, layer_mean).neg_().add_(1.0)
+        else:
+            ratios = torch.mv(layer_mean.t(), gate.sum(0)).mul_(-1.0 / pi.shape[0]).add_(1.0)
         ctx.save_for_backward(e_d, weight, layer_mean, s, gate)
-        ctx.args = (widths, form, alpha, beta)
+        ctx.args = (widths, form, alpha, beta, rowwise)
         stacked = pi.detach()
         ctx.mark_non_differentiable(stacked)
         return (*pi.split(widths, dim=1), ratios, stacked)
@@ -156,14 +175,14 @@ class RowsPrune(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         e_d, weight, layer_mean, s, gate = ctx.saved_tensors
-        widths, form, alpha, beta = ctx.args
+        widths, form, alpha, beta, rowwise = ctx.args
         g_ratio = grads[len(widths)]
         g_gate = None
         if g_ratio is not None and form != SCALING:
-            g_gate = torch.mv(layer_mean, g_ratio).mul_(-1.0 / s.shape[0])  # d r^l / d gate, per column
+            g_gate = _ratio_to_gate(g_ratio, layer_mean, rowwise, s.shape[0])
         g_pi = _layer_grads(grads[: len(widths)], widths, s.shape[0], s)
         g_u = factors_backward(g_pi, g_gate, s, gate, form, alpha, beta)
-        return g_u @ weight, g_u.t() @ e_d, g_u.sum(0), None, None, None, None, None, None
+        return g_u @ weight, g_u.t() @ e_d, g_u.sum(0), None, None, None, None, None, None, None
 
 
 class DomainPrune(torch.autograd.Function):
@@ -171,17 +190,22 @@ class DomainPrune(torch.autograd.Function):
 
     ``e_u`` (U, |e_d|) has one row per distinct domain, ``inverse`` (B,) maps rows to them and
     ``counts`` (U,) counts their rows. Returns π^l gathered to the rows (B, N_l) for each layer,
-    then r^l (L,) weighted by rows, and the per-domain π (U, ΣN_l, no gradient).
+    then r^l (L,) weighted by rows — with ``rowwise`` each distinct domain's r^l (U, L) — and the
+    per-domain π (U, ΣN_l, no gradient).
     """
 
     @staticmethod
-    def forward(ctx, e_u, weight, bias, inverse, counts, layer_mean, widths: list[int], form: int, alpha: float, beta: float, epsilon: float):
+    def forward(ctx, e_u, weight, bias, inverse, counts, layer_mean, widths: list[int], form: int, alpha: float, beta: float,
+                epsilon: float, rowwise: bool):
         s, pi, gate = factors_from_scaled(preactivation(bias, e_u, weight, sigmoid_scale(form, alpha)), form, beta, epsilon)
         w_rows = counts.to(pi.dtype)
-        kept_cols = torch.mv(gate.t(), w_rows)  # kept rows per column
-        ratios = torch.mv(layer_mean.t(), kept_cols).mul_(-1.0 / inverse.shape[0]).add_(1.0)
+        if rowwise:
+            ratios = torch.mm(gate, layer_mean).neg_().add_(1.0)
+        else:
+            kept_cols = torch.mv(gate.t(), w_rows)  # kept rows per column
+            ratios = torch.mv(layer_mean.t(), kept_cols).mul_(-1.0 / inverse.shape[0]).add_(1.0)
         ctx.save_for_backward(e_u, weight, inverse, w_rows, layer_mean, s, gate)
-        ctx.args = (widths, form, alpha, beta)
+        ctx.args = (widths, form, alpha, beta, rowwise)
         rows = pi.index_select(0, inverse)
         stacked = pi.detach()
         ctx.mark_non_differentiable(stacked)
@@ -190,15 +214,18 @@ class DomainPrune(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         e_u, weight, inverse, w_rows, layer_mean, s, gate = ctx.saved_tensors
-        widths, form, alpha, beta = ctx.args
+        widths, form, alpha, beta, rowwise = ctx.args
         g_rows = _layer_grads(grads[: len(widths)], widths, inverse.shape[0], s)
         g_pi = torch.zeros_like(s).index_add_(0, inverse, g_rows)
         g_ratio = grads[len(widths)]
         g_gate = None
         if g_ratio is not None and form != SCALING:
-            g_gate = torch.outer(w_rows, torch.mv(layer_mean, g_ratio).mul_(-1.0 / inverse.shape[0]))
+            if rowwise:
+                g_gate = _ratio_to_gate(g_ratio, layer_mean, True, inverse.shape[0])
+            else:
+                g_gate = torch.outer(w_rows, torch.mv(layer_mean, g_ratio).mul_(-1.0 / inverse.shape[0]))
         g_u = factors_backward(g_pi, g_gate, s, gate, form, alpha, beta)
-        return g_u @ weight, g_u.t() @ e_u, g_u.sum(0), None, None, None, None, None, None, None, None
+        return g_u @ weight, g_u.t() @ e_u, g_u.sum(0), None, None, None, None, None, None, None, None, None
 
 
 _FLOAT32 = {fn: float32_under_autocast(fn) for fn in (InstancePrune, RowsPrune, DomainPrune)}

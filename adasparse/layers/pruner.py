@@ -53,31 +53,46 @@ class PruneContext:
     autograd nodes (:mod:`adasparse.layers.fused_pruning`).
     """
 
-    def __init__(self, pruner: "DomainAdaptivePruner", e_d: torch.Tensor, domain_ids: torch.Tensor, alpha: float):
+    def __init__(self, pruner: "DomainAdaptivePruner", e_d: torch.Tensor, domain_ids: torch.Tensor, alpha: float,
+                 per_domain: bool = False):
         self.pruner = pruner
         self.alpha = alpha
+        self.per_domain = per_domain  # r^l also per domain of the batch, for R_s per domain
         c = pruner.cfg
-        self._args = (FORMULATION_IDS[c.formulation], alpha, c.beta, c.epsilon)
+        self._args = (FORMULATION_IDS[c.formulation], alpha, c.beta, c.epsilon, per_domain)
         self.inverse: torch.Tensor | None = None  # de-duplicated domain mode: row -> distinct domain
         self._factors: tuple[torch.Tensor, ...] | None = None  # domain mode: π^l gathered to the rows
         self._pi: list[torch.Tensor] = []  # π^l without gradient (rows: batch, or distinct domains)
-        self._kept: list[torch.Tensor] = []  # instance mode: kept fraction of each layer so far
+        self._kept: list[torch.Tensor] = []  # instance mode: kept fraction of each layer so far (per row if per_domain)
         self._ratios: torch.Tensor | None = None
+        self._domain_ratios: tuple[torch.Tensor, torch.Tensor] | None = None
         e_d = e_d.float()
         lin = pruner.domain_proj
         n = len(pruner.widths)
-        if c.input == "domain" and domain_ids.shape[0] < DOMAIN_DEDUP_MIN_ROWS:
+        rows = domain_ids.shape[0]
+        if c.input == "domain" and rows < DOMAIN_DEDUP_MIN_ROWS:
             out = apply(RowsPrune, e_d, lin.weight, lin.bias, pruner.layer_mean, pruner.widths, *self._args)
+            weights = None  # every row its own entry: rows of one domain have equal r^l, so the row
+            # average of the per-domain penalty is the row-weighted average over domains
         elif c.input == "domain":
             self.inverse, rep, counts = pruner.unique_domains(domain_ids)
             e_u = e_d.index_select(0, rep)
             out = apply(DomainPrune, e_u, lin.weight, lin.bias, self.inverse, counts, pruner.layer_mean, pruner.widths, *self._args)
+            weights = counts
         else:
             self._pre = lin(e_d).split(pruner.widths, dim=1)
+            if per_domain:
+                self._groups = pruner.unique_domains(domain_ids)
             return
-        # r^l weighted by rows: 1 − Σ_rows ||gate^l||_1 / (B · N_l)
-        self._factors, self._ratios = out[:n], out[n]
+        self._factors = out[:n]
         self._pi = list(out[n + 1].split(pruner.widths, dim=1))
+        if per_domain:
+            r = out[n]
+            w = torch.full((r.shape[0],), 1.0 / rows, device=r.device) if weights is None else weights.to(r.dtype) / rows
+            self._domain_ratios = (r, w)
+            self._ratios = w @ r  # r^l over the batch's rows
+        else:
+            self._ratios = out[n]  # r^l weighted by rows: 1 − Σ_rows ||gate^l||_1 / (B · N_l)
 
     def __call__(self, layer: int, h: torch.Tensor) -> torch.Tensor:
         """Eq. 2 for pruned layer ``layer`` (0-based, in the order the backbone visits them)."""
@@ -92,10 +107,26 @@ class PruneContext:
 
     @property
     def ratios(self) -> torch.Tensor:
-        """r^l of every pruned layer, shape (L,), differentiable (straight-through)."""
+        """r^l of every pruned layer over the batch, shape (L,), differentiable (straight-through)."""
         if self._ratios is None:
-            self._ratios = 1.0 - torch.stack(self._kept)
+            kept = torch.stack(self._kept, dim=-1)  # (L,), or (B, L) per row
+            self._ratios = 1.0 - (kept.mean(0) if self.per_domain else kept)
         return self._ratios
+
+    @property
+    def domain_ratios(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(r^l of each domain of the batch (U, L), differentiable; its share of the batch's rows (U,)).
+
+        Domain mode: from the domain's own π (exact); instance mode: the mean of its rows' r^l."""
+        if not self.per_domain:
+            raise ValueError("per-domain sparsity ratios were not computed (begin the pruner with per_domain=True)")
+        if self._domain_ratios is None:
+            inverse, _, counts = self._groups
+            kept = torch.stack(self._kept, dim=-1)  # (B, L)
+            sums = kept.new_zeros(counts.shape[0], kept.shape[1]).index_add_(0, inverse, kept)
+            c = counts.to(kept.dtype)
+            self._domain_ratios = (1.0 - sums / c.unsqueeze(1), c / kept.shape[0])
+        return self._domain_ratios
 
     @property
     def gates(self) -> list[torch.Tensor]:
@@ -177,8 +208,9 @@ class DomainAdaptivePruner(nn.Module):
         rep.scatter_(0, inverse, torch.arange(domain_ids.shape[0], device=domain_ids.device))
         return inverse, rep, counts
 
-    def begin(self, e_d: torch.Tensor, domain_ids: torch.Tensor, alpha: float) -> PruneContext:
-        return PruneContext(self, e_d, domain_ids, alpha)
+    def begin(self, e_d: torch.Tensor, domain_ids: torch.Tensor, alpha: float, per_domain: bool = False) -> PruneContext:
+        """The pruner's work for one batch; ``per_domain`` also gives r^l per domain (for R_s per domain)."""
+        return PruneContext(self, e_d, domain_ids, alpha, per_domain)
 
     @torch.no_grad()
     def domain_factors(self, e_d: torch.Tensor, alpha: float) -> list[torch.Tensor]:

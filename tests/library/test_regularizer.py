@@ -90,3 +90,75 @@ def test_value_and_gradient_equal_eq9_written_out():
     torch.testing.assert_close(value, expected.detach())
     torch.testing.assert_close(fused.grad, reference.grad)
     assert fused.grad[-3:].abs().sum() == 0  # on the boundary and inside: no push
+
+
+def test_per_domain_value_and_gradient_equal_eq9_per_domain_weighted_by_rows():
+    """sparsity_scope = domain: Σ_d (n_d / B) · R_s(r(d)), each R_s of eq. 9 written out."""
+    g = torch.Generator().manual_seed(4)
+    ratios = torch.rand(5, 3, generator=g)
+    ratios[1] = torch.tensor([0.16, 0.2, 0.24])  # one domain inside the boundary: no push at all
+    counts = torch.tensor([3.0, 1.0, 4.0, 1.0, 7.0])
+    weights = counts / counts.sum()
+    fused = ratios.clone().requires_grad_(True)
+    reference = ratios.clone().requires_grad_(True)
+    value = sparsity_regularization(fused, 0.15, 0.25, 0.7, weights)
+    value.backward()
+    expected = sum(w * sparsity_regularization(r, 0.15, 0.25, 0.7) for w, r in zip(weights, reference))
+    expected.backward()
+    torch.testing.assert_close(value, expected.detach())
+    torch.testing.assert_close(fused.grad, reference.grad)
+    assert fused.grad[1].abs().sum() == 0
+    with pytest.raises(ValueError, match="weights"):
+        sparsity_regularization(fused, 0.15, 0.25, 0.7)
+
+
+def _grouped_ratios(masks, domain_ids):
+    """r^l of each domain (rows grouped by their domain-id tuple) and its share of the rows."""
+    keys = [tuple(r) for r in domain_ids.tolist()]
+    out = {}
+    for k in sorted(set(keys)):
+        rows = torch.tensor([key == k for key in keys])
+        out[k] = ([1 - m[rows].float().mean().item() for m in masks], rows.float().mean().item())
+    return out
+
+
+@pytest.mark.parametrize("mode,batch", [("instance", 64), ("domain", 64), ("domain", 1500)])
+def test_domain_scope_in_the_objective_is_eq9_per_domain(mode, batch):
+    """The model's R_s with sparsity_scope = domain equals eq. 9 applied to each domain's rows
+    (their masks counted independently here), averaged with the domains' row shares; the
+    batch-scope value is eq. 9 on all rows. Domain mode covers both the per-row path and the
+    de-duplicated one (from DOMAIN_DEDUP_MIN_ROWS rows)."""
+    lam = 0.5
+    values = {}
+    for scope in ("batch", "domain"):
+        torch.manual_seed(0)
+        cfg = make_model_config(input=mode, sparsity_scope=scope, alpha_init=3.0, lambda_init=lam, lambda_growth=0.0,
+                                r_min=0.3, r_max=0.4)
+        model = build_model(cfg).train()
+        cat, num, label = random_batch(cfg, n=batch)
+        out = model(cat, num)
+        values[scope] = model.objective(out, label).sparsity.item()
+        masks = out.prune.row_gates()
+    grouped = _grouped_ratios(masks, cat[:, :2])
+    assert len(grouped) > 3
+    per_domain = sum(share * float(sparsity_regularization(torch.tensor(r), 0.3, 0.4, lam)) for r, share in grouped.values())
+    whole = float(sparsity_regularization(torch.tensor([1 - m.float().mean().item() for m in masks]), 0.3, 0.4, lam))
+    assert values["domain"] == pytest.approx(per_domain, rel=1e-5)
+    assert values["batch"] == pytest.approx(whole, rel=1e-5)
+    assert values["domain"] > values["batch"]  # spread across domains costs more than the batch mean shows
+
+
+def test_domain_scope_equals_batch_scope_when_the_batch_is_one_domain():
+    grads = {}
+    for scope in ("batch", "domain"):
+        torch.manual_seed(0)
+        cfg = make_model_config(sparsity_scope=scope, alpha_init=3.0, lambda_init=0.5, r_min=0.3, r_max=0.4)
+        model = build_model(cfg).train()
+        cat, num, label = random_batch(cfg, n=32)
+        cat[:, :2] = torch.tensor([1, 2])
+        obj = model.objective(model(cat, num), label)
+        obj.total.backward()
+        grads[scope] = (float(obj.sparsity), [p.grad.clone() for p in model.pruner.parameters()])
+    assert grads["domain"][0] == pytest.approx(grads["batch"][0], rel=1e-6) and grads["batch"][0] > 0
+    for a, b in zip(grads["domain"][1], grads["batch"][1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

@@ -19,7 +19,8 @@ from adasparse.metrics import CTRMetrics
 from adasparse.model import build_model
 from adasparse.optim import build_optimizer
 from adasparse.synthetic import SyntheticSpec
-from pipelines.analyze import TEST_METRICS_FILE, analyze, equal_row_bins, subset_metrics
+from pipelines.analyze import TEST_METRICS_FILE, analyze, equal_row_bins, subset_metrics, weighted_jaccard
+from pipelines.checkpoints import mask_domains, mask_arrays
 from pipelines.cli import main
 
 
@@ -55,6 +56,7 @@ def _write_run(root, name: str, kind: str, splits, pruner_input: str = "domain")
     runner = InMemoryRunner(model, build_optimizer(model), {"train": splits.train, "dev": splits.dev, "test": splits.test},
                             epochs=1, batch_size=256)
     runner.fit()
+    runner.mask_domains = mask_domains(splits.vocabulary)
     test = runner.evaluate("test")
     run = root / name
     ckpt = run / "checkpoint_final"
@@ -62,10 +64,12 @@ def _write_run(root, name: str, kind: str, splits, pruner_input: str = "domain")
     torch.save(runner.state_tensors(with_optimizer=False), ckpt / "state.pt")
     (ckpt / "model_config.json").write_text(json.dumps(cfg.model_dump(mode="json")))
     np.savez(ckpt / TEST_METRICS_FILE, **test.domains.state())
+    if test.masks is not None:
+        np.savez(ckpt / "test_masks.npz", **mask_arrays(test, model))
     (run / "vocabulary.json").write_text(splits.vocabulary.to_json())
     (run / "metrics.json").write_text(json.dumps({"best_checkpoint": str(ckpt), "test": test.metrics,
                                                   "config": {"model": {"kind": kind}}}))
-    return run, test
+    return run, test, model
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +83,14 @@ def runs(tmp_path_factory):
 def test_analyze_writes_the_long_tail_and_mask_plots(runs, tmp_path, capsys):
     root, made = runs
     out = tmp_path / "analysis"
-    assert main(["analyze", *(str(r) for r, _ in made), "--out", str(out), "--bins", "3", "--top", "6"]) == 0
+    assert main(["analyze", *(str(r) for r, _, _ in made), "--out", str(out), "--bins", "3", "--top", "6"]) == 0
     for f in ("long_tail.png", "long_tail.json", "masks.json", "masks_ada-domain.png", "mask_similarity_ada-domain.png"):
         assert (out / f).stat().st_size > 0, f
     assert (out / "long_tail.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     tail = json.loads((out / "long_tail.json").read_text())
     assert [b["name"] for b in tail["bins"]] == ["BIN1", "BIN2", "BIN3"]
     assert tail["bins"][0]["domains"] < tail["bins"][-1]["domains"]  # few head domains, many tail ones
-    for name, (_, test) in zip(("dnn", "ada-domain", "ada-instance"), made):
+    for name, (_, test, _) in zip(("dnn", "ada-domain", "ada-instance"), made):
         r = tail["runs"][name]
         # every test row lies in one bin or in the unseen column
         assert sum(b["rows"] for b in r["bins"]) + r["unseen"]["rows"] == test.metrics["rows"]
@@ -94,12 +98,39 @@ def test_analyze_writes_the_long_tail_and_mask_plots(runs, tmp_path, capsys):
     # the baseline against itself: 0, or none where its AUC is at most 0.5 (RelaImpr is undefined)
     assert base["rela_impr"] == [0.0 if b["auc"] > 0.5 else None for b in base["bins"]]
     masks = json.loads((out / "masks.json").read_text())
-    assert masks["dnn"] == {"skipped": "a plain model has no pruner"} and "instance mode" in masks["ada-instance"]["skipped"]
-    m = masks["ada-domain"]
-    assert len(m["domains"]) == 6 and len(m["kept"][0]) == 16 == m["width"]
-    assert m["train_rows"] == sorted(m["train_rows"], reverse=True)
-    assert all(j == 1.0 for j in np.diag(np.array(m["jaccard"])))
+    assert masks["dnn"] == {"skipped": "a plain model has no pruner"}
+    for name in ("ada-domain", "ada-instance"):
+        m = masks[name]
+        assert len(m["domains"]) == 6 and len(m["kept"][0]) == 16 == m["width"]
+        assert m["train_rows"] == sorted(m["train_rows"], reverse=True)
+        assert all(j == 1.0 for j in np.diag(np.array(m["jaccard"])))
+        assert (out / f"masks_{name}.png").stat().st_size > 0
+    assert set(np.array(masks["ada-domain"]["kept"]).ravel()) <= {0.0, 1.0}
     assert "BIN1" in capsys.readouterr().out
+
+
+def test_instance_masks_are_each_domains_mean_of_its_test_rows_masks(runs, tmp_path):
+    """In instance mode, a domain's heatmap row is the share of its test rows that keep each
+    neuron: checked against the model's own per-row masks, grouped here by domain."""
+    root, made = runs
+    _, _, model = made[2]
+    splits = synthetic_splits(SyntheticSpec(domain_cardinalities=(4, 5, 6), categorical_cardinality=500), 30_000, seed=3)
+    result = analyze([str(made[2][0])], str(tmp_path / "a"), top=5, layer=1, log=lambda s: None)["masks"]["ada-instance"]
+    test = splits.test
+    masks = model.masks(torch.from_numpy(test.cat_ids), torch.from_numpy(test.numeric))[1].numpy()
+    vocab = splits.vocabulary
+    by_name = {" | ".join(f.values[i - 1] if i else "<oov>" for f, i in zip(vocab.fields, ids)): key
+               for key, ids in zip(vocab.train_keys.tolist(), vocab.train_ids.tolist())}
+    for name, row in zip(result["domains"], result["kept"]):
+        rows = test.domain == by_name[name]
+        np.testing.assert_allclose(row, masks[rows].mean(0), atol=1e-12)
+    assert 0 < np.mean(result["kept"]) < 1 and result["mode"] == "instance"
+
+
+def test_weighted_jaccard_is_jaccard_on_binary_masks():
+    m = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [0.5, 1, 0, 0]], dtype=float)
+    j = weighted_jaccard(m)
+    assert j[0, 1] == pytest.approx(1 / 3) and j[0, 2] == pytest.approx(1.5 / 2) and j[1, 1] == 1.0
 
 
 def test_bad_analyze_input_is_one_line(runs, tmp_path, capsys):

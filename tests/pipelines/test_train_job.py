@@ -45,6 +45,7 @@ def test_two_workers_train_and_write_metrics(odd_rows, tmp_path):
     spec = parse_args([
         "--data", str(spec_path), "--workers", "2", "--epochs", "2", "--batch-size", "512",
         "--hidden-units", "32,16", "--out", str(tmp_path), "--name", "t", "--shuffle-buffer", "0",
+        "--pruner.sparsity_scope", "domain",
     ])
     staging = set(Path(tempfile.gettempdir()).glob("adasparse-ckpt-*"))
     final = run(spec, log=lambda s: None)
@@ -76,6 +77,17 @@ def test_two_workers_train_and_write_metrics(odd_rows, tmp_path):
     assert spread["domains"] == len(per) and all(lo <= m <= hi for lo, m, hi in zip(spread["min"], spread["mean"], spread["max"]))
     assert sum(d["rows"] for d in saved["test_per_domain"]) == saved["test"]["rows"]
     assert final["best_checkpoint"].startswith(str(tmp_path))
+    # Fig. 3(a) for instance mode: the largest train domains' kept-neuron sums over their test rows,
+    # merged across the workers: each domain's rows and mean r^l agree with its per-domain figures
+    with np.load(Path(final["best_checkpoint"]) / "test_masks.npz") as z:
+        keys, mask_rows, kept, widths = z["keys"], z["rows"], z["kept"], z["widths"]
+    assert widths.tolist() == [32, 16] and kept.shape == (len(keys), 48) and len(keys) == min(64, dom["train"])
+    by_domain = {d["domain"]: d for d in per}
+    assert mask_rows.sum() > 0
+    for k, n, row in zip(keys.tolist(), mask_rows.tolist(), kept):
+        assert n == (by_domain[k]["rows"] if k in by_domain else 0)
+        if n:
+            assert 1 - row[:32].sum() / (n * 32) == pytest.approx(by_domain[k]["sparsity"][0], abs=1e-9)
     # 2 workers on the test cluster's one 2-CPU node: the node's CPUs shared, not the 0.5 CPU each reserves
     assert saved["history"][0]["threads"] == max(1, min(2, usable_cores()) // 2)
     assert saved["config"]["model"]["hidden_units"] == [32, 16] and saved["config"]["resources"]["workers"] == 2

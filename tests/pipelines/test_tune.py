@@ -36,7 +36,8 @@ def test_shipped_spaces_validate():
     assert set(paper.params) == {"model.pruner.beta", "model.pruner.epsilon", "sparsity_boundary", "optim.lr", "model.pruner.formulation"}
     assert all(load_space(p) for p in (ROOT / "tune_spaces").glob("*.yaml"))  # every shipped space
     defaults = load_space(ROOT / "tune_spaces" / "defaults.yaml")
-    assert {"model.embedding.init_std", "model.pruner.alpha_anneal_fraction", "optim.embedding_lr"} <= set(defaults.params)
+    assert {"model.embedding.init_std", "model.pruner.alpha_anneal_fraction", "optim.lr", "optim.embedding_lr",
+            "model.pruner.sparsity_scope"} <= set(defaults.params)
     fig3d = load_space(ROOT / "tune_spaces" / "sparsity_boundary.yaml")
     assert fig3d.search == "grid" and fig3d.grid_size() == 6
     assert [0.35, 0.4] in [list(p) for p in fig3d.params["sparsity_boundary"].grid]  # the paper's largest tested

@@ -53,6 +53,27 @@ def test_generator_is_deterministic_for_a_seed(generated, tmp_path):
             assert a.read_text() == b.read_text()
 
 
+def test_generator_presets_write_their_fields(ray_local, tmp_path):
+    """--preset users adds user_id and item_id (hashed into 2x their cardinality); without
+    --domains a preset keeps its own domain fields."""
+    import yaml
+
+    from pipelines.generate import generate
+
+    res = generate(str(tmp_path / "u"), rows=3000, seed=1, chunk_rows=3000, preset="users")
+    spec = yaml.safe_load((tmp_path / "u" / "spec.yaml").read_text())
+    buckets = {f["name"]: f["buckets"] for f in spec["categorical_fields"]}
+    assert buckets["user_id"] == 200_000 and buckets["item_id"] == 400_000 and res["domains"] == 4000
+    t = pq.read_table(tmp_path / "u" / "part-000000.parquet")
+    assert {"user_id", "item_id"} <= set(t.column_names)
+    assert [f["buckets"] for f in spec["domain_fields"]] == [8, 40, 100]  # the preset's 4 x 20 x 50, not re-cut
+    generate(str(tmp_path / "g"), rows=1000, seed=1, chunk_rows=1000, preset="grouped")
+    spec = yaml.safe_load((tmp_path / "g" / "spec.yaml").read_text())
+    assert [f["buckets"] for f in spec["domain_fields"]] == [8, 12, 16]
+    with pytest.raises(ValueError, match="--preset: unknown generator 'nope'"):
+        generate(str(tmp_path / "n"), rows=10, preset="nope")
+
+
 def test_time_split_is_4_1_1_and_ordered(generated):
     src = open_source(load_spec(generated / "spec.yaml"))
     cuts = time_cuts(src)

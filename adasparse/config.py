@@ -144,7 +144,34 @@ class PrunerConfig(StrictModel):
         return self.regularize if self.regularize is not None else self.formulation != "scaling"
 
 
-MODEL_KINDS = ("plain", "adasparse")
+class StarConfig(StrictModel):
+    """STAR (Sheng et al. 2021): star-topology FC layers, partitioned normalisation, auxiliary
+    network (docs/competitors.md)."""
+
+    aux_hidden_units: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [64], min_length=1, description="the auxiliary network's hidden layers (on e_d)")
+    min_domain_rows: int = Field(
+        default=10, ge=1, description="train rows a domain needs for its own parameters (the others share one row)")
+    norm_momentum: float = Field(default=0.1, gt=0.0, le=1.0, description="momentum of PN's running statistics")
+
+
+class ApgConfig(StrictModel):
+    """APG (Yan et al. 2022) conditioned on the domain: W^l(e_d) = U^l S^l(e_d) V^l of rank K."""
+
+    rank: int = Field(default=16, ge=1, description="K of the low-rank decomposition (capped at the layer's smaller width)")
+    generator_hidden: int = Field(default=64, ge=1, description="hidden width of the MLP that generates S^l(e_d)")
+
+
+class PepNetConfig(StrictModel):
+    """PEPNet (Chang et al. 2023), one task: EPNet on the input embedding, PPNet on every layer."""
+
+    gate_hidden: int = Field(default=64, ge=1, description="hidden width of every gate network")
+    gate_scale: float = Field(default=2.0, gt=0.0, description="γ of the gates: δ = γ·σ(·)")
+    persona_fields: list[str] = Field(
+        default_factory=list, description="categorical fields whose embeddings join e_d in PPNet's prior (e.g. user_id)")
+
+
+MODEL_KINDS = ("plain", "adasparse", "star", "apg", "pepnet")
 
 
 class ModelSpec(StrictModel):
@@ -153,13 +180,18 @@ class ModelSpec(StrictModel):
     alone (the baseline), ``kind: adasparse`` adds the domain-adaptive pruner; ``dnn``, the
     round-1 spelling of ``plain``, is still accepted."""
 
-    kind: Literal["plain", "adasparse"] = Field(default="adasparse", description="model family: plain (the backbone alone) | adasparse")
+    kind: Literal["plain", "adasparse", "star", "apg", "pepnet"] = Field(
+        default="adasparse",
+        description="model family: plain (the backbone alone) | adasparse | the paper's competitors star | apg | pepnet")
     backbone: Literal["dnn", "dcnv2"] = Field(default="dnn", description="the network the model is built on")
     hidden_units: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 64, 32], min_length=1,
                                                            description="hidden layer sizes, e.g. 128,64,32")
     cross_layers: int = Field(default=3, ge=1, description="DCNv2 cross layers")
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
+    star: StarConfig = Field(default_factory=StarConfig)
+    apg: ApgConfig = Field(default_factory=ApgConfig)
+    pepnet: PepNetConfig = Field(default_factory=PepNetConfig)
 
     @field_validator("kind", mode="before")
     @classmethod
@@ -172,12 +204,24 @@ class ModelSpec(StrictModel):
 
 
 class ModelConfig(ModelSpec):
-    """A whole CTR model: :class:`ModelSpec` plus the features it reads."""
+    """A whole CTR model: :class:`ModelSpec` plus what the data decides: the features it reads
+    and, for models with per-domain parameters (STAR), how many domains have their own row."""
 
     features: FeatureConfig
+    domain_slots: int = Field(
+        default=1, ge=1,
+        description="rows of per-domain parameter tables: one per train domain with enough rows, plus one shared")
+
+    @model_validator(mode="after")
+    def _persona_fields_exist(self) -> "ModelConfig":
+        names = {f.name for f in self.features.all_categorical}
+        for name in self.pepnet.persona_fields:
+            if name not in names:
+                raise ValueError(f"pepnet.persona_fields: {name!r} is not a categorical field of the data")
+        return self
 
     def spec(self) -> ModelSpec:
-        return ModelSpec(**{k: v for k, v in self if k != "features"})
+        return ModelSpec(**{k: v for k, v in self if k not in ("features", "domain_slots")})
 
 
 class TrainConfig(StrictModel):

@@ -83,7 +83,7 @@ def run_model(
 ) -> dict:
     """Train with dev-GAUC model selection, then evaluate the best epoch on test."""
     torch.manual_seed(seed)
-    model = build_model(cfg)
+    model = build_model(cfg, splits.vocabulary)
     opt = build_optimizer(model, optim)
     t0 = time.perf_counter()
     runner = InMemoryRunner(model, opt, {"train": splits.train, "dev": splits.dev, "test": splits.test},

@@ -1,26 +1,38 @@
-"""The CTR model: feature embeddings → backbone (DNN or DCNv2) → logit, with the optional
-domain-adaptive pruner of AdaSparse between the backbone's layers.
+"""The CTR model: feature embeddings → backbone (DNN or DCNv2) → logit, with a domain arch
+acting on the backbone's deep tower.
 
-Composed from small named arches (``embedding``, ``backbone``, ``pruner``). ``kind: plain`` builds
-the plain backbone (the baseline), ``kind: adasparse`` adds the pruner. The training objective
-is :meth:`CTRModel.objective`: cross-entropy (eq. 1) + R_s (eq. 9).
+Composed from small named arches (``embedding``, ``backbone`` and one domain arch). ``kind``
+picks the domain arch: ``plain`` none (the baseline), ``adasparse`` the domain-adaptive pruner
+between the layers (``pruner``), and the paper's competitors (docs/competitors.md): ``star``
+(star-topology FC, partitioned normalisation, auxiliary net: ``star``), ``apg`` (weights
+generated from e_d: the deep tower's own layers) and ``pepnet`` (EPNet and PPNet gates:
+``pepnet``). The training objective is :meth:`CTRModel.objective`: cross-entropy (eq. 1) + R_s
+(eq. 9) for AdaSparse.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from adasparse.config import ModelConfig
+from adasparse.layers.apg import ApgContext, ApgLinear
 from adasparse.layers.dcnv2 import DCNv2Backbone
 from adasparse.layers.dnn import DNNBackbone
+from adasparse.layers.domain_index import mixed_radix
 from adasparse.layers.embedding import FeatureEmbeddingArch
+from adasparse.layers.pepnet import PepNetArch
 from adasparse.layers.pruner import DomainAdaptivePruner, PruneContext
+from adasparse.layers.star import StarArch
 from adasparse.regularizer import sparsity_regularization
 from adasparse.schedules import alpha_at, lambda_hat_at
+
+if TYPE_CHECKING:
+    from adasparse.vocabulary import DomainVocabulary
 
 
 @dataclass
@@ -45,18 +57,29 @@ class CTRModel(nn.Module):
         feats = cfg.features
         self.embedding = FeatureEmbeddingArch(feats, cfg.embedding)
         in_dim = self.embedding.output_dim
+        domain_dim = self.embedding.domain_dim
+        domain_buckets = [f.buckets for f in feats.domain_fields]
+        make_layer = nn.Linear
+        if cfg.kind == "apg":  # the deep tower's layers generate their weights from e_d
+            def make_layer(n_in: int, n_out: int) -> nn.Module:
+                return ApgLinear(n_in, n_out, domain_dim, cfg.apg)
         if cfg.backbone == "dnn":
-            self.backbone = DNNBackbone(in_dim, cfg.hidden_units)
+            self.backbone = DNNBackbone(in_dim, cfg.hidden_units, make_layer)
         else:
-            self.backbone = DCNv2Backbone(in_dim, cfg.hidden_units, cfg.cross_layers)
+            self.backbone = DCNv2Backbone(in_dim, cfg.hidden_units, cfg.cross_layers, make_layer)
         self.prunes_input = cfg.kind == "adasparse" and cfg.pruner.prune_input
+        self.pruner = self.star = self.pepnet = None
         if cfg.kind == "adasparse":
             widths = ([in_dim] if self.prunes_input else []) + self.backbone.widths
-            self.pruner = DomainAdaptivePruner(
-                self.embedding.domain_dim, widths, [f.buckets for f in feats.domain_fields], cfg.pruner
-            )
-        else:
-            self.pruner = None
+            self.pruner = DomainAdaptivePruner(domain_dim, widths, domain_buckets, cfg.pruner)
+        elif cfg.kind == "star":
+            self.star = StarArch(in_dim, domain_dim, self.backbone.linear_shapes, domain_buckets, cfg.domain_slots, cfg.star)
+        elif cfg.kind == "pepnet":
+            names = [f.name for f in feats.all_categorical]
+            persona = [names.index(n) for n in cfg.pepnet.persona_fields]
+            fields = len(names) + len(feats.numeric_fields)
+            self.pepnet = PepNetArch(fields, cfg.embedding.dim, domain_dim, persona, [in_dim] + self.backbone.widths, cfg.pepnet)
+        self.register_buffer("domain_radix", mixed_radix(domain_buckets), persistent=False)
         # Training updates and training samples (of all data-parallel workers): the samples
         # drive α and λ̂ (adasparse.schedules); both are saved with the model. Python mirrors
         # avoid a device sync per step; they are refreshed on load_state_dict.
@@ -114,13 +137,25 @@ class CTRModel(nn.Module):
             self._check(cat_ids)
         x = self.embedding(cat_ids, numeric)
         seen = self._samples
-        if self.pruner is None:
+        k = self.embedding.num_domain_fields
+        domain_ids, e_d = cat_ids[:, :k], x[:, : self.embedding.domain_dim]
+        if self.star is not None:
+            star = self.star.begin(e_d, domain_ids)
+            out = ModelOutput(star.output(self.backbone(star.input(x), linear=star.linear)), samples=seen)
+        elif self.cfg.kind == "apg":
+            apg = ApgContext(self.backbone.deep.layers, e_d, domain_ids, self.domain_radix)
+            out = ModelOutput(self.backbone(x, linear=apg.linear), samples=seen)
+        elif self.pepnet is not None:
+            rows = x.view(x.shape[0], -1, self.embedding.dim)
+            persona = rows[:, self.pepnet.persona].flatten(1) if self.pepnet.persona else None
+            gates = self.pepnet.begin(x, e_d, persona)
+            out = ModelOutput(self.backbone(gates.input(), gates, 1), samples=seen)
+        elif self.pruner is None:
             out = ModelOutput(self.backbone(x), samples=seen)
         else:
-            k = self.embedding.num_domain_fields
             p = self.cfg.pruner
             per_domain = self.training and p.regularized and p.sparsity_scope == "domain"
-            ctx = self.pruner.begin(x[:, : self.embedding.domain_dim], cat_ids[:, :k], self.alpha, per_domain)
+            ctx = self.pruner.begin(e_d, domain_ids, self.alpha, per_domain)
             first = 0
             if self.prunes_input:
                 x = ctx(0, x)
@@ -149,6 +184,14 @@ class CTRModel(nn.Module):
             reg = torch.zeros((), device=ctr.device)
         return Objective(ctr + reg, ctr, reg)
 
+    def table_rows_per_step(self, batch: int) -> dict[nn.Parameter, int]:
+        """Each sparse table's bound on the rows a step of ``batch`` rows touches (for the
+        gradient exchange): a lookup per categorical field per row, STAR's one row per row."""
+        bounds = {self.embedding.table.weight: batch * self.embedding.num_fields}
+        if self.star is not None:
+            bounds[self.star.table.weight] = batch
+        return bounds
+
     # -- inspection ------------------------------------------------------------------------
     @torch.no_grad()
     def masks(self, cat_ids: torch.Tensor, numeric: torch.Tensor | None = None) -> list[torch.Tensor]:
@@ -176,7 +219,24 @@ class CTRModel(nn.Module):
         return [pi > 0 for pi in self.pruner.domain_factors(e_d, self.alpha)]
 
 
-def build_model(cfg: ModelConfig) -> CTRModel:
+def with_domain_rows(cfg: ModelConfig, vocabulary: "DomainVocabulary") -> ModelConfig:
+    """``cfg`` with the per-domain parameter rows the data decides: for STAR one row per train
+    domain with at least ``star.min_domain_rows`` train rows, plus the shared row 0."""
+    if cfg.kind != "star":
+        return cfg
+    owned = vocabulary.domains_with_rows(cfg.star.min_domain_rows)
+    return cfg.model_copy(update={"domain_slots": len(owned) + 1})
+
+
+def build_model(cfg: ModelConfig, vocabulary: "DomainVocabulary | None" = None) -> CTRModel:
+    """A new model. A STAR model's per-domain rows go to the ``vocabulary``'s train domains
+    (``domain_slots`` set from it); without one it is a shell for ``load_state_dict``, with the
+    rows its config names."""
+    if cfg.kind == "star" and vocabulary is not None:
+        cfg = with_domain_rows(cfg, vocabulary)
+        model = CTRModel(cfg)
+        model.star.index.assign(torch.from_numpy(vocabulary.domains_with_rows(cfg.star.min_domain_rows)))
+        return model
     return CTRModel(cfg)
 
 

@@ -138,6 +138,12 @@ class DomainVocabulary:
             return ids @ self._radix
         return domain_id_from_hashes([ids[:, j].astype(np.uint64) for j in range(ids.shape[1])])
 
+    def domains_with_rows(self, min_rows: int) -> np.ndarray:
+        """(n, k) id tuples of the train domains with at least ``min_rows`` train rows."""
+        if self.train_ids is None or self.train_key_rows is None:
+            raise ConfigError("domain vocabulary: no train rows per domain (built before per-domain models existed)")
+        return self.train_ids[self.train_key_rows >= min_rows]
+
     def seen_in_train(self, keys: np.ndarray) -> np.ndarray:
         """Whether each domain key was a domain of the train split."""
         keys = np.asarray(keys, dtype=np.int64)

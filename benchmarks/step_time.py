@@ -1,5 +1,6 @@
-"""Training-step time of AdaSparse (each formulation, both pruner modes) against the plain
-backbone, on the same batches, measured side by side in one run.
+"""Training-step time of AdaSparse (each formulation, both pruner modes) and of the paper's
+competitors (STAR, APG, PEPNet: docs/competitors.md) against the plain backbone, on the same
+batches, measured side by side in one run: the paper's complexity comparison, measured.
 
 Setup like the issue's reference loop: 20 categorical fields × 16 dims (3 of them
 domain-aware), hashed table of ``--table-rows`` rows in all, MLP 128-64-32, sparse Adam for
@@ -54,12 +55,17 @@ def make_batches(feats: FeatureConfig, batch: int, count: int, seed: int = 0):
     return out
 
 
-def variants(feats: FeatureConfig, backbone: str, hidden: list[int] | None = None) -> dict[str, ModelConfig]:
+def variants(feats: FeatureConfig, backbone: str, hidden: list[int] | None = None,
+             competitors: bool = True) -> dict[str, ModelConfig]:
     base = dict(features=feats, backbone=backbone, embedding={"dim": 16}, **({"hidden_units": hidden} if hidden else {}))
     v = {f"{backbone} (plain)": ModelConfig(kind="plain", **base)}
     for mode in ("domain", "instance"):
         for form in ("binarization", "scaling", "fusion"):
             v[f"adasparse {form}/{mode}"] = ModelConfig(kind="adasparse", pruner={"formulation": form, "input": mode}, **base)
+    if competitors:  # STAR with a parameter row for every one of the 288 domains
+        v["star"] = ModelConfig(kind="star", domain_slots=int(np.prod(DOMAIN_CARD)) + 1, **base)
+        v["apg"] = ModelConfig(kind="apg", **base)
+        v["pepnet"] = ModelConfig(kind="pepnet", **base)
     return v
 
 
@@ -67,6 +73,9 @@ def benchmark_model(cfg: ModelConfig):
     """A training-mode model (seeded) without the id guard: ids come from our own generator."""
     torch.manual_seed(0)
     m = build_model(cfg).train()
+    if m.star is not None:  # every domain-field tuple owns its row
+        grids = np.meshgrid(*[np.arange(c) for c in DOMAIN_CARD], indexing="ij")
+        m.star.index.assign(torch.from_numpy(np.stack([g.ravel() for g in grids], axis=1)))
     m.check_ids = False  # measure the model, not the guard
     return m
 
@@ -178,6 +187,7 @@ def main() -> None:
     p.add_argument("--hidden-units", default="128,64,32", help="MLP widths (the paper: 128,64,32 public, 512,256,128 production)")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--no-competitors", action="store_true", help="AdaSparse and the plain backbone only")
     args = p.parse_args()
     set_threads()
     hidden = [int(u) for u in args.hidden_units.split(",")]
@@ -186,7 +196,7 @@ def main() -> None:
         feats = features(args.table_rows)
         batches = make_batches(feats, batch, 16)
         steps = max(8, args.steps * 256 // batch)
-        cfgs = variants(feats, args.backbone, hidden)
+        cfgs = variants(feats, args.backbone, hidden, competitors=not args.no_competitors)
         rounds = time_variants(cfgs, batches, steps, args.rounds)
         res = medians(rounds)
         base = res[f"{args.backbone} (plain)"]

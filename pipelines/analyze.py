@@ -170,7 +170,7 @@ def domain_masks(run: RunFiles, layer: int, top: int) -> dict:
 
     cfg = ModelConfig.model_validate(json.loads((run.checkpoint / "model_config.json").read_text()))
     if cfg.kind != "adasparse":
-        return {"skipped": "a plain model has no pruner"}
+        return {"skipped": f"a {cfg.kind} model has no pruner"}
     vocab = run.vocab
     model = build_model(cfg)
     widths = model.pruned_widths

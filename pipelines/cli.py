@@ -1,7 +1,7 @@
 """The ``adasparse`` command line (the application layer; the model library has none).
 
 Each subcommand's module is imported only when it runs, so ``adasparse demo --in-memory``
-never imports Ray. ``train`` and ``tune`` own their options (:mod:`pipelines.job_flags`).
+never imports Ray. ``train``, ``tune`` and ``compare`` own their options (:mod:`pipelines.job_flags`).
 Every command ends through :func:`pipelines.command.run_command`: bad input is one line.
 """
 
@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="distributed training on Ray Train (see 'adasparse train --help')")
     sub.add_parser("tune", help="Ray Tune sweep of the training job against dev GAUC (see 'adasparse tune --help')")
+    sub.add_parser("compare", help="the paper's Table 1 or 2 on a dataset: models x backbones x seeds (see 'adasparse compare --help')")
     d = sub.add_parser("demo", help="generate data, train DNN and AdaSparse (Fusion) on local Ray Train, compare them")
     d.add_argument("--rows", type=int, default=DEMO_ROWS, help="rows to generate (split 4:1:1 by time)")
     d.add_argument("--epochs", type=int, default=2)
@@ -149,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.tune import main as tune_main
 
         return tune_main(argv[1:])
+    if argv[:1] == ["compare"]:  # and the comparison (pipelines/compare.py)
+        from pipelines.compare import main as compare_main
+
+        return compare_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "demo" and args.rows < 60:
         print("adasparse: --rows must be at least 60", file=sys.stderr)

@@ -24,7 +24,7 @@ from pipelines.job_config import ALIASES, MODEL_SECTIONS, JobConfig, job_config
 NO_VALUE = ("null", "none")
 SECTION_HELP = {
     "data": "the dataset spec YAML (files, columns, features)",
-    "model": "the model less its features (adasparse.config.ModelSpec); --pruner.* and --embedding.* also answer",
+    "model": "the model less its features (adasparse.config.ModelSpec); --pruner.*, --embedding.*, --star.*, --apg.*, --pepnet.* also answer",
     "optim": "Adam for dense parameters, sparse Adam for embedding rows (adasparse.config.OptimConfig)",
     "train": "the training loop (adasparse.config.TrainConfig)",
     "ingest": "streaming the train split into the workers",

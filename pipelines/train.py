@@ -21,7 +21,8 @@ import json
 import sys
 import time
 
-from adasparse.config import ConfigError
+from adasparse.config import ConfigError, ModelConfig
+from adasparse.model import with_domain_rows
 from pipelines.job_config import JobConfig, dump_config
 from pipelines.job_flags import parse_job_args
 from pipelines.output import OutputLocation
@@ -120,6 +121,7 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     per_worker = cpus_per_worker(job, cpu_budget or ray.cluster_resources().get("CPU", 1))
     cfg = worker_config(job, vocab.features(data.features), out.fault_marker(name) if job.faults.fail_at_epoch else None,
                         node_cpus() if job.resources.threads is None else {})
+    cfg["model"] = with_domain_rows(ModelConfig.model_validate(cfg["model"]), vocab).model_dump(mode="json")  # STAR's rows
     cfg["vocabulary"] = vocab.to_json()
     cfg["train_rows"] = vocab.train_rows  # the schedules' plan: α anneals over a fraction of rows × epochs
     trainer = TorchTrainer(

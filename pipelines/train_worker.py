@@ -93,6 +93,13 @@ class RayTrainRunner(LoopRunner):
         if self.averager is not None:
             self.averager.average()
 
+    def evaluate(self, split: str):
+        # state not trained by gradients (STAR's running statistics) differs between workers:
+        # score every row with rank 0's, so the merged metrics are one model's
+        if self.averager is not None:
+            self.averager.broadcast_buffers(self.model)
+        return super().evaluate(split)
+
     def merge_eval(self, sums: EvalSums) -> EvalSums:
         import torch.distributed as dist
 
@@ -199,15 +206,15 @@ def train_loop(cfg: dict) -> None:
     first_stream = EarlyStart(epoch_stream(cfg, start)) if start <= epochs else None
     torch.manual_seed(cfg["train"]["seed"])
     model_cfg = ModelConfig.model_validate(cfg["model"])
-    model = build_model(model_cfg).to(device)
+    model = build_model(model_cfg, vocab).to(device)  # STAR: the vocabulary's train domains own their rows
     model.check_ids = False  # ids come from the encoder: always inside their buckets
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     node = ray.get_runtime_context().get_node_id()
     torch.set_num_threads(cfg["resources"].get("threads") or node_threads(ctx.get_local_world_size(), cfg.get("node_cpus", {}).get(node)))
     # a step touches at most batch × fields table rows: with that bound small exchanges take one collective
-    lookups = len(model_cfg.features.all_categorical)
-    averager = GradientAverager(model, max_rows=cfg["train"]["batch_size"] * lookups) if world > 1 else None
+    bounds = model.table_rows_per_step(cfg["train"]["batch_size"])
+    averager = GradientAverager(model, max_rows=bounds) if world > 1 else None
     opt = build_optimizer(model, OptimConfig.model_validate(cfg["optim"]))
     runner = RayTrainRunner(model, opt, cfg, rank=rank, world=world, averager=averager, first_stream=first_stream, vocab=vocab)
     if resumed is not None:

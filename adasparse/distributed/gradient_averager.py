@@ -75,9 +75,11 @@ class GradientAverager:
     """Call :meth:`average` after ``backward()`` and before the optimiser step on every rank.
 
     ``max_rows``: an upper bound, the same on every rank, on the rows one step touches in each
-    sparse table (e.g. batch size × fields); it enables the one-collective exchange."""
+    sparse table (e.g. batch size × fields), or a bound per table (a mapping from the table's
+    weight to its bound, e.g. :meth:`adasparse.model.CTRModel.table_rows_per_step`); it enables
+    the one-collective exchange."""
 
-    def __init__(self, model: nn.Module, group=None, max_rows: int | None = None, transport: str = "auto"):
+    def __init__(self, model: nn.Module, group=None, max_rows: int | dict | None = None, transport: str = "auto"):
         if transport not in TRANSPORTS:
             raise ValueError(f"transport {transport!r}: expected one of {', '.join(TRANSPORTS)}")
         self.group = group
@@ -93,11 +95,15 @@ class GradientAverager:
         self.n_dense = sum(p.numel() for p in self.dense)  # length of the dense part of an exchange
         self.bounds: list[int] | None = None
         self.local: SharedMemoryGather | None = None
-        if max_rows is None or max_rows >= 1 << 24 or self.world == 1:
+        largest = max(max_rows.values(), default=0) if isinstance(max_rows, dict) else max_rows
+        if largest is None or largest >= 1 << 24 or self.world == 1:
             if transport == "shared_memory" and self.world > 1:
                 raise ValueError("the shared-memory exchange needs max_rows (a bound below 2^24 on a step's table rows)")
             return
-        bounds = [min(max_rows, p.shape[0]) for p in sparse]
+        if isinstance(max_rows, dict):  # a bound per table (a table without one: its size)
+            bounds = [min(max_rows.get(p, p.shape[0]), p.shape[0]) for p in sparse]
+        else:
+            bounds = [min(max_rows, p.shape[0]) for p in sparse]
         payload = self.n_dense + len(sparse) + sum(b * (p.shape[1] + 2) for b, p in zip(bounds, sparse))
         on_cpu = all(p.device.type == "cpu" for p in self.dense + self.sparse)
         if transport != "collectives" and on_cpu and payload * 4 <= SHARED_MAX_BYTES and all_on_one_host(group):
@@ -132,6 +138,13 @@ class GradientAverager:
         with torch.no_grad():
             for t in list(model.parameters()) + list(model.buffers()):
                 dist.broadcast(t.data, src, group=self.group)
+
+    def broadcast_buffers(self, model: nn.Module, src: int = 0) -> None:
+        """Make every rank's floating-point buffers (running statistics) rank ``src``'s."""
+        with torch.no_grad():
+            for t in model.buffers():
+                if t.is_floating_point():
+                    dist.broadcast(t.data, src, group=self.group)
 
     def reset_timings(self) -> dict[str, float]:
         """The phase timings so far (see ``timings``), then zero them."""

@@ -13,10 +13,12 @@ input pruning; the paper's neuron-level cost argument applies to the deep tower'
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
-from adasparse.layers.dnn import DeepArch, Prune
+from adasparse.layers.dnn import DeepArch, Linear, Prune, logit_of
 
 
 class CrossNetworkV2(nn.Module):
@@ -32,16 +34,23 @@ class CrossNetworkV2(nn.Module):
 
 
 class DCNv2Backbone(nn.Module):
-    def __init__(self, in_dim: int, hidden_units: list[int], cross_layers: int):
+    def __init__(self, in_dim: int, hidden_units: list[int], cross_layers: int,
+                 make_layer: Callable[[int, int], nn.Module] = nn.Linear):
         super().__init__()
         self.cross = CrossNetworkV2(in_dim, cross_layers)
-        self.deep = DeepArch(in_dim, hidden_units)
+        self.deep = DeepArch(in_dim, hidden_units, make_layer)
         self.logit = nn.Linear(in_dim + self.deep.out_dim, 1)
 
     @property
     def widths(self) -> list[int]:
         return self.deep.widths
 
-    def forward(self, x: torch.Tensor, prune: Prune | None = None, first_index: int = 0) -> torch.Tensor:
-        both = torch.cat([self.cross(x), self.deep(x, prune, first_index)], dim=1)
-        return self.logit(both).squeeze(-1)
+    @property
+    def linear_shapes(self) -> list[tuple[int, int]]:
+        """(out, in) of every layer the ``linear`` hook sees: the deep tower's, then the logit layer."""
+        return self.deep.shapes + [(1, self.logit.in_features)]
+
+    def forward(self, x: torch.Tensor, prune: Prune | None = None, first_index: int = 0,
+                linear: Linear | None = None) -> torch.Tensor:
+        both = torch.cat([self.cross(x), self.deep(x, prune, first_index, linear)], dim=1)
+        return logit_of(self.logit, both, len(self.deep.layers), linear)

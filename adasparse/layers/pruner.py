@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from adasparse.config import PrunerConfig
+from adasparse.layers.domain_index import distinct_domains, mixed_radix
 from adasparse.layers.fused_pruning import (
     FORMULATION_IDS,
     DomainPrune,
@@ -162,12 +163,7 @@ class DomainAdaptivePruner(nn.Module):
             start += n
         self.register_buffer("layer_mean", layer_mean, persistent=False)
         # mixed-radix key of the domain-field tuple (exact while Π buckets < 2^62)
-        radix, mult = [], 1
-        for b in self.domain_buckets:
-            radix.append(mult)
-            mult *= b
-        self._radix_key = mult < 2**62
-        self.register_buffer("radix", torch.tensor(radix if self._radix_key else [0] * len(radix)), persistent=False)
+        self.register_buffer("radix", mixed_radix(self.domain_buckets), persistent=False)  # None if it cannot fit
 
     @torch.no_grad()
     def _init_like_single_fc(self, domain_dim: int) -> None:
@@ -194,19 +190,7 @@ class DomainAdaptivePruner(nn.Module):
 
     def unique_domains(self, domain_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(inverse, representative row, count) of the distinct domain-field tuples of a batch."""
-        if domain_ids.shape[1] == 1:
-            key = domain_ids[:, 0]
-        elif self._radix_key:
-            key = (domain_ids * self.radix).sum(dim=1)
-        else:
-            key = None
-        if key is not None:
-            uniq, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
-        else:
-            uniq, inverse, counts = torch.unique(domain_ids, dim=0, return_inverse=True, return_counts=True)
-        rep = torch.empty(uniq.shape[0], dtype=torch.int64, device=domain_ids.device)
-        rep.scatter_(0, inverse, torch.arange(domain_ids.shape[0], device=domain_ids.device))
-        return inverse, rep, counts
+        return distinct_domains(domain_ids, self.radix)
 
     def begin(self, e_d: torch.Tensor, domain_ids: torch.Tensor, alpha: float, per_domain: bool = False) -> PruneContext:
         """The pruner's work for one batch; ``per_domain`` also gives r^l per domain (for R_s per domain)."""

@@ -24,6 +24,8 @@ def test_step_time_benchmark_reports_every_variant():
         for mode in ("domain", "instance"):
             # name, ms/step, samples/s, ratio of medians, paired ratio
             assert re.search(rf"adasparse {form}/{mode}\s+\d+\.\d+\s+[\d,]+\s+\d+\.\d+x\s+\d+\.\d+x", out), out
+    for kind in ("star", "apg", "pepnet"):  # the paper's competitors beside them
+        assert re.search(rf"\n{kind}\s+\d+\.\d+\s+[\d,]+\s+\d+\.\d+x\s+\d+\.\d+x", out), out
     assert re.search(r"dnn \(plain\)\s+\d+\.\d+\s+[\d,]+\s+1\.00x\s+1\.00x", out), out
     assert out.count("pruner kernels alone") == 2
     assert "table-size check" in out

@@ -1,6 +1,7 @@
 """The distributed training job end to end on local Ray: 2 data-parallel workers, exact merged metrics."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,6 +108,35 @@ def test_three_workers_score_every_dev_and_test_row_once(odd_rows, tmp_path):
     feats = final["model_config"]["features"]
     assert [f["name"] for f in feats["domain_fields"]] == ["domain_2", "domain_0"]
     assert "domain_1" in [f["name"] for f in feats["categorical_fields"]]  # still an input, hashed
+
+
+def test_star_on_two_workers_owns_rows_for_the_vocabularys_domains(odd_rows, tmp_path):
+    """A competitor on the same job: STAR's per-domain rows go to the train domains with enough
+    rows (counted from the run's vocabulary), its sparse rows travel in the exchange, and the
+    final checkpoint rebuilds the model that scored the test split."""
+    import torch
+
+    from adasparse.config import ModelConfig
+    from adasparse.model import build_model
+    from adasparse.vocabulary import DomainVocabulary
+
+    spec_path, rows = odd_rows
+    final = run(parse_args(["--data", str(spec_path), "--model", "star", "--workers", "2", "--epochs", "1",
+                            "--batch-size", "512", "--hidden-units", "8", "--star.min_domain_rows", "100",
+                            "--out", str(tmp_path), "--name", "star"]), log=lambda s: None)
+    vocab = DomainVocabulary.from_json((tmp_path / "star" / "vocabulary.json").read_text())
+    owned = int((vocab.train_key_rows >= 100).sum())
+    assert 1 < owned < len(vocab.train_keys)  # some domains own rows, the rare ones share row 0
+    assert final["model_config"]["kind"] == "star" and final["model_config"]["domain_slots"] == owned + 1
+    assert (final["dev"]["rows"], final["test"]["rows"]) == (rows["dev"], rows["test"])
+    assert 0.3 < final["test"]["auc"] < 1
+    ckpt = tmp_path / "star" / "metrics.json"
+    best = json.loads(ckpt.read_text())["best_checkpoint"]
+    cfg = ModelConfig.model_validate(json.loads((Path(best) / "model_config.json").read_text()))
+    model = build_model(cfg)
+    model.load_state_dict(torch.load(Path(best) / "state.pt", weights_only=True)["model"])
+    reference = build_model(cfg, vocab)  # the rows assigned from the vocabulary, as the workers did
+    assert torch.equal(model.star.index.keys, reference.star.index.keys) and len(model.star.index.keys) == owned
 
 
 def test_gpu_requested_without_gpu_fails_fast(generated, tmp_path):

@@ -8,8 +8,9 @@ formulations) on any dataset, with seeds and the paper's significance mark.
 Every cell (model, backbone, seed) is one run of the training job — the same job, config,
 data and exchange for every model — run as a grid sweep on Ray Tune (:mod:`pipelines.tune`):
 cells run in parallel as the cluster's CPUs allow, and rerunning the command resumes the
-unfinished ones. The training options (``--epochs``, ``--workers``, ``--config FILE`` with a
-model's tuned options, ...) are ``adasparse train``'s and apply to every cell.
+unfinished ones. The training options (``--epochs``, ``--workers``, ``--config FILE``, ...) are
+``adasparse train``'s and apply to every cell; ``--model-config KIND=FILE`` adds a model's tuned
+options (a sweep's ``best.yaml``: its ``model`` and ``optim`` sections) to that model's cells.
 
 Written to ``OUT/NAME/``: ``table.md``, ``table.csv``, ``table.json`` — per model and backbone,
 the mean ± standard deviation over seeds of test LogLoss, AUC and GAUC — and the sweep's own
@@ -138,6 +139,30 @@ def cells_of(summary: dict, table: int, sweep_dir: Path) -> list[dict]:
     return cells
 
 
+def _pairs(items: list[str], models: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        kind, sep, path = item.partition("=")
+        if not sep or not path:
+            raise ConfigError(f"--model-config {item}: expected KIND=FILE")
+        if kind not in models:
+            raise ConfigError(f"--model-config {item}: {kind!r} is not one of --models ({', '.join(models)})")
+        out.append((kind, path))
+    return out
+
+
+def tuned_options(kind: str, path: str) -> dict:
+    """The hyperparameters of a tuned run config for ``kind``'s cells: its ``model`` section
+    (less the family and backbone, which the grid sets) and its ``optim`` section."""
+    cfg = load_config_file(path)
+    model = dict(cfg.get("model") or {})
+    if model.get("kind") not in (None, kind) and not (kind == "plain" and model.get("kind") == "dnn"):
+        raise ConfigError(f"{path}: model.kind is {model.get('kind')!r}, not {kind!r}")
+    model.pop("kind", None)
+    model.pop("backbone", None)
+    return {"model": model, **({"optim": cfg["optim"]} if cfg.get("optim") else {})}
+
+
 def main(argv: list[str] | None = None) -> int:
     from pipelines.command import run_command
 
@@ -146,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backbones", default="dnn,dcnv2", help="Table 1's backbones")
     p.add_argument("--seeds", type=int, default=3, help="seeds per cell (0, 1, ...): the paired test needs at least 2")
     p.add_argument("--table", type=int, choices=[1, 2], default=1, help="1: models x backbones; 2: AdaSparse's formulations")
+    p.add_argument("--model-config", action="append", default=[], metavar="KIND=FILE",
+                   help="a model's tuned options (a run config, e.g. a sweep's best.yaml): its model and optim sections "
+                        "apply to that model's cells (repeatable)")
     args = vars(p.parse_args(argv))
 
     def body() -> None:
@@ -172,8 +200,14 @@ def main(argv: list[str] | None = None) -> int:
             base = base.model_copy(update={"data": str(Path(base.data).resolve())})
         if "://" in base.output.dir:
             raise ConfigError(f"--out {base.output.dir}: comparisons write to a local or shared directory")
+        tuned = {kind: tuned_options(kind, path) for kind, path in _pairs(args["model_config"], models)}
+        for model, extra in tuned.items():  # the tuned cells are valid too
+            for backbone in backbones:
+                validate(JobConfig, deep_merge(deep_merge(base.model_dump(mode="json"), extra),
+                                               nest({"model.kind": model, "model.backbone": backbone}, "--model-config")),
+                         f"--model-config {model}")
         name = base.output.name or space.name
-        summary = sweep(space, base, 1, base.output.dir, name)
+        summary = sweep(space, base, 1, base.output.dir, name, per_value={"model.kind": tuned} if tuned else None)
         sweep_dir = Path(base.output.dir).resolve() / name
         cells = cells_of(summary, args["table"], sweep_dir)
         if not cells:

@@ -73,12 +73,18 @@ def _param_space(space: TuneSpace) -> dict:
     return out
 
 
-def _trial(config: dict, base: dict, trials_dir: str, cpu_budget: float) -> None:
-    """One Tune trial: the training job with this trial's parameters, reporting to Tune."""
+def _trial(config: dict, base: dict, trials_dir: str, cpu_budget: float, per_value: dict | None = None) -> None:
+    """One Tune trial: the training job with this trial's parameters, reporting to Tune.
+    ``per_value`` {parameter: {value: options}}: options for the trials that draw that value
+    (``adasparse compare``: each model's tuned options), under the trial's own parameters."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     name = ray.tune.get_context().get_trial_id()
+    for key, by_value in (per_value or {}).items():
+        extra = by_value.get(str(config.get(key)))
+        if extra:
+            base = deep_merge(base, extra)
     own = {**trial_options(config), "output.dir": trials_dir, "output.name": name, "resources.address": None}
     job = validate(JobConfig, deep_merge(base, nest(own, "trial")), f"trial {name}")
     run(job, log=lambda s: print(s, flush=True), callbacks=[TuneReportCallback()], cpu_budget=cpu_budget)
@@ -141,7 +147,8 @@ def _scheduler(space: TuneSpace, epochs: int):
                          reduction_factor=space.scheduler.reduction_factor)
 
 
-def sweep(space: TuneSpace, base: JobConfig, trials: int | None, out: str, name: str, log=print) -> dict:
+def sweep(space: TuneSpace, base: JobConfig, trials: int | None, out: str, name: str, log=print,
+          per_value: dict | None = None) -> dict:
     import ray
     from ray import tune
 
@@ -154,7 +161,7 @@ def sweep(space: TuneSpace, base: JobConfig, trials: int | None, out: str, name:
     samples = trials or (1 if space.search == "grid" else 8)
     base_opts = dump_config(base)
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, base=base_opts, trials_dir=str(trials_dir), cpu_budget=cpu_budget),
+        tune.with_parameters(_trial, base=base_opts, trials_dir=str(trials_dir), cpu_budget=cpu_budget, per_value=per_value),
         {"CPU": TRIAL_CPU},
     )
     if tune.Tuner.can_restore(str(sweep_dir)):

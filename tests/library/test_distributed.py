@@ -27,15 +27,18 @@ def _grads(model, batch):
 STEPS = 3  # the shared-memory exchange alternates two banks: three steps reuse the first
 
 
-def _worker(rank: int, world: int, init_file: str, out_dir: str, max_rows, transport: str) -> None:
+def _worker(rank: int, world: int, init_file: str, out_dir: str, max_rows, transport: str, kind: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.manual_seed(100 + rank)  # ranks start different: broadcast must align them
-        if max_rows == "per table":  # STAR: a second sparse table (per-domain rows), its own bound
+        if kind == "star":  # a second sparse table (per-domain rows), its own bound
             cfg = make_model_config(kind="star").model_copy(update={"domain_slots": 13})
             model = build_model(cfg).train()
             model.star.index.assign(torch.cartesian_prod(torch.arange(3), torch.arange(4)))
             max_rows = model.table_rows_per_step(80)
+        elif kind != "adasparse":
+            cfg = make_model_config(kind=kind)
+            model = build_model(cfg).train()
         else:
             # constant schedules: the unequal batches below would move each rank's sample clock apart
             cfg = make_model_config(kind="adasparse", alpha_init=5.0, alpha_max=5.0, lambda_growth=0.0)
@@ -75,10 +78,13 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, max_rows, trans
 # the largest batch below is 80 rows; a bound of 80 rows x every field holds on both ranks
 FIELDS = len(make_model_config(kind="adasparse").features.all_categorical)
 EXCHANGES = {
-    "all_reduce+all_gather": (None, "auto"),
-    "all_gather": (80 * FIELDS, "collectives"),
-    "shared_memory": (80 * FIELDS, "auto"),
-    "shared_memory (STAR)": ("per table", "auto"),
+    "all_reduce+all_gather": (None, "auto", "adasparse"),
+    "all_gather": (80 * FIELDS, "collectives", "adasparse"),
+    "shared_memory": (80 * FIELDS, "auto", "adasparse"),
+    # the competitors (docs/competitors.md) through the same exchange
+    "shared_memory (star)": (None, "auto", "star"),
+    "all_gather (apg)": (80 * FIELDS, "collectives", "apg"),
+    "all_gather (pepnet)": (80 * FIELDS, "collectives", "pepnet"),
 }
 
 
@@ -90,8 +96,9 @@ def _shm_files() -> set[str]:
 def two_ranks(request, tmp_path_factory):
     d = tmp_path_factory.mktemp("ddp")
     before = _shm_files()
-    max_rows, transport = EXCHANGES[request.param]
-    mp.start_processes(_worker, args=(2, str(d / "init"), str(d), max_rows, transport), nprocs=2, join=True, start_method="spawn")
+    max_rows, transport, kind = EXCHANGES[request.param]
+    mp.start_processes(_worker, args=(2, str(d / "init"), str(d), max_rows, transport, kind), nprocs=2, join=True,
+                       start_method="spawn")
     assert _shm_files() <= before  # the shared-memory file is gone once the ranks mapped it
     return [torch.load(d / f"rank{r}.pt") for r in range(2)], request.param
 

@@ -9,7 +9,8 @@ import json
 import pytest
 
 from pipelines.cli import main
-from pipelines.compare import comparison_table, compare_space, paired_p_value
+from adasparse.config import ConfigError
+from pipelines.compare import comparison_table, compare_space, paired_p_value, tuned_options
 
 
 def _cells(model, backbone, gaucs, shift=0.0):
@@ -57,11 +58,28 @@ def test_grid_options_are_refused_as_flags(capsys):
     assert "--seeds must be at least 1" in capsys.readouterr().err
 
 
+def _tuned(tmp_path, text: str) -> str:
+    path = tmp_path / "best.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_models_tuned_options_are_its_model_and_optim_sections(tmp_path, capsys):
+    path = _tuned(tmp_path, "data: d.yaml\nmodel: {kind: pepnet, backbone: dcnv2, pepnet: {gate_hidden: 8}}\n"
+                            "optim: {lr: 0.002}\ntrain: {epochs: 9}\n")
+    assert tuned_options("pepnet", path) == {"model": {"pepnet": {"gate_hidden": 8}}, "optim": {"lr": 0.002}}
+    with pytest.raises(ConfigError, match="model.kind is 'pepnet', not 'star'"):
+        tuned_options("star", path)
+    assert main(["compare", "--data", "x.yaml", "--models", "plain", "--model-config", f"star={path}"]) == 2
+    assert "'star' is not one of --models (plain)" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_a_small_comparison_writes_its_tables(generated, tmp_path, capsys):
+    tuned = _tuned(tmp_path, "model: {kind: pepnet, pepnet: {gate_hidden: 8}}\noptim: {lr: 0.002}\n")
     argv = ["compare", "--data", str(generated / "spec.yaml"), "--models", "plain,pepnet", "--backbones", "dnn",
             "--seeds", "2", "--epochs", "1", "--batch-size", "512", "--hidden-units", "16,8", "--workers", "1",
-            "--out", str(tmp_path), "--name", "cmp"]
+            "--out", str(tmp_path), "--name", "cmp", "--model-config", f"pepnet={tuned}"]
     assert main(argv) == 0
     out = tmp_path / "cmp"
     rows = json.loads((out / "table.json").read_text())
@@ -73,4 +91,8 @@ def test_a_small_comparison_writes_its_tables(generated, tmp_path, capsys):
     # each cell is its own training run, with its own seed
     trials = list(csv.DictReader(open(out / "results.csv")))
     assert len(trials) == 4 and {t["train.seed"] for t in trials} == {"0", "1"}
+    for t in trials:  # the tuned options reach the pepnet cells only
+        cfg = json.loads((out / "trials" / t["trial"] / "metrics.json").read_text())["config"]
+        tuned_cell = t["model.kind"] == "pepnet"
+        assert (cfg["model"]["pepnet"]["gate_hidden"], cfg["optim"]["lr"]) == ((8, 0.002) if tuned_cell else (64, 0.001))
     assert "table.md" in capsys.readouterr().out

@@ -77,7 +77,7 @@ def test_bad_yaml_is_one_line_naming_file_and_key(tmp_path, text, message):
 
 @pytest.mark.parametrize("argv, message", [
     (["--workers", "0"], "options: resources.workers: Input should be greater than or equal to 1"),
-    (["--model", "xgboost"], "options: model.kind: Input should be 'plain' or 'adasparse'"),
+    (["--model", "xgboost"], "options: model.kind: Input should be 'plain', 'adasparse', 'star', 'apg' or 'pepnet'"),
     (["--r-min", "0.3", "--r-max", "0.2"], "options: model.pruner: r_min (0.3) must be below r_max (0.2)"),
     (["--beta", "0.5"], "options: model.pruner.beta: Input should be greater than or equal to 1"),
     (["--beta", "2", "--model.pruner.beta", "3"], "options: model.pruner.beta and beta set one option (model.pruner.beta) to two values"),

@@ -112,8 +112,9 @@ def test_three_workers_score_every_dev_and_test_row_once(odd_rows, tmp_path):
 
 def test_star_on_two_workers_owns_rows_for_the_vocabularys_domains(odd_rows, tmp_path):
     """A competitor on the same job: STAR's per-domain rows go to the train domains with enough
-    rows (counted from the run's vocabulary), its sparse rows travel in the exchange, and the
-    final checkpoint rebuilds the model that scored the test split."""
+    rows (counted from the run's vocabulary), its sparse rows travel in the exchange, a worker
+    killed after epoch 1 restarts from the checkpoint (rows and running statistics included),
+    and the final checkpoint rebuilds the model that scored the test split."""
     import torch
 
     from adasparse.config import ModelConfig
@@ -121,9 +122,12 @@ def test_star_on_two_workers_owns_rows_for_the_vocabularys_domains(odd_rows, tmp
     from adasparse.vocabulary import DomainVocabulary
 
     spec_path, rows = odd_rows
-    final = run(parse_args(["--data", str(spec_path), "--model", "star", "--workers", "2", "--epochs", "1",
+    final = run(parse_args(["--data", str(spec_path), "--model", "star", "--workers", "2", "--epochs", "2",
                             "--batch-size", "512", "--hidden-units", "8", "--star.min_domain_rows", "100",
-                            "--out", str(tmp_path), "--name", "star"]), log=lambda s: None)
+                            "--out", str(tmp_path), "--name", "star", "--max-failures", "1", "--fail-at-epoch", "1"]),
+                log=lambda s: None)
+    assert (tmp_path / "star" / ".fault_injected").exists()  # a worker really died after epoch 1
+    assert [h["epoch"] for h in final["history"]] == [1, 2]  # and the run went on from its checkpoint
     vocab = DomainVocabulary.from_json((tmp_path / "star" / "vocabulary.json").read_text())
     owned = int((vocab.train_key_rows >= 100).sum())
     assert 1 < owned < len(vocab.train_keys)  # some domains own rows, the rare ones share row 0

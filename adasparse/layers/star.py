@@ -56,11 +56,6 @@ class StarArch(nn.Module):
         self.register_buffer("running_var", torch.ones(in_dim))
         self.aux = mlp(domain_dim, cfg.aux_hidden_units, 1)
 
-    @property
-    def row_floats(self) -> int:
-        """Parameters one domain owns (its table row)."""
-        return sum(self.parts)
-
     def begin(self, e_d: torch.Tensor, domain_ids: torch.Tensor) -> "StarContext":
         return StarContext(self, e_d, domain_ids)
 

@@ -171,7 +171,19 @@ class PepNetConfig(StrictModel):
         default_factory=list, description="categorical fields whose embeddings join e_d in PPNet's prior (e.g. user_id)")
 
 
-MODEL_KINDS = ("plain", "adasparse", "star", "apg", "pepnet")
+class MamlConfig(StrictModel):
+    """MAML with domains as meta-tasks: the head (last hidden layer and logit layer) adapts to
+    each domain by inner SGD steps (docs/competitors.md, "MAML")."""
+
+    inner_steps: int = Field(default=1, ge=1, description="inner SGD steps of a domain's head on its support rows")
+    inner_lr: float = Field(default=0.1, gt=0.0, description="the inner steps' learning rate η")
+    first_order: bool = Field(default=True, description="first-order MAML (no second derivatives through the inner steps)")
+    support_rows: int = Field(default=16, ge=1, description="train rows kept per domain to adapt its head at evaluation")
+    min_domain_rows: int = Field(
+        default=10, ge=1, description="train rows a domain needs for its own support buffer (the others use the meta head)")
+
+
+MODEL_KINDS = ("plain", "adasparse", "star", "apg", "pepnet", "maml")
 
 
 class ModelSpec(StrictModel):
@@ -180,18 +192,23 @@ class ModelSpec(StrictModel):
     alone (the baseline), ``kind: adasparse`` adds the domain-adaptive pruner; ``dnn``, the
     round-1 spelling of ``plain``, is still accepted."""
 
-    kind: Literal["plain", "adasparse", "star", "apg", "pepnet"] = Field(
+    kind: Literal["plain", "adasparse", "star", "apg", "pepnet", "maml"] = Field(
         default="adasparse",
-        description="model family: plain (the backbone alone) | adasparse | the paper's competitors star | apg | pepnet")
+        description="model family: plain (the backbone alone) | adasparse | the paper's competitors star | apg | pepnet | maml")
     backbone: Literal["dnn", "dcnv2"] = Field(default="dnn", description="the network the model is built on")
     hidden_units: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 64, 32], min_length=1,
                                                            description="hidden layer sizes, e.g. 128,64,32")
     cross_layers: int = Field(default=3, ge=1, description="DCNv2 cross layers")
+    logit_bias_init: Literal["uniform", "base_rate"] = Field(
+        default="base_rate",
+        description="the logit layer's bias at the start: nn.Linear's uniform init, or the log-odds of the train "
+                    "split's click rate (docs/competitors.md says why)")
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     star: StarConfig = Field(default_factory=StarConfig)
     apg: ApgConfig = Field(default_factory=ApgConfig)
     pepnet: PepNetConfig = Field(default_factory=PepNetConfig)
+    maml: MamlConfig = Field(default_factory=MamlConfig)
 
     @field_validator("kind", mode="before")
     @classmethod
@@ -205,7 +222,8 @@ class ModelSpec(StrictModel):
 
 class ModelConfig(ModelSpec):
     """A whole CTR model: :class:`ModelSpec` plus what the data decides: the features it reads
-    and, for models with per-domain parameters (STAR), how many domains have their own row."""
+    and, for models with per-domain rows (STAR's parameters, MAML's support rows), how many
+    domains have their own row."""
 
     features: FeatureConfig
     domain_slots: int = Field(

@@ -59,7 +59,8 @@ def synthetic_splits(spec: SyntheticSpec, rows: int, seed: int, min_count: int =
     a, b = rows * 4 // 6, rows * 5 // 6  # time is the row index: the cut points are row counts
     names = [f.name for f in feats.domain_fields]
     hashes = np.stack([field_hashes(data[n], n) for n in names], axis=1)
-    vocab = DomainVocabulary.from_rows(names, hashes[:a], [np.asarray(data[n])[:a] for n in names], min_count)
+    vocab = DomainVocabulary.from_rows(names, hashes[:a], [np.asarray(data[n])[:a] for n in names], min_count,
+                                   labels=enc.label[:a])
     ids = vocab.ids_of_hashes(hashes)
     enc.cat_ids[:, : len(names)] = ids
     enc = EncodedBatch(enc.cat_ids, enc.numeric, vocab.keys(ids), enc.label)

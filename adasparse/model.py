@@ -5,13 +5,15 @@ Composed from small named arches (``embedding``, ``backbone`` and one domain arc
 picks the domain arch: ``plain`` none (the baseline), ``adasparse`` the domain-adaptive pruner
 between the layers (``pruner``), and the paper's competitors (docs/competitors.md): ``star``
 (star-topology FC, partitioned normalisation, auxiliary net: ``star``), ``apg`` (weights
-generated from e_d: the deep tower's own layers) and ``pepnet`` (EPNet and PPNet gates:
-``pepnet``). The training objective is :meth:`CTRModel.objective`: cross-entropy (eq. 1) + R_s
-(eq. 9) for AdaSparse.
+generated from e_d: the deep tower's own layers), ``pepnet`` (EPNet and PPNet gates:
+``pepnet``) and ``maml`` (the head adapted per domain by inner steps: ``maml``). The training
+objective is :meth:`CTRModel.objective`: cross-entropy (eq. 1) + R_s (eq. 9) for AdaSparse,
+the query loss after the inner steps for MAML.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,6 +27,7 @@ from adasparse.layers.dcnv2 import DCNv2Backbone
 from adasparse.layers.dnn import DNNBackbone
 from adasparse.layers.domain_index import mixed_radix
 from adasparse.layers.embedding import FeatureEmbeddingArch
+from adasparse.layers.maml import MamlArch, MamlContext, adapt, head_logits
 from adasparse.layers.pepnet import PepNetArch
 from adasparse.layers.pruner import DomainAdaptivePruner, PruneContext
 from adasparse.layers.star import StarArch
@@ -41,6 +44,7 @@ class ModelOutput:
     ratios: torch.Tensor | None = None  # (L,) r^l per pruned layer, differentiable; None without pruner
     prune: PruneContext | None = None
     samples: int = 0  # the schedules' position: training samples (of all workers) before this forward
+    maml: MamlContext | None = None  # MAML's captured head inputs (its meta-loss needs the labels)
 
 
 @dataclass
@@ -68,7 +72,7 @@ class CTRModel(nn.Module):
         else:
             self.backbone = DCNv2Backbone(in_dim, cfg.hidden_units, cfg.cross_layers, make_layer)
         self.prunes_input = cfg.kind == "adasparse" and cfg.pruner.prune_input
-        self.pruner = self.star = self.pepnet = None
+        self.pruner = self.star = self.pepnet = self.maml = None
         if cfg.kind == "adasparse":
             widths = ([in_dim] if self.prunes_input else []) + self.backbone.widths
             self.pruner = DomainAdaptivePruner(domain_dim, widths, domain_buckets, cfg.pruner)
@@ -79,6 +83,9 @@ class CTRModel(nn.Module):
             persona = [names.index(n) for n in cfg.pepnet.persona_fields]
             fields = len(names) + len(feats.numeric_fields)
             self.pepnet = PepNetArch(fields, cfg.embedding.dim, domain_dim, persona, [in_dim] + self.backbone.widths, cfg.pepnet)
+        elif cfg.kind == "maml":
+            self.maml = MamlArch(len(feats.all_categorical), len(feats.numeric_fields), domain_buckets, cfg.domain_slots, cfg.maml)
+        self._adapted: tuple[int, torch.Tensor, list[torch.Tensor]] | None = None  # MAML's heads at evaluation
         self.register_buffer("domain_radix", mixed_radix(domain_buckets), persistent=False)
         # Training updates and training samples (of all data-parallel workers): the samples
         # drive α and λ̂ (adasparse.schedules); both are saved with the model. Python mirrors
@@ -95,6 +102,7 @@ class CTRModel(nn.Module):
     def _sync_updates(self) -> None:
         self._updates = int(self.num_updates)
         self._samples = int(self.num_samples)
+        self._adapted = None
 
     # -- schedules -----------------------------------------------------------------------
     def plan_schedule(self, planned_samples: int, sample_scale: int = 1) -> None:
@@ -145,6 +153,14 @@ class CTRModel(nn.Module):
         elif self.cfg.kind == "apg":
             apg = ApgContext(self.backbone.deep.layers, e_d, domain_ids, self.domain_radix)
             out = ModelOutput(self.backbone(x, linear=apg.linear), samples=seen)
+        elif self.maml is not None:
+            maml = MamlContext(self.maml, self.backbone, domain_ids, self.domain_radix)
+            logits = self.backbone(x, linear=maml.linear)
+            if self.training:
+                maml.cat_ids, maml.numeric = cat_ids, numeric
+            else:
+                logits = self._adapted_logits(logits, maml, domain_ids)
+            out = ModelOutput(logits, samples=seen, maml=maml)
         elif self.pepnet is not None:
             rows = x.view(x.shape[0], -1, self.embedding.dim)
             persona = rows[:, self.pepnet.persona].flatten(1) if self.pepnet.persona else None
@@ -171,7 +187,11 @@ class CTRModel(nn.Module):
     def objective(self, out: ModelOutput, labels: torch.Tensor) -> Objective:
         """L_CTR (eq. 1, mean binary cross-entropy) + R_s (eq. 9) when the pruner is regularized:
         over the batch's r^l, or per domain (``pruner.sparsity_scope``)."""
-        ctr = F.binary_cross_entropy_with_logits(out.logits.float(), labels.float())
+        if out.maml is not None and out.maml.cat_ids is not None:  # MAML in training: the query loss
+            ctr = out.maml.meta_loss(labels)
+            self.maml.remember(out.maml.cat_ids, out.maml.numeric, labels, self.maml.index(out.maml.domain_ids))
+        else:
+            ctr = F.binary_cross_entropy_with_logits(out.logits.float(), labels.float())
         if self.pruner is not None and self.cfg.pruner.regularized and out.ratios is not None:
             p = self.cfg.pruner
             lam = lambda_hat_at(out.samples, p)
@@ -184,6 +204,40 @@ class CTRModel(nn.Module):
             reg = torch.zeros((), device=ctr.device)
         return Objective(ctr + reg, ctr, reg)
 
+    def _adapted_logits(self, logits: torch.Tensor, ctx: MamlContext, domain_ids: torch.Tensor) -> torch.Tensor:
+        """MAML at evaluation: rows of a domain with support rows get the logit of the head
+        adapted on them; the others keep the meta-learned head's."""
+        slots, heads = self.adapted_heads()
+        if not slots.numel():
+            return logits
+        row_slot = self.maml.index(domain_ids)
+        group = torch.full((self.maml.index.slots,), -1, dtype=torch.int64, device=logits.device)
+        group[slots] = torch.arange(slots.numel(), device=logits.device)
+        g = group.index_select(0, row_slot)
+        has = (g >= 0).nonzero().squeeze(1)
+        if not has.numel():
+            return logits
+        c = None if ctx.c is None else ctx.c.index_select(0, has)
+        adapted = head_logits(ctx.z.index_select(0, has), c, heads, g.index_select(0, has)).to(logits.dtype)
+        return logits.index_copy(0, has, adapted)
+
+    def adapted_heads(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """MAML: every support-holding slot's head, adapted on its buffered train rows with the
+        current weights; cached until the next update or load."""
+        if self._adapted is not None and self._adapted[0] == self._updates:
+            return self._adapted[1], self._adapted[2]
+        slots, cat, num, labels, group = self.maml.support()
+        ctx = MamlContext(self.maml, self.backbone, cat[:, : self.embedding.num_domain_fields], self.domain_radix)
+        heads: list[torch.Tensor] = []
+        if slots.numel():
+            with torch.no_grad():
+                self.backbone(self.embedding(cat, num if num.shape[1] else None), linear=ctx.linear)
+            cfg = self.maml.cfg
+            heads = [h.detach() for h in adapt(ctx.head_params(), ctx.z, ctx.c, labels, group, slots.numel(),
+                                                cfg.inner_steps, cfg.inner_lr, True)]
+        self._adapted = (self._updates, slots, heads)
+        return slots, heads
+
     def table_rows_per_step(self, batch: int) -> dict[nn.Parameter, int]:
         """Each sparse table's bound on the rows a step of ``batch`` rows touches (for the
         gradient exchange): a lookup per categorical field per row, STAR's one row per row."""
@@ -191,6 +245,15 @@ class CTRModel(nn.Module):
         if self.star is not None:
             bounds[self.star.table.weight] = batch
         return bounds
+
+    @torch.no_grad()
+    def start_at_base_rate(self, rate: float) -> None:
+        """Set the logit layer's bias to log(p / (1 − p)) of the click rate ``rate`` (clipped to
+        [1e-6, 1 − 1e-6]), so the untrained model predicts the base rate: the first steps then
+        learn which rows differ from it instead of pushing every layer towards the base rate,
+        which saturates the tanh tower of a model with factorised weights (APG)."""
+        p = min(max(float(rate), 1e-6), 1.0 - 1e-6)
+        self.backbone.logit.bias.fill_(math.log(p / (1.0 - p)))
 
     # -- inspection ------------------------------------------------------------------------
     @torch.no_grad()
@@ -219,25 +282,35 @@ class CTRModel(nn.Module):
         return [pi > 0 for pi in self.pruner.domain_factors(e_d, self.alpha)]
 
 
+def domain_min_rows(cfg: ModelConfig) -> int | None:
+    """Train rows a domain needs for its own per-domain row (STAR, MAML); None: no such rows."""
+    return {"star": cfg.star.min_domain_rows, "maml": cfg.maml.min_domain_rows}.get(cfg.kind)
+
+
 def with_domain_rows(cfg: ModelConfig, vocabulary: "DomainVocabulary") -> ModelConfig:
-    """``cfg`` with the per-domain parameter rows the data decides: for STAR one row per train
-    domain with at least ``star.min_domain_rows`` train rows, plus the shared row 0."""
-    if cfg.kind != "star":
+    """``cfg`` with the per-domain rows the data decides: for STAR's parameters and MAML's
+    support buffers one row per train domain with enough train rows, plus the shared row 0."""
+    need = domain_min_rows(cfg)
+    if need is None:
         return cfg
-    owned = vocabulary.domains_with_rows(cfg.star.min_domain_rows)
-    return cfg.model_copy(update={"domain_slots": len(owned) + 1})
+    return cfg.model_copy(update={"domain_slots": len(vocabulary.domains_with_rows(need)) + 1})
 
 
 def build_model(cfg: ModelConfig, vocabulary: "DomainVocabulary | None" = None) -> CTRModel:
     """A new model. A STAR model's per-domain rows go to the ``vocabulary``'s train domains
-    (``domain_slots`` set from it); without one it is a shell for ``load_state_dict``, with the
-    rows its config names."""
-    if cfg.kind == "star" and vocabulary is not None:
-        cfg = with_domain_rows(cfg, vocabulary)
-        model = CTRModel(cfg)
-        model.star.index.assign(torch.from_numpy(vocabulary.domains_with_rows(cfg.star.min_domain_rows)))
-        return model
-    return CTRModel(cfg)
+    (``domain_slots`` set from it); with ``logit_bias_init: base_rate`` the logit starts at the
+    vocabulary's train click rate. Without a vocabulary it is a shell for ``load_state_dict``,
+    with the rows its config names."""
+    if vocabulary is None:
+        return CTRModel(cfg)
+    cfg = with_domain_rows(cfg, vocabulary)
+    model = CTRModel(cfg)
+    per_domain = model.star or model.maml
+    if per_domain is not None:
+        per_domain.index.assign(torch.from_numpy(vocabulary.domains_with_rows(domain_min_rows(cfg))))
+    if cfg.logit_bias_init == "base_rate" and vocabulary.base_rate is not None:
+        model.start_at_base_rate(vocabulary.base_rate)
+    return model
 
 
 def layer_sparsity(masks: list[torch.Tensor]) -> list[float]:

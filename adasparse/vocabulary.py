@@ -71,9 +71,11 @@ class DomainVocabulary:
     """The vocabularies of every domain-aware field, and the train split's domains."""
 
     def __init__(self, fields: list[FieldVocabulary], min_count: int, train_keys: np.ndarray, train_tuples: int,
-                 train_rows: int = 0, train_key_rows: np.ndarray | None = None, train_ids: np.ndarray | None = None):
+                 train_rows: int = 0, train_key_rows: np.ndarray | None = None, train_ids: np.ndarray | None = None,
+                 train_positives: int | None = None):
         self.fields = fields
         self.train_rows = int(train_rows)  # rows of the train split
+        self.train_positives = None if train_positives is None else int(train_positives)  # their clicks (label 1)
         self.min_count = min_count
         self.train_keys = np.asarray(train_keys, dtype=np.int64)  # sorted domain keys seen in train
         self.train_key_rows = None if train_key_rows is None else np.asarray(train_key_rows, dtype=np.int64)  # their rows
@@ -87,9 +89,10 @@ class DomainVocabulary:
     # -- building ----------------------------------------------------------------------------
     @classmethod
     def build(cls, names: list[str], tuples: np.ndarray, counts: np.ndarray, values: list[dict[int, str]],
-              min_count: int = 2) -> "DomainVocabulary":
+              min_count: int = 2, positives: int | None = None) -> "DomainVocabulary":
         """From the train split's distinct domain tuples: ``tuples`` (T, k) uint64 value hashes,
-        ``counts`` (T,) their rows, ``values[j]`` the raw value of each hash of field j."""
+        ``counts`` (T,) their rows, ``values[j]`` the raw value of each hash of field j;
+        ``positives`` the train split's rows with label 1 (its base rate, when known)."""
         if min_count < 1:
             raise ConfigError(f"domain vocabulary: min_count must be at least 1, got {min_count}")
         tuples = np.asarray(tuples, dtype=np.uint64).reshape(-1, len(names))
@@ -106,7 +109,7 @@ class DomainVocabulary:
                 raise ValueError(f"domain field {name!r}: no raw value recorded for hash {missing[0]:#x}")
             fields.append(FieldVocabulary(name, [values[j][h] for h in kept_h.tolist()], kept_h, kept_n,
                                           int(rows[~keep].sum())))
-        vocab = cls(fields, min_count, np.zeros(0, np.int64), len(tuples), int(counts.sum()))
+        vocab = cls(fields, min_count, np.zeros(0, np.int64), len(tuples), int(counts.sum()), train_positives=positives)
         ids = vocab.ids_of_hashes(tuples)
         keys, first, inv = np.unique(vocab.keys(ids), return_index=True, return_inverse=True)
         vocab.train_keys = keys
@@ -115,14 +118,16 @@ class DomainVocabulary:
         return vocab
 
     @classmethod
-    def from_rows(cls, names: list[str], hashes: np.ndarray, raw: list[np.ndarray], min_count: int = 2) -> "DomainVocabulary":
+    def from_rows(cls, names: list[str], hashes: np.ndarray, raw: list[np.ndarray], min_count: int = 2,
+                  labels: np.ndarray | None = None) -> "DomainVocabulary":
         """From the train rows themselves (in memory): ``hashes`` (n, k) value hashes, ``raw[j]``
-        field j's raw values."""
+        field j's raw values, ``labels`` their labels (for the base rate)."""
         hashes = np.asarray(hashes, dtype=np.uint64).reshape(-1, len(names))
         tuples, first, counts = np.unique(hashes, axis=0, return_index=True, return_counts=True)
         values = [{int(h): str(v) for h, v in zip(tuples[:, j].tolist(), np.asarray(raw[j])[first].tolist())}
                   for j in range(len(names))]
-        return cls.build(names, tuples, counts, values, min_count)
+        positives = None if labels is None else int(np.count_nonzero(np.asarray(labels) == 1))
+        return cls.build(names, tuples, counts, values, min_count, positives)
 
     # -- applying ----------------------------------------------------------------------------
     def ids_of_hashes(self, hashes: np.ndarray) -> np.ndarray:
@@ -153,6 +158,13 @@ class DomainVocabulary:
         return self.train_keys[pos] == keys
 
     @property
+    def base_rate(self) -> float | None:
+        """The train split's click rate (positives / rows), None when not counted."""
+        if self.train_positives is None or not self.train_rows:
+            return None
+        return self.train_positives / self.train_rows
+
+    @property
     def distinguished(self) -> int:
         """Distinct train domains the model's e_d tells apart (distinct id tuples)."""
         return len(self.train_keys)
@@ -171,7 +183,7 @@ class DomainVocabulary:
     def summary(self) -> dict:
         return {"fields": {f.name: {"values": len(f.values), "oov_train_rows": f.oov_train_rows} for f in self.fields},
                 "min_count": self.min_count, "train": self.train_tuples, "distinguished": self.distinguished,
-                "train_rows": self.train_rows}
+                "train_rows": self.train_rows, "train_positives": self.train_positives}
 
     # -- storing -----------------------------------------------------------------------------
     def to_json(self) -> str:
@@ -180,6 +192,7 @@ class DomainVocabulary:
             "min_count": self.min_count,
             "train_tuples": self.train_tuples,
             "train_rows": self.train_rows,
+            "train_positives": self.train_positives,
             "fields": [{"name": f.name, "values": f.values, "hashes": [f"{h:016x}" for h in f.hashes.tolist()],
                         "counts": f.counts.tolist(), "oov_train_rows": f.oov_train_rows} for f in self.fields],
             "train_keys": self.train_keys.tolist(),
@@ -197,7 +210,8 @@ class DomainVocabulary:
                                       np.array(f["counts"], dtype=np.int64), int(f["oov_train_rows"])) for f in d["fields"]]
             rows, ids = d.get("train_key_rows"), d.get("train_ids")
             return cls(fields, int(d["min_count"]), np.array(d["train_keys"], dtype=np.int64), int(d["train_tuples"]),
-                       int(d["train_rows"]), None if rows is None else np.array(rows), None if ids is None else np.array(ids))
+                       int(d["train_rows"]), None if rows is None else np.array(rows), None if ids is None else np.array(ids),
+                       d.get("train_positives"))
         except (ValueError, KeyError, TypeError) as err:
             raise ConfigError(f"{source}: not a domain vocabulary: {err}") from None
 

@@ -62,10 +62,11 @@ def variants(feats: FeatureConfig, backbone: str, hidden: list[int] | None = Non
     for mode in ("domain", "instance"):
         for form in ("binarization", "scaling", "fusion"):
             v[f"adasparse {form}/{mode}"] = ModelConfig(kind="adasparse", pruner={"formulation": form, "input": mode}, **base)
-    if competitors:  # STAR with a parameter row for every one of the 288 domains
+    if competitors:  # STAR and MAML with a row for every one of the 288 domains
         v["star"] = ModelConfig(kind="star", domain_slots=int(np.prod(DOMAIN_CARD)) + 1, **base)
         v["apg"] = ModelConfig(kind="apg", **base)
         v["pepnet"] = ModelConfig(kind="pepnet", **base)
+        v["maml"] = ModelConfig(kind="maml", domain_slots=int(np.prod(DOMAIN_CARD)) + 1, **base)
     return v
 
 
@@ -73,9 +74,9 @@ def benchmark_model(cfg: ModelConfig):
     """A training-mode model (seeded) without the id guard: ids come from our own generator."""
     torch.manual_seed(0)
     m = build_model(cfg).train()
-    if m.star is not None:  # every domain-field tuple owns its row
+    if (m.star or m.maml) is not None:  # every domain-field tuple owns its row
         grids = np.meshgrid(*[np.arange(c) for c in DOMAIN_CARD], indexing="ij")
-        m.star.index.assign(torch.from_numpy(np.stack([g.ravel() for g in grids], axis=1)))
+        (m.star or m.maml).index.assign(torch.from_numpy(np.stack([g.ravel() for g in grids], axis=1)))
     m.check_ids = False  # measure the model, not the guard
     return m
 

@@ -1,7 +1,7 @@
 """``adasparse compare``: the paper's Table 1 (models × backbones) and Table 2 (AdaSparse's three
 formulations) on any dataset, with seeds and the paper's significance mark.
 
-    adasparse compare --data DIR/spec.yaml --models plain,adasparse,star,apg,pepnet --backbones dnn,dcnv2 \\
+    adasparse compare --data DIR/spec.yaml --models plain,adasparse,star,apg,pepnet,maml --backbones dnn,dcnv2 \\
         --seeds 3 --epochs 2 --out comparisons
     adasparse compare --table 2 --data DIR/spec.yaml --seeds 3 --out comparisons
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.command import run_command
 
     p = job_parser("adasparse compare", "the paper's Table 1 or 2 on a dataset: every model, backbone and seed on the same job")
-    p.add_argument("--models", default="plain,adasparse,star,apg,pepnet", help="Table 1's models (model.kind values)")
+    p.add_argument("--models", default="plain,adasparse,star,apg,pepnet,maml", help="Table 1's models (model.kind values)")
     p.add_argument("--backbones", default="dnn,dcnv2", help="Table 1's backbones")
     p.add_argument("--seeds", type=int, default=3, help="seeds per cell (0, 1, ...): the paired test needs at least 2")
     p.add_argument("--table", type=int, choices=[1, 2], default=1, help="1: models x backbones; 2: AdaSparse's formulations")

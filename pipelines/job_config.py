@@ -133,7 +133,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "fail_at_epoch": ("faults", "fail_at_epoch"),
 }
 # the model's sections, also reachable without the ``model.`` prefix (``--pruner.beta 2``)
-MODEL_SECTIONS = ("pruner", "embedding", "star", "apg", "pepnet")
+MODEL_SECTIONS = ("pruner", "embedding", "star", "apg", "pepnet", "maml")
 
 
 def resolve_key(key: str) -> tuple[str, ...]:

@@ -1,9 +1,9 @@
 """The domain-aware fields' vocabulary, built in one streaming pass over the train split.
 
-Each read task reads only the domain-aware columns (and the time column to keep the train
-rows), hashes the values (:func:`pipelines.transforms.domain_hashes`) and emits the block's
-distinct value tuples with their row counts and one raw value per hash; the driver merges
-them as they arrive, so its memory is bounded by the number of distinct domains, not rows.
+Each read task reads only the domain-aware columns and the label (and the time column to keep
+the train rows), hashes the values (:func:`pipelines.transforms.domain_hashes`) and emits the
+block's distinct value tuples with their row counts, their clicks (for the train base rate) and
+one raw value per hash; the driver merges them as they arrive, so its memory is bounded by the number of distinct domains, not rows.
 The vocabulary itself (ids, the out-of-vocabulary id, domain keys) is
 :class:`adasparse.vocabulary.DomainVocabulary`.
 """
@@ -32,10 +32,15 @@ class _TupleCounts:
         table = keep_split(table, self.spec, self.lo, self.hi)
         k = len(self.spec.domain_fields)
         h = domain_hashes(table, self.spec)
-        uniq, first, counts = np.unique(h, axis=0, return_index=True, return_counts=True) if len(h) else \
-            (np.zeros((0, k), np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        if len(h):
+            uniq, first, inv, counts = np.unique(h, axis=0, return_index=True, return_inverse=True, return_counts=True)
+            clicks = np.asarray(table[self.spec.label].to_numpy(zero_copy_only=False)) == 1
+            positives = np.bincount(inv.reshape(-1), weights=clicks, minlength=len(uniq))
+        else:
+            uniq, first, counts, positives = np.zeros((0, k), np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
         out = {f"h{j}": pa.array(uniq[:, j]) for j in range(k)}
         out["rows"] = pa.array(counts.astype(np.int64))
+        out["positives"] = pa.array(positives.astype(np.int64))
         for j, f in enumerate(self.spec.domain_fields):
             col = table[f.name].take(pa.array(first)) if len(first) else pa.array([], pa.string())
             out[f"v{j}"] = pa.array([None if v is None else str(v) for v in col.to_pylist()], pa.string())
@@ -53,12 +58,12 @@ def build_vocabulary(source: DataSource, cuts, min_count: int = 2) -> DomainVoca
     names = [f.name for f in spec.domain_fields]
     k = len(names)
     lo, hi = split_bounds(source, "train", cuts)
-    columns = names + ([spec.time] if spec.time is not None and cuts is not None else [])
+    columns = names + [spec.label] + ([spec.time] if spec.time is not None and cuts is not None else [])
     ds = read_raw(source, columns, split="train", with_paths=False).map_batches(
         _TupleCounts(spec, lo, hi), batch_format="pyarrow", batch_size=None)
     tuples, rows = np.zeros((0, k), np.uint64), np.zeros(0, np.int64)
     pending_t, pending_r = [], []
-    pending = 0
+    pending = positives = 0
     values: list[dict[int, str]] = [{} for _ in range(k)]
     for block in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         if not block.num_rows:
@@ -66,6 +71,7 @@ def build_vocabulary(source: DataSource, cuts, min_count: int = 2) -> DomainVoca
         t = np.stack([block[f"h{j}"].to_numpy() for j in range(k)], axis=1).astype(np.uint64)
         pending_t.append(t)
         pending_r.append(block["rows"].to_numpy())
+        positives += int(block["positives"].to_numpy().sum())
         pending += len(t)
         for j in range(k):
             seen = values[j]
@@ -83,7 +89,7 @@ def build_vocabulary(source: DataSource, cuts, min_count: int = 2) -> DomainVoca
         if np.all(tuples[:, j] == missing_hash(name)):
             raise DataError(f"{spec.location}: domain field {name!r}: every value in the train split is missing "
                             f"(null or one of {spec.missing_values}); it cannot tell domains apart")
-    return DomainVocabulary.build(names, tuples, rows, values, min_count=min_count)
+    return DomainVocabulary.build(names, tuples, rows, values, min_count=min_count, positives=positives)
 
 
 def missing_hash(name: str) -> int:

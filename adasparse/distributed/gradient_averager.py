@@ -140,11 +140,11 @@ class GradientAverager:
                 dist.broadcast(t.data, src, group=self.group)
 
     def broadcast_buffers(self, model: nn.Module, src: int = 0) -> None:
-        """Make every rank's floating-point buffers (running statistics) rank ``src``'s."""
+        """Make every rank's buffers — the state not trained by gradients, which differs between
+        ranks: STAR's running statistics, MAML's support rows — rank ``src``'s."""
         with torch.no_grad():
             for t in model.buffers():
-                if t.is_floating_point():
-                    dist.broadcast(t.data, src, group=self.group)
+                dist.broadcast(t.data, src, group=self.group)
 
     def reset_timings(self) -> dict[str, float]:
         """The phase timings so far (see ``timings``), then zero them."""

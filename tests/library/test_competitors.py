@@ -195,12 +195,12 @@ def test_pepnet_persona_fields_must_exist():
         _config("pepnet", pepnet={"persona_fields": ["user"]})
 
 
-@pytest.mark.parametrize("kind", ["star", "apg", "pepnet"])
+@pytest.mark.parametrize("kind", ["star", "apg", "pepnet", "maml"])
 def test_every_competitor_trains_a_step_on_both_backbones(kind):
     for backbone in ("dnn", "dcnv2"):
-        model = build_model(_config(kind, backbone, **({"domain_slots": 2} if kind == "star" else {})))
-        if kind == "star":
-            model.star.index.assign(torch.tensor([[1, 1]]))
+        model = build_model(_config(kind, backbone, **({"domain_slots": 2} if kind in ("star", "maml") else {})))
+        if kind in ("star", "maml"):
+            (model.star or model.maml).index.assign(torch.tensor([[1, 1]]))
         cat, num, label = random_batch(model.cfg, n=32)
         opt = torch.optim.SGD([p for p in model.parameters() if not getattr(p, "is_sparse", False)], lr=0.1)
         loss0 = model.objective(model(cat, num), label).total

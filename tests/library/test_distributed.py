@@ -31,10 +31,10 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, max_rows, trans
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.manual_seed(100 + rank)  # ranks start different: broadcast must align them
-        if kind == "star":  # a second sparse table (per-domain rows), its own bound
-            cfg = make_model_config(kind="star").model_copy(update={"domain_slots": 13})
+        if kind in ("star", "maml"):  # STAR: a second sparse table (per-domain rows), its own bound
+            cfg = make_model_config(kind=kind).model_copy(update={"domain_slots": 13})
             model = build_model(cfg).train()
-            model.star.index.assign(torch.cartesian_prod(torch.arange(3), torch.arange(4)))
+            (model.star or model.maml).index.assign(torch.cartesian_prod(torch.arange(3), torch.arange(4)))
             max_rows = model.table_rows_per_step(80)
         elif kind != "adasparse":
             cfg = make_model_config(kind=kind)
@@ -65,11 +65,17 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, max_rows, trans
                         for n, p in model.named_parameters() if p.grad is not None})
             expected.append({n: sum(ref[n] for ref in reference) / world for n in reference[0]})
         sparse_is_sparse = model.embedding.table.weight.grad.is_sparse
+        if kind == "maml":  # each rank's support rows are its own batches' until the broadcast
+            model.objective(model(*batches[rank][:2]), batches[rank][2])
+        buffers_before = {n: b.clone() for n, b in model.named_buffers()}
+        avg.broadcast_buffers(model)
+        buffers = {n: b.clone() for n, b in model.named_buffers()}
         timings = avg.reset_timings()
         transport_used, fused = avg.transport, avg.fused
         avg.close()
         torch.save({"got": got, "expected": expected, "sparse": sparse_is_sparse, "fused": fused,
-                    "transport": transport_used, "timings": timings, "after_reset": dict(avg.timings), "params": params},
+                    "transport": transport_used, "timings": timings, "after_reset": dict(avg.timings), "params": params,
+                    "buffers_before": buffers_before, "buffers": buffers},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -85,6 +91,7 @@ EXCHANGES = {
     "shared_memory (star)": (None, "auto", "star"),
     "all_gather (apg)": (80 * FIELDS, "collectives", "apg"),
     "all_gather (pepnet)": (80 * FIELDS, "collectives", "pepnet"),
+    "shared_memory (maml)": (None, "auto", "maml"),
 }
 
 
@@ -120,6 +127,17 @@ def test_ranks_start_from_rank_zero_parameters(two_ranks):
     (a, b), _ = two_ranks
     for name in a["params"]:
         assert torch.equal(a["params"][name], b["params"][name]), name
+
+
+def test_buffers_are_rank_zeros_after_the_broadcast_before_evaluation(two_ranks):
+    """State not trained by gradients (MAML's support rows) differs between ranks until
+    ``broadcast_buffers``; afterwards every rank scores with rank 0's."""
+    (a, b), exchange = two_ranks
+    for name in a["buffers"]:
+        assert torch.equal(a["buffers"][name], b["buffers"][name]), name
+        assert torch.equal(a["buffers"][name], a["buffers_before"][name]), name  # rank 0 keeps its own
+    if "maml" in exchange:
+        assert not torch.equal(a["buffers_before"]["maml.support_cat"], b["buffers_before"]["maml.support_cat"])
 
 
 def test_exchange_time_is_split_by_phase(two_ranks):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from adasparse.config import ConfigError
 from adasparse.hashing import hash_values
@@ -47,8 +48,10 @@ def test_domain_keys_are_exact_and_train_domains_counted():
 
 def test_vocabulary_round_trips_and_sizes_the_features():
     vocab, a, _ = _vocab()
+    vocab.train_positives = 3
     again = DomainVocabulary.from_json(vocab.to_json())
     assert again.fingerprint() == vocab.fingerprint() and again.train_keys.tolist() == vocab.train_keys.tolist()
+    assert again.base_rate == 3 / vocab.train_rows
     assert again.fields[0].lookup(np.array([a["y"]], np.uint64)).tolist() == [2]
     feats = make_features(domain_buckets=(50, 60))
     feats = feats.model_copy(update={"domain_fields": [f.model_copy(update={"name": n}) for f, n in zip(feats.domain_fields, "ab")]})
@@ -67,3 +70,29 @@ def test_keys_fall_back_to_a_hash_when_the_radix_overflows():
     vocab = DomainVocabulary.build(names, hashes, np.ones(len(hashes), np.int64), values, min_count=1)
     assert vocab._radix is None  # (300k + 1)^8 > 2^63
     assert vocab.distinguished == 300_000  # every tuple still its own key
+
+
+@pytest.mark.parametrize("kind", ["plain", "adasparse", "star", "apg", "pepnet", "maml"])
+def test_every_model_starts_at_the_train_base_rate(kind):
+    """logit_bias_init: base_rate sets the logit bias to log(p / (1 - p)) of the vocabulary's
+    train click rate; uniform keeps nn.Linear's; a vocabulary without clicks counted leaves it."""
+    import math
+
+    from adasparse.config import ModelConfig
+    from adasparse.model import build_model
+
+    names = ["d0", "d1"]
+    hashes = np.array([[1, 2], [1, 2], [3, 4], [3, 4], [3, 4]] * 4, np.uint64)
+    raw = [np.array(["a", "a", "b", "b", "b"] * 4), np.array(["p", "p", "q", "q", "q"] * 4)]
+    labels = np.array([1, 0, 0, 0, 0] * 4)
+    vocab = DomainVocabulary.from_rows(names, hashes, raw, labels=labels)
+    assert vocab.train_positives == 4 and vocab.base_rate == 0.2
+    cfg = ModelConfig(kind=kind, hidden_units=[4], features=vocab.features(make_features()))
+    model = build_model(cfg, vocab)
+    assert model.backbone.logit.bias.item() == pytest.approx(math.log(0.2 / 0.8))
+    torch.manual_seed(0)
+    uniform = build_model(cfg.model_copy(update={"logit_bias_init": "uniform"}), vocab)
+    torch.manual_seed(0)
+    assert uniform.backbone.logit.bias.item() == build_model(cfg.model_copy(update={"logit_bias_init": "uniform"})).backbone.logit.bias.item()
+    vocab.train_positives = None
+    assert abs(build_model(cfg, vocab).backbone.logit.bias.item()) <= 1.0  # nothing counted: nn.Linear's init

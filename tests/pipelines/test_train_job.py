@@ -143,6 +143,56 @@ def test_star_on_two_workers_owns_rows_for_the_vocabularys_domains(odd_rows, tmp
     assert torch.equal(model.star.index.keys, reference.star.index.keys) and len(model.star.index.keys) == owned
 
 
+def test_maml_on_two_workers_restarts_with_its_support_rows(odd_rows, tmp_path):
+    """MAML on the same job: a worker killed after epoch 1 restarts from the checkpoint, and the
+    final checkpoint holds the support buffers the evaluation adapted on (train rows of the
+    vocabulary's domains with enough rows; none for the shared row)."""
+    import torch
+
+    from adasparse.config import ModelConfig
+    from adasparse.model import build_model
+
+    spec_path, rows = odd_rows
+    final = run(parse_args(["--data", str(spec_path), "--model", "maml", "--workers", "2", "--epochs", "2",
+                            "--batch-size", "512", "--hidden-units", "8,4", "--maml.min_domain_rows", "100",
+                            "--maml.support_rows", "8", "--out", str(tmp_path), "--name", "maml",
+                            "--max-failures", "1", "--fail-at-epoch", "1"]), log=lambda s: None)
+    assert (tmp_path / "maml" / ".fault_injected").exists()
+    assert [h["epoch"] for h in final["history"]] == [1, 2]
+    assert (final["dev"]["rows"], final["test"]["rows"]) == (rows["dev"], rows["test"])
+    assert 0.3 < final["test"]["auc"] < 1
+    best = json.loads((tmp_path / "maml" / "metrics.json").read_text())["best_checkpoint"]
+    cfg = ModelConfig.model_validate(json.loads((Path(best) / "model_config.json").read_text()))
+    model = build_model(cfg)
+    model.load_state_dict(torch.load(Path(best) / "state.pt", weights_only=True)["model"])
+    seen = model.maml.support_seen
+    assert cfg.domain_slots > 2 and seen[0] == 0 and bool((seen[1:] > 0).all())  # every owned domain has rows
+    labels = model.maml.support_label
+    assert set(labels.unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("kind", ["apg", "pepnet"])
+def test_competitor_on_two_workers_restarts_from_its_checkpoint(odd_rows, tmp_path, kind):
+    """APG and PEPNet on the same job: a worker killed after epoch 1, the run goes on from the
+    checkpoint, and the final checkpoint loads into the model its config describes."""
+    import torch
+
+    from adasparse.config import ModelConfig
+    from adasparse.model import build_model
+
+    spec_path, rows = odd_rows
+    final = run(parse_args(["--data", str(spec_path), "--model", kind, "--workers", "2", "--epochs", "2",
+                            "--batch-size", "512", "--hidden-units", "8,4", "--out", str(tmp_path), "--name", kind,
+                            "--max-failures", "1", "--fail-at-epoch", "1"]), log=lambda s: None)
+    assert (tmp_path / kind / ".fault_injected").exists()
+    assert [h["epoch"] for h in final["history"]] == [1, 2]
+    assert (final["dev"]["rows"], final["test"]["rows"]) == (rows["dev"], rows["test"])
+    best = json.loads((tmp_path / kind / "metrics.json").read_text())["best_checkpoint"]
+    cfg = ModelConfig.model_validate(json.loads((Path(best) / "model_config.json").read_text()))
+    assert cfg.kind == kind
+    build_model(cfg).load_state_dict(torch.load(Path(best) / "state.pt", weights_only=True)["model"])  # strict
+
+
 def test_gpu_requested_without_gpu_fails_fast(generated, tmp_path):
     from adasparse.config import ConfigError
 

@@ -63,7 +63,7 @@ def test_shipped_spaces_validate():
     (("beta: {uniform: [1.0, 3.0]}", "beta: {uniform: [1, 2], choice: [1]}"), "give exactly one of uniform, loguniform, choice, grid"),
     (("search: optuna", "search: bayes"), "search: Input should be 'optuna', 'random' or 'grid'"),
     (("fixed: {model: adasparse}", "fixed: {model: adasparse, colour: red}"), "fixed.colour: not a run option"),
-    (("fixed: {model: adasparse}", "fixed: {model: transformer}"), "fixed: model.kind: Input should be 'plain', 'adasparse', 'star', 'apg' or 'pepnet'"),
+    (("fixed: {model: adasparse}", "fixed: {model: transformer}"), "fixed: model.kind: Input should be 'plain', 'adasparse', 'star', 'apg', 'pepnet' or 'maml'"),
     (("beta: {uniform: [1.0, 3.0]}", "model.pruner.betta: {uniform: [1.0, 3.0]}"), "params.model.pruner.betta: unknown or untunable parameter"),
     (("beta: {uniform: [1.0, 3.0]}", "beta: {uniform: [1.0, 3.0]}\n  pruner.beta: {choice: [2]}"),
      "params.pruner.beta: the same option as params.beta"),

@@ -16,22 +16,25 @@ from pipelines.vocabulary_pass import build_vocabulary
 from test_ingest import collect
 
 
-def _train_tuples_by_pyarrow(src, cuts) -> int:
-    """Distinct raw domain-value tuples of the train split, read with pyarrow alone."""
+def _train_by_pyarrow(src, cuts) -> tuple[int, int, int]:
+    """Distinct raw domain-value tuples, rows and clicks of the train split, read with pyarrow alone."""
     names = [f.name for f in src.spec.domain_fields]
-    table = pa.concat_tables([pq.read_table(f, columns=names + [src.spec.time]) for f in src.files])
+    table = pa.concat_tables([pq.read_table(f, columns=names + [src.spec.time, src.spec.label]) for f in src.files])
     t = table[src.spec.time].to_numpy()
     lo, hi = cuts.bounds("train")
-    rows = table.filter(pa.array((t >= lo) & (t < hi))).select(names).to_pylist()
-    return len({tuple(r[n] for n in names) for r in rows})
+    train = table.filter(pa.array((t >= lo) & (t < hi)))
+    rows = train.select(names).to_pylist()
+    clicks = int((np.asarray(train[src.spec.label].to_numpy()) == 1).sum())
+    return len({tuple(r[n] for n in names) for r in rows}), train.num_rows, clicks
 
 
 def _check(spec_path):
     src = open_source(load_spec(spec_path))
     cuts = time_cuts(src)
     vocab = build_vocabulary(src, cuts)
-    independent = _train_tuples_by_pyarrow(src, cuts)
+    independent, rows, clicks = _train_by_pyarrow(src, cuts)
     assert vocab.train_tuples == vocab.distinguished == independent > 1
+    assert (vocab.train_rows, vocab.train_positives) == (rows, clicks) and 0 < clicks < rows  # the base rate
     # the encoded train split: ids inside each field's rows, and as many domain keys as domains
     train = collect(read_split(src, "train", cuts, vocab=vocab))
     k = len(vocab.fields)

@@ -33,12 +33,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from pipelines.generate import generate
+    from pipelines.dataset_output import prepare_dataset_dir
+    from pipelines.generate import check_generate_args, generate
     from pipelines.ray_env import init_ray
 
+    check_generate_args(args.rows, args.domains, args.chunk_rows, args.preset)  # before Ray starts
+    if not args.overwrite:
+        prepare_dataset_dir(args.out, overwrite=False)  # an existing dataset: refused before Ray starts
     init_ray(args.address)
     res = generate(args.out, rows=args.rows, domains=args.domains, seed=args.seed, chunk_rows=args.chunk_rows,
-                   preset=args.preset)
+                   preset=args.preset, overwrite=args.overwrite)
     print(
         f"wrote {res['rows']:,} rows ({res['files']} shards, {res['domains']} domains, CTR {res['ctr']:.2%}) "
         f"to {args.out}; spec: {args.out.rstrip('/')}/spec.yaml"
@@ -49,7 +53,7 @@ def _generate(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from pipelines.convert_ijcai18 import convert
 
-    res = convert(args.input, args.out, shard_rows=args.shard_rows)
+    res = convert(args.input, args.out, shard_rows=args.shard_rows, overwrite=args.overwrite)
     print(f"converted {res['rows']:,} rows into {res['files']} shards under {args.out}; spec: {args.out.rstrip('/')}/spec.yaml")
     return 0
 
@@ -114,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--chunk-rows", type=int, default=250_000, help="rows per shard (one Ray task each)")
     g.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    g.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out (its spec and shards)")
     g.set_defaults(func=_generate)
 
     c = sub.add_parser("convert", help="convert a public dataset to Parquet shards + spec.yaml")
@@ -121,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("input", help="the raw file (e.g. round1_ijcai_18_train_20180301.txt)")
     c.add_argument("--out", required=True)
     c.add_argument("--shard-rows", type=int, default=1_000_000)
+    c.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out (its spec and shards)")
     c.set_defaults(func=_convert)
 
     a = sub.add_parser("analyze", help="the paper's domain analyses (Fig. 3 a-b) of finished runs: PNG plots and their JSON")

@@ -35,8 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-import yaml
-
+from adasparse.config import ConfigError
+from pipelines.dataset_output import prepare_dataset_dir, publish_spec
 from pipelines.sources import DataError
 
 COLUMNS = (
@@ -125,13 +125,16 @@ def spec_dict(location: str) -> dict:
     }
 
 
-def convert(input_path: str, out: str, shard_rows: int = 1_000_000, block_bytes: int = 4 << 20) -> dict:
-    """Stream ``input_path`` into Parquet shards under ``out`` plus ``out/spec.yaml``."""
+def convert(input_path: str, out: str, shard_rows: int = 1_000_000, block_bytes: int = 4 << 20,
+            overwrite: bool = False) -> dict:
+    """Stream ``input_path`` into Parquet shards under ``out`` plus ``out/spec.yaml`` (written
+    last; a dataset already in ``out`` is refused, or replaced with ``overwrite``)."""
+    if shard_rows < 1:
+        raise ConfigError(f"--shard-rows must be at least 1, got {shard_rows}")
     if not os.path.exists(input_path) and "://" not in input_path:
         raise DataError(f"{input_path}: no such file")
     fs_in, path_in = fsspec.core.url_to_fs(input_path)
-    fs, root = fsspec.core.url_to_fs(out)
-    fs.makedirs(root, exist_ok=True)
+    fs, root = prepare_dataset_dir(out, overwrite)
     rows = shards = 0
     writer = None
     in_shard = 0
@@ -181,8 +184,7 @@ def convert(input_path: str, out: str, shard_rows: int = 1_000_000, block_bytes:
         shards += 1
     if rows == 0:
         raise DataError(f"{input_path}: no data rows")
-    with fs.open(posixpath.join(root, "spec.yaml"), "w") as fh:
-        yaml.safe_dump(spec_dict("." if "://" not in out else out), fh, sort_keys=False)
+    publish_spec(fs, root, spec_dict("." if "://" not in out else out))
     return {"rows": rows, "files": shards}
 
 

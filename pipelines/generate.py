@@ -2,9 +2,10 @@
 
 The generating model is :mod:`adasparse.synthetic` (documented there). Rows are cut into
 chunks; each Ray task writes its chunk as ``part-NNNNNN.parquet`` (written to a temporary
-name, then renamed), so the output is the same for a seed whatever the cluster size, reruns
-overwrite rather than duplicate, and the work spreads over every node of a cluster.
-The dataset spec is written next to the shards as ``spec.yaml``.
+name, then renamed), so the output is the same for a seed whatever the cluster size and the
+work spreads over every node of a cluster. The dataset spec is written next to the shards as
+``spec.yaml``, last: a directory is a complete dataset or has no spec
+(:mod:`pipelines.dataset_output`; an existing dataset is replaced only with ``overwrite``).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 import ray.data
-import yaml
 
+from adasparse.config import ConfigError
 from adasparse.experiment import synthetic_features
 from adasparse.synthetic import PRESETS, SyntheticSpec, SyntheticWorld
+from pipelines.dataset_output import prepare_dataset_dir, publish_spec
 
 INTERNAL_COLUMNS = ("domain", "group")  # latent truth of the generator, not written
 
@@ -32,7 +34,7 @@ def cardinalities_for(domains: int) -> tuple[int, ...]:
     """Split D into up to three domain-aware fields (like gender × age × star level) whose
     cardinalities multiply to exactly D."""
     if domains < 1:
-        raise ValueError("--domains must be >= 1")
+        raise ConfigError(f"--domains must be at least 1, got {domains}")
     first = next((c for c in (4, 3, 2, 5) if domains % c == 0 and domains > c), 1)
     rest = domains // first
     second = max((d for d in range(1, int(math.isqrt(rest)) + 1) if rest % d == 0), default=1)
@@ -87,27 +89,33 @@ def dataset_spec_dict(spec: SyntheticSpec, location: str, name: str = "synthetic
     }
 
 
-def generate(out: str, rows: int, domains: int | None = None, seed: int = 0, chunk_rows: int = 250_000,
-             preset: str = "default") -> dict:
-    """Write ``rows`` rows of the ``preset`` generator under ``out`` (local directory or ``s3://``)
-    and ``out/spec.yaml``; ``domains`` re-cuts the preset's domain fields into that many domains."""
+def check_generate_args(rows: int, domains: int | None, chunk_rows: int, preset: str) -> None:
+    """The options' checks, before anything starts (one line each)."""
     if rows < 1:
-        raise ValueError("--rows must be >= 1")
+        raise ConfigError(f"--rows must be at least 1, got {rows}")
+    if domains is not None and domains < 1:
+        raise ConfigError(f"--domains must be at least 1, got {domains}")
+    if chunk_rows < 1:
+        raise ConfigError(f"--chunk-rows must be at least 1, got {chunk_rows}")
     if preset not in PRESETS:
-        raise ValueError(f"--preset: unknown generator {preset!r} (one of {', '.join(PRESETS)})")
+        raise ConfigError(f"--preset: unknown generator {preset!r} (one of {', '.join(PRESETS)})")
+
+
+def generate(out: str, rows: int, domains: int | None = None, seed: int = 0, chunk_rows: int = 250_000,
+             preset: str = "default", overwrite: bool = False) -> dict:
+    """Write ``rows`` rows of the ``preset`` generator under ``out`` (local directory or ``s3://``)
+    and ``out/spec.yaml``; ``domains`` re-cuts the preset's domain fields into that many domains.
+    A dataset already in ``out`` is refused, or replaced with ``overwrite``."""
+    check_generate_args(rows, domains, chunk_rows, preset)
     spec = PRESETS[preset]
     if domains is not None:
         spec = replace(spec, domain_cardinalities=cardinalities_for(domains))
-    fs, root = fsspec.core.url_to_fs(out)
-    fs.makedirs(root, exist_ok=True)
-    for stale in fs.glob(posixpath.join(root, "part-*.parquet")):
-        fs.rm(stale)  # a rerun with fewer rows must not leave old shards behind
+    fs, root = prepare_dataset_dir(out, overwrite)
     chunks = math.ceil(rows / chunk_rows)
     ds = ray.data.range(chunks, override_num_blocks=min(chunks, 512))
     stats = ds.map_batches(_WriteChunks(out, spec, seed, rows, chunk_rows), batch_size=1).take_all()
     total = int(sum(r["rows"] for r in stats))
     clicks = int(sum(r["clicks"] for r in stats))
     local = not out.startswith("s3://")
-    with fs.open(posixpath.join(root, "spec.yaml"), "w") as fh:
-        yaml.safe_dump(dataset_spec_dict(spec, "." if local else out), fh, sort_keys=False)
+    publish_spec(fs, root, dataset_spec_dict(spec, "." if local else out))
     return {"rows": total, "clicks": clicks, "ctr": clicks / max(total, 1), "files": chunks, "domains": spec.num_domains}

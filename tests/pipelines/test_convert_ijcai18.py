@@ -62,3 +62,45 @@ def test_bad_input_files(tmp_path):
     bad.write_text("instance_id item_id\n1 2\n")
     with pytest.raises(DataError, match="bad.txt: column 'item_category_list' is missing"):
         convert(str(bad), str(tmp_path / "o"))
+
+
+def test_a_dataset_directory_is_replaced_only_when_asked_and_never_half_written(tmp_path, capsys):
+    """convert into a directory that holds a conversion is refused (one line, exit 2, nothing
+    touched); --overwrite replaces it whole (no old shard stays); a conversion that fails part
+    way through an overwrite leaves no spec (the dataset is absent, not mixed)."""
+    from pipelines.cli import main
+
+    raw = tmp_path / "raw.txt"
+    write_sample(str(raw), 5000)
+    out = tmp_path / "out"
+    assert convert(str(raw), str(out), shard_rows=1000)["files"] == 5
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    small = tmp_path / "small.txt"
+    write_sample(str(small), 1500, seed=1)
+    assert main(["convert", "ijcai18", str(small), "--out", str(out), "--shard-rows", "1000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"adasparse convert: {out}: already holds a dataset (spec.yaml, 5 shards); pass --overwrite to "
+                   "replace it, or choose another --out")
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing touched
+    assert main(["convert", "ijcai18", str(small), "--out", str(out), "--shard-rows", "1000", "--overwrite"]) == 0
+    shards = sorted(p.name for p in out.glob("part-*"))
+    assert shards == ["part-000000.parquet", "part-000001.parquet"]
+    assert sum(pq.read_table(out / s).num_rows for s in shards) == 1500  # only the new rows
+    broken = tmp_path / "broken.txt"
+    lines = small.read_text().splitlines()
+    broken.write_text("\n".join(lines[:1200] + ["1 2 3"] + lines[1200:]) + "\n")  # a short row, mid-file
+    with pytest.raises(DataError, match="broken.txt"):
+        convert(str(broken), str(out), shard_rows=1000, block_bytes=16 << 10, overwrite=True)
+    assert not (out / "spec.yaml").exists()  # absent, never the old spec over new shards
+    with pytest.raises(ValueError, match="spec.yaml: cannot read: No such file"):  # train/summary refuse it
+        load_spec(out / "spec.yaml")
+
+
+def test_shard_rows_must_be_positive(tmp_path, capsys):
+    from pipelines.cli import main
+
+    raw = tmp_path / "raw.txt"
+    write_sample(str(raw), 10)
+    assert main(["convert", "ijcai18", str(raw), "--out", str(tmp_path / "o"), "--shard-rows", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "adasparse convert: --shard-rows must be at least 1, got 0"
+    assert not (tmp_path / "o").exists()

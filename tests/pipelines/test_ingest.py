@@ -74,6 +74,34 @@ def test_generator_presets_write_their_fields(ray_local, tmp_path):
         generate(str(tmp_path / "n"), rows=10, preset="nope")
 
 
+def test_generate_refuses_an_existing_dataset_and_overwrite_replaces_it(ray_local, tmp_path, capsys):
+    from pipelines.cli import main
+    from pipelines.generate import generate
+
+    out = tmp_path / "d"
+    generate(str(out), rows=3000, domains=10, chunk_rows=1000)
+    assert main(["generate", "--rows", "1000", "--out", str(out)]) == 2  # refused before Ray is asked for anything
+    assert capsys.readouterr().err.strip() == (f"adasparse generate: {out}: already holds a dataset (spec.yaml, 3 shards); "
+                                               "pass --overwrite to replace it, or choose another --out")
+    assert len(list(out.glob("part-*"))) == 3
+    generate(str(out), rows=1000, domains=10, chunk_rows=1000, overwrite=True)
+    assert [p.name for p in out.glob("part-*")] == ["part-000000.parquet"]  # no old shard left beside the new one
+    assert pq.read_table(out / "part-000000.parquet").num_rows == 1000 and (out / "spec.yaml").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--rows", "0"], "--rows must be at least 1, got 0"),
+    (["--rows", "10", "--domains", "0"], "--domains must be at least 1, got 0"),
+    (["--rows", "10", "--chunk-rows", "0"], "--chunk-rows must be at least 1, got 0"),
+])
+def test_generate_options_are_checked_before_ray_starts(tmp_path, capsys, args, message):
+    from pipelines.cli import main
+
+    assert main(["generate", *args, "--out", str(tmp_path / "x"), "--address", "ray://nowhere.invalid:1"]) == 2
+    assert capsys.readouterr().err.strip() == f"adasparse generate: {message}"
+    assert not (tmp_path / "x").exists()
+
+
 def test_time_split_is_4_1_1_and_ordered(generated):
     src = open_source(load_spec(generated / "spec.yaml"))
     cuts = time_cuts(src)

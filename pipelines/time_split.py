@@ -30,6 +30,7 @@ class TimeCuts:
     train_end: int
     dev_end: int
     stop: int
+    rows: tuple[int, int, int] | None = None  # train, dev, test rows (exact: cuts fall on bin edges)
 
     def bounds(self, split: str) -> tuple[float, float]:
         return {
@@ -86,7 +87,17 @@ def time_cuts(source: DataSource) -> TimeCuts:
     i2 = int(np.searchsorted(cum, f2))
     t1 = int(np.ceil(edges[min(i1 + 1, HIST_BINS)]))
     t2 = int(np.ceil(edges[min(i2 + 1, HIST_BINS)]))
-    return TimeCuts(lo, t1, max(t1, t2), hi)
+    # integer times below t1 are exactly those of bins 0..i1 (an integer at or above a bin's
+    # lower edge is at or above that edge's ceiling), so each split's rows are a sum of bins
+    n_train = int(counts[: i1 + 1].sum())
+    n_dev = int(counts[i1 + 1: i2 + 1].sum()) if t2 > t1 else 0
+    rows = (n_train, n_dev, int(counts.sum()) - n_train - n_dev)
+    for name, n in zip(("train", "dev", "test"), rows):
+        if n == 0:
+            raise DataError(f"{spec.location}: the split by time leaves the {name} split empty (train {rows[0]:,} rows, "
+                            f"dev {rows[1]:,}, test {rows[2]:,}): column {spec.time!r} has too few distinct times "
+                            f"for the split {spec.split.train:g}:{spec.split.dev:g}:{spec.split.test:g}")
+    return TimeCuts(lo, t1, max(t1, t2), hi, rows)
 
 
 def _min_max(col: str):

@@ -109,9 +109,31 @@ def test_time_split_is_4_1_1_and_ordered(generated):
     n = {s: len(p["label"]) for s, p in parts.items()}
     assert sum(n.values()) == 12_000
     assert abs(n["train"] - 8000) <= 5 and abs(n["dev"] - 2000) <= 5
+    assert cuts.rows == (n["train"], n["dev"], n["test"])  # counted exactly in the cutting pass
     assert parts["train"]["time"].max() < parts["dev"]["time"].min()
     assert parts["dev"]["time"].max() < parts["test"]["time"].min()
     assert parts["train"]["cat_ids"].shape[1] == 15 and parts["train"]["numeric"].shape[1] == 2
+
+
+def test_an_empty_split_is_found_when_the_split_is_cut(generated, tmp_path):
+    """Times that cannot be cut 4:1:1 (every late row at one timestamp) are refused in the pass
+    that cuts the split, before any training, naming the empty split and the counts."""
+    import pyarrow as pa
+    import yaml
+
+    from pipelines.sources import DataError
+
+    t = pq.read_table(generated / "part-000000.parquet")
+    time = t["time"].to_numpy().copy()
+    time[: len(time) // 10] = 0
+    time[len(time) // 10:] = 1  # 10 % at t=0, 90 % at t=1: the train cut swallows t=1, dev and test are empty
+    pq.write_table(t.set_column(t.schema.get_field_index("time"), "time", pa.array(time)), tmp_path / "part-000000.parquet")
+    spec = load_spec(generated / "spec.yaml").model_dump(mode="json")
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({**spec, "location": "."}))
+    with pytest.raises(DataError) as err:
+        time_cuts(open_source(load_spec(tmp_path / "spec.yaml")))
+    assert str(err.value) == (f"{tmp_path}: the split by time leaves the dev split empty (train {len(time):,} rows, dev 0, "
+                              "test 0): column 'time' has too few distinct times for the split 4:1:1")
 
 
 def test_train_split_shuffles_file_order_and_rows(generated):

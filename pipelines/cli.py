@@ -91,6 +91,36 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _validate(args: argparse.Namespace) -> int:
+    import time
+
+    from pipelines.ray_env import init_ray
+    from pipelines.sources import open_source
+    from pipelines.spec import load_spec
+    from pipelines.time_split import time_cuts
+    from pipelines.validation import validate_source
+
+    spec = load_spec(args.data)
+    source = open_source(spec)  # paths, schemas and column types: before Ray starts
+    init_ray(args.address)
+    t0 = time.perf_counter()
+    report = validate_source(source, columns=args.columns)
+    problems = report.problems
+    for p in problems:
+        print(f"adasparse validate: {p.line()}", file=sys.stderr)
+    if problems:
+        print(f"adasparse validate: {len(problems)} problem{'s' if len(problems) > 1 else ''} in {report.rows:,} rows "
+              f"read from {len(report.files)} files", file=sys.stderr)
+        return 2
+    splits = ""
+    if spec.time is not None and spec.split_files is None:
+        rows = time_cuts(source).rows  # an empty split is a one-line error
+        splits = f"; split by time: train {rows[0]:,}, dev {rows[1]:,}, test {rows[2]:,} rows"
+    print(f"{args.data}: {report.rows:,} rows in {len(report.files)} files, no problems "
+          f"({args.columns} columns, {time.perf_counter() - t0:.1f} s){splits}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adasparse", description="AdaSparse multi-domain CTR prediction")
     sub = p.add_subparsers(dest="command", required=True)
@@ -136,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--layer", type=int, default=0, help="pruned layer whose masks are plotted")
     a.add_argument("--top", type=int, default=20, help="largest domains in the mask plots")
     a.set_defaults(func=_analyze)
+
+    v = sub.add_parser("validate", help="check every file of a dataset: labels, times, numeric values, readable pages, "
+                                        "non-empty splits")
+    v.add_argument("--data", required=True, help="dataset spec YAML")
+    v.add_argument("--columns", choices=["all", "cheap"], default="all",
+                   help="all: decode every column the spec uses (finds corrupt pages anywhere); cheap: the label, time and "
+                        "numeric columns, as the training job's own check does")
+    v.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    v.set_defaults(func=_validate)
 
     s = sub.add_parser("summary", help="rows and CTR per domain, number of domains, long-tail shape")
     s.add_argument("--data", required=True, help="dataset spec YAML")

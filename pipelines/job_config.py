@@ -52,6 +52,9 @@ class IngestOptions(StrictModel):
         default=2, ge=1,
         description="train rows a domain-aware value needs for an id of its own; rarer and unseen values share the trained "
                     "out-of-vocabulary id")
+    validate: bool = Field(
+        default=True,
+        description="check every file's labels, times and numeric values before training (pipelines/validation.py)")
 
 
 class ResourceOptions(StrictModel):

@@ -113,6 +113,13 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     init_ray(job.resources.address)
     if job.resources.gpu and not ray.cluster_resources().get("GPU"):
         raise ConfigError("--gpu: the Ray cluster has no GPU")
+    if job.ingest.validate:  # bad rows found now, in one line, not an epoch into the run
+        from pipelines.validation import validate_source
+
+        t0 = time.perf_counter()
+        report = validate_source(source)
+        report.raise_if_bad(job.data)
+        log(f"{job.run_name}: {report.rows:,} rows in {len(report.files)} files checked in {time.perf_counter() - t0:.1f} s")
     cuts = time_cuts(source) if data.split_files is None else None
     name = job.run_name
     out.fs.makedirs(out.join(name), exist_ok=True)

@@ -52,7 +52,7 @@ class IngestOptions(StrictModel):
         default=2, ge=1,
         description="train rows a domain-aware value needs for an id of its own; rarer and unseen values share the trained "
                     "out-of-vocabulary id")
-    validate: bool = Field(
+    check_data: bool = Field(
         default=True,
         description="check every file's labels, times and numeric values before training (pipelines/validation.py)")
 

@@ -33,6 +33,19 @@ class OutputLocation:
             raise ConfigError(f"--out {out}: give a local directory or s3://bucket/prefix")
         return cls(fsspec.filesystem("file"), str(Path(out.removeprefix("file://")).resolve()), "file")
 
+    def check_writable(self, flag: str = "--out") -> None:
+        """Write and remove a probe object there now (before Ray starts): a location that cannot
+        be created, is read-only, or (S3) is unreachable or lacks credentials is one line."""
+        probe = self.join(f".adasparse-probe-{os.getpid()}")
+        try:
+            if self.scheme == "file":
+                self.fs.makedirs(self.root, exist_ok=True)
+            self.fs.pipe(probe, b"")
+            self.fs.rm(probe)
+        except Exception as err:  # noqa: BLE001 - any failure of the probe is the user's location
+            reason = (getattr(err, "strerror", None) or str(err) or type(err).__name__).splitlines()[0]
+            raise ConfigError(f"{flag} {self.url(self.root)}: cannot write there: {reason}") from None
+
     def join(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 

@@ -110,10 +110,11 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
         data = data.with_domain_fields(job.ingest.domain_fields, "ingest.domain_fields")
     source = open_source(data)
     out = OutputLocation.of(job.output.dir, job.output.storage_endpoint)
+    out.check_writable()
     init_ray(job.resources.address)
     if job.resources.gpu and not ray.cluster_resources().get("GPU"):
         raise ConfigError("--gpu: the Ray cluster has no GPU")
-    if job.ingest.validate:  # bad rows found now, in one line, not an epoch into the run
+    if job.ingest.check_data:  # bad rows found now, in one line, not an epoch into the run
         from pipelines.validation import validate_source
 
         t0 = time.perf_counter()

@@ -152,8 +152,19 @@ def sweep(space: TuneSpace, base: JobConfig, trials: int | None, out: str, name:
     import ray
     from ray import tune
 
+    from pipelines.output import OutputLocation
     from pipelines.ray_env import init_ray
+    from pipelines.sources import open_source
+    from pipelines.spec import load_spec
 
+    # what can be known before Ray starts: the data (spec, files, schemas) and the sweep's output
+    data = load_spec(base.data)
+    if base.ingest.domain_fields is not None:
+        data = data.with_domain_fields(base.ingest.domain_fields, "ingest.domain_fields")
+    open_source(data)
+    OutputLocation.of(out).check_writable()
+    if not base.output.dir.startswith("s3://"):
+        OutputLocation.of(base.output.dir, base.output.storage_endpoint).check_writable()
     init_ray(base.resources.address)
     sweep_dir = Path(out).resolve() / name
     trials_dir = sweep_dir / "trials"

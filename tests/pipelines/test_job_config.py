@@ -77,7 +77,7 @@ def test_bad_yaml_is_one_line_naming_file_and_key(tmp_path, text, message):
 
 @pytest.mark.parametrize("argv, message", [
     (["--workers", "0"], "options: resources.workers: Input should be greater than or equal to 1"),
-    (["--model", "xgboost"], "options: model.kind: Input should be 'plain', 'adasparse', 'star', 'apg' or 'pepnet'"),
+    (["--model", "xgboost"], "options: model.kind: Input should be 'plain', 'adasparse', 'star', 'apg', 'pepnet' or 'maml'"),
     (["--r-min", "0.3", "--r-max", "0.2"], "options: model.pruner: r_min (0.3) must be below r_max (0.2)"),
     (["--beta", "0.5"], "options: model.pruner.beta: Input should be greater than or equal to 1"),
     (["--beta", "2", "--model.pruner.beta", "3"], "options: model.pruner.beta and beta set one option (model.pruner.beta) to two values"),
@@ -85,6 +85,39 @@ def test_bad_yaml_is_one_line_naming_file_and_key(tmp_path, text, message):
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     assert main(["train", "--data", "d.yaml", *argv]) == 2
     assert capsys.readouterr().err.splitlines() == [f"adasparse train: {message}"]
+
+
+def _tiny_dataset(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import yaml
+
+    pq.write_table(pa.table({"label": [0, 1] * 10, "time": list(range(20)), "d": ["a", "b"] * 10}), tmp_path / "p.parquet")
+    spec = {"name": "tiny", "location": ".", "label": "label", "time": "time", "domain_fields": [{"name": "d", "buckets": 4}]}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    return str(tmp_path / "spec.yaml")
+
+
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_an_unwritable_out_is_one_line_before_ray_starts(tmp_path, capsys, command):
+    import ray
+
+    spec = _tiny_dataset(tmp_path)
+    extra = ["--space", "tune_spaces/apg.yaml", "--trials", "1"] if command == "tune" else []
+    assert main([command, "--data", spec, "--out", "/proc/nope/runs", *extra]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"adasparse {command}: --out /proc/nope/runs: cannot write there: "
+                                                    "No such file or directory"]
+    assert not ray.is_initialized()
+
+
+def test_tune_names_a_missing_data_spec_before_ray_starts(tmp_path, capsys):
+    import ray
+
+    assert main(["tune", "--space", "tune_spaces/apg.yaml", "--data", str(tmp_path / "nope" / "spec.yaml"),
+                 "--out", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"adasparse tune: {tmp_path}/nope/spec.yaml: cannot read: "
+                                                    "No such file or directory"]
+    assert not ray.is_initialized()
 
 
 def test_a_misspelt_nested_flag_is_refused_by_name(capsys):

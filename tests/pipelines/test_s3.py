@@ -88,3 +88,31 @@ def test_training_job_writes_checkpoints_and_metrics_to_s3(generated, s3_endpoin
     assert final["best_checkpoint"].startswith("s3://runs/ctr/r/checkpoint_")
     assert fs.exists(final["best_checkpoint"].removeprefix("s3://") + "/state.pt")
     assert not [p for p in fs.find("runs/ctr/r") if p.endswith(".tmp")]
+
+
+def test_an_s3_out_that_cannot_be_written_is_one_line_before_training(s3_endpoint, s3_env):
+    """--out on S3 is probed (a small object written and removed) before Ray starts: a missing
+    bucket and an endpoint nobody listens on are one line each."""
+    import socket
+    import time
+
+    from adasparse.config import ConfigError
+    from pipelines.output import OutputLocation
+
+    with pytest.raises(ConfigError) as err:
+        OutputLocation.of("s3://no-such-bucket/runs", s3_endpoint).check_writable()
+    assert str(err.value).startswith("--out s3://no-such-bucket/runs: cannot write there: ") and "\n" not in str(err.value)
+    with socket.socket() as s:  # a loopback port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"^--out s3://ctr/runs: cannot write there: Could not connect to the endpoint URL"):
+        OutputLocation.of("s3://ctr/runs", dead).check_writable()
+    assert time.perf_counter() - t0 < 60
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="writable")
+    OutputLocation.of("s3://writable/runs", s3_endpoint).check_writable()  # a writable one passes, leaving nothing
+    listed = s3.list_objects_v2(Bucket="writable")
+    assert listed.get("KeyCount", 0) == 0

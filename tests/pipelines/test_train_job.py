@@ -306,7 +306,7 @@ def test_bad_data_met_inside_a_worker_is_one_line(generated, tmp_path, capsys):
     data = tmp_path / "data"
     copy_with_bad_label(generated, data, "part-000000.parquet", 7, 2)
     code = main(["train", "--data", str(data / "spec.yaml"), "--workers", "1", "--epochs", "1", "--batch-size", "512",
-                 "--hidden-units", "8", "--out", str(tmp_path / "runs"), "--ingest.validate", "false"])
+                 "--hidden-units", "8", "--out", str(tmp_path / "runs"), "--ingest.check_data", "false"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1] == f"adasparse train: {data}/part-000000.parquet: column 'label': label 2 is not 0 or 1"

@@ -145,14 +145,23 @@ def columns_to_check(spec: DatasetSpec, columns: str = "cheap") -> list[str]:
     return [spec.label] + ([spec.time] if spec.time else []) + list(spec.numeric_fields)
 
 
-def validate_source(source: DataSource, columns: str = "cheap") -> ValidationReport:
-    """Every non-empty file of ``source`` checked in a Ray task of its own (a local Ray, or the
-    cluster the process is connected to); the report lists the files in the spec's order."""
-    import ray
+INLINE_ROWS = 1_000_000  # up to this many rows (known from footers), checked in this process
 
+
+def validate_source(source: DataSource, columns: str = "cheap", inline_rows: int = INLINE_ROWS) -> ValidationReport:
+    """Every non-empty file of ``source`` checked in a Ray task of its own (a local Ray, or the
+    cluster the process is connected to) — or here, file after file, when the footers say the
+    dataset holds at most ``inline_rows`` rows (a task's start costs more than reading them);
+    the report lists the files in the spec's order."""
     cols = columns_to_check(source.spec, columns)
     files = [f for f, n in zip(source.files, source.rows) if n != 0]
-    task = ray.remote(num_cpus=0.5, max_retries=0)(validate_file)
+    if all(n >= 0 for n in source.rows) and sum(source.rows) <= inline_rows:
+        return ValidationReport([validate_file(source, f, cols) for f in files])
+    import ray
+
+    # DEFAULT: outside any placement group the caller runs in (a Tune trial reserves only what
+    # its own process needs), like Ray Data's read tasks
+    task = ray.remote(validate_file).options(num_cpus=0.5, max_retries=0, scheduling_strategy="DEFAULT")
     return ValidationReport(ray.get([task.remote(source, f, cols) for f in files]))
 
 

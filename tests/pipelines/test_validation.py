@@ -58,6 +58,8 @@ def test_every_bad_value_is_one_line_with_file_column_first_row_and_count(ray_lo
     _edit(d / "part-000003.parquet", "time", [3], None, null=True)
     report = validate_source(open_source(load_spec(spec_path)))
     lines = [p.line() for p in report.problems]
+    in_tasks = validate_source(open_source(load_spec(spec_path)), inline_rows=0)  # one Ray task per file
+    assert [p.line() for p in in_tasks.problems] == lines and in_tasks.rows == 12_000
     assert lines == [
         f"{d}/part-000000.parquet: column 'label': label not 0 or 1 (2), first at row 5, 3 rows",
         f"{d}/part-000001.parquet: column 'label': null label, first at row 7, 1 row",
@@ -107,3 +109,23 @@ def test_a_nan_label_is_not_0_or_1(ray_local, generated, tmp_path):
     _edit(tmp_path / "d" / "part-000000.parquet", "label", [4], float("nan"), as_float=True)
     (p,) = validate_source(open_source(load_spec(spec_path))).problems
     assert (p.column, p.what, p.first_row, p.count) == ("label", "label not 0 or 1", 4, 1)
+
+
+def test_the_check_runs_inside_a_tune_trials_small_placement_group(ray_local, generated):
+    """A Tune trial holds a placement group of 0.01 CPU and captures its child tasks; the
+    check's tasks must run outside it (as Ray Data's do), not wait forever or be refused."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    pg = placement_group([{"CPU": 0.01}])
+    ray.get(pg.ready(), timeout=60)
+    try:
+        @ray.remote(num_cpus=0.01)
+        def trial(spec_path):
+            return validate_source(open_source(load_spec(spec_path)), inline_rows=0).rows
+
+        strategy = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
+        assert ray.get(trial.options(scheduling_strategy=strategy).remote(str(generated / "spec.yaml")), timeout=120) == 12_000
+    finally:
+        remove_placement_group(pg)

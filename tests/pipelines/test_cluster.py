@@ -22,7 +22,26 @@ CLUSTER = ROOT / "cluster"
 
 
 def _load(name: str):
-    return yaml.safe_load((CLUSTER / name).read_text())
+    return _load_all(name)[0]
+
+
+def _load_all(name: str) -> list:
+    return list(yaml.safe_load_all((CLUSTER / name).read_text()))
+
+
+def _rsync_skips(patterns: list[str], path: str) -> bool:
+    """Whether rsync --exclude PATTERN (each of ``patterns``) skips ``path`` or a folder above
+    it: a pattern without a slash matches any component, ``**/x`` any component named x."""
+    import fnmatch
+
+    parts = path.split("/")
+    for pat in patterns:
+        name = pat.removeprefix("**/")
+        if "/" in name:
+            continue
+        if any(fnmatch.fnmatch(part, name) for part in parts):
+            return True
+    return False
 
 
 def test_aws_launcher_config_passes_rays_validation():
@@ -42,6 +61,19 @@ def test_aws_launcher_config_passes_rays_validation():
     assert all("IamInstanceProfile" in t["node_config"] for t in types.values())
     text = (CLUSTER / "aws.yaml").read_text().lower()
     assert "aws_secret_access_key" not in text and "aws_access_key_id" not in text
+    # SSH from a network the user names: no default open to the world
+    cidrs = [r["CidrIp"] for p in perms for r in p["IpRanges"]]
+    assert cidrs == ["SET-YOUR-NETWORK-CIDR"] and "0.0.0.0/0" not in text.split("never 0.0.0.0/0")[0]
+    # the working directory goes to the nodes without environments, data, runs, history or secrets
+    assert cfg["rsync_filter"] == [".gitignore"]
+    skip = cfg["rsync_exclude"]
+    for path in [".venv/bin/python", "runs/x/checkpoint/state.pt", "data/synth/part-000000.parquet", ".git/config",
+                 "sweeps/a/tuner.pkl", "comparisons/table1/table.md", ".env", "keys/node.pem", ".aws/credentials",
+                 "adasparse/__pycache__/model.cpython-311.pyc", "my_secret_token.txt"]:
+        assert _rsync_skips(skip, path), path
+    for path in ["adasparse/model.py", "pipelines/train.py", "pyproject.toml", "constraints.txt", "cluster/aws.yaml",
+                 "tune_spaces/defaults.yaml"]:
+        assert not _rsync_skips(skip, path), path
     bad = copy.deepcopy(cfg)
     bad["available_node_types"]["worker.gpu"]["max_workrs"] = 3
     with pytest.raises(Exception, match="max_workrs"):
@@ -79,6 +111,33 @@ def _check_cluster_spec(spec: dict, where: str) -> None:
         _check_pod_template(g["template"], gw)
     gpu = [g for g in spec["workerGroupSpecs"] if "nvidia.com/gpu" in g["template"]["spec"]["containers"][0]["resources"]["limits"]]
     assert gpu, f"{where}: a GPU worker group for training"
+
+
+def _check_network_policy(docs: list, spec: dict, where: str) -> None:
+    """Every pod of the cluster carries one label; a NetworkPolicy admits only pods with it (every
+    port) and the KubeRay operator (the dashboard port); the autoscaler sidecar has the token."""
+    templates = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+    labels = {t["metadata"]["labels"]["adasparse.io/ray"] for t in templates}
+    assert len(labels) == 1, where
+    (label,) = labels
+    (np,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert np["apiVersion"] == "networking.k8s.io/v1" and np["spec"]["policyTypes"] == ["Ingress"]
+    assert np["spec"]["podSelector"] == {"matchLabels": {"adasparse.io/ray": label}}
+    own, operator = np["spec"]["ingress"]
+    assert own == {"from": [{"podSelector": {"matchLabels": {"adasparse.io/ray": label}}}]}
+    assert operator["ports"] == [{"port": 8265, "protocol": "TCP"}]
+    assert operator["from"][0]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}
+    env = {e["name"]: e for e in spec["autoscalerOptions"]["env"]}
+    assert env["RAY_AUTH_MODE"]["value"] == "token" and "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"], where
+    return label
+
+
+def test_kuberay_manifests_admit_only_their_own_pods_and_give_the_autoscaler_the_token():
+    docs = _load_all("kuberay-raycluster.yaml")
+    _check_network_policy(docs, docs[0]["spec"], "RayCluster")
+    docs = _load_all("kuberay-rayjob.yaml")
+    label = _check_network_policy(docs, docs[0]["spec"]["rayClusterSpec"], "RayJob")
+    assert docs[0]["spec"]["submitterPodTemplate"]["metadata"]["labels"]["adasparse.io/ray"] == label
 
 
 def test_kuberay_manifests_have_the_fields_the_operator_requires():

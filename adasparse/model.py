@@ -27,6 +27,7 @@ from adasparse.layers.dcnv2 import DCNv2Backbone
 from adasparse.layers.dnn import DNNBackbone
 from adasparse.layers.domain_index import mixed_radix
 from adasparse.layers.embedding import FeatureEmbeddingArch
+from adasparse.layers import maml as maml_layers
 from adasparse.layers.maml import MamlArch, MamlContext, adapt, head_logits
 from adasparse.layers.pepnet import PepNetArch
 from adasparse.layers.pruner import DomainAdaptivePruner, PruneContext
@@ -227,14 +228,23 @@ class CTRModel(nn.Module):
         if self._adapted is not None and self._adapted[0] == self._updates:
             return self._adapted[1], self._adapted[2]
         slots, cat, num, labels, group = self.maml.support()
-        ctx = MamlContext(self.maml, self.backbone, cat[:, : self.embedding.num_domain_fields], self.domain_radix)
-        heads: list[torch.Tensor] = []
-        if slots.numel():
+        cfg = self.maml.cfg
+        parts: list[list[torch.Tensor]] = []
+        # domains in chunks: the inner step computes every support row with its own copy of the
+        # head (rows × head parameters), so a chunk holds about ADAPT_CHUNK_VALUES of them at most
+        head_size = sum(p.numel() for p in MamlContext(self.maml, self.backbone, cat[:0, :0], None).head_params())
+        per_chunk = max(1, maml_layers.ADAPT_CHUNK_VALUES // max(1, cfg.support_rows * head_size))
+        for lo in range(0, slots.numel(), per_chunk):
+            rows = ((group >= lo) & (group < lo + per_chunk)).nonzero().squeeze(1)
+            c_cat, c_num = cat.index_select(0, rows), num.index_select(0, rows)
+            ctx = MamlContext(self.maml, self.backbone, c_cat[:, : self.embedding.num_domain_fields], self.domain_radix)
             with torch.no_grad():
-                self.backbone(self.embedding(cat, num if num.shape[1] else None), linear=ctx.linear)
-            cfg = self.maml.cfg
-            heads = [h.detach() for h in adapt(ctx.head_params(), ctx.z, ctx.c, labels, group, slots.numel(),
-                                                cfg.inner_steps, cfg.inner_lr, True)]
+                self.backbone(self.embedding(c_cat, c_num if c_num.shape[1] else None), linear=ctx.linear)
+            n = min(per_chunk, slots.numel() - lo)
+            parts.append([h.detach() for h in adapt(ctx.head_params(), ctx.z, ctx.c, labels.index_select(0, rows),
+                                                     group.index_select(0, rows) - lo, n, cfg.inner_steps, cfg.inner_lr,
+                                                     True)])
+        heads = [torch.cat(p) for p in zip(*parts)] if parts else []
         self._adapted = (self._updates, slots, heads)
         return slots, heads
 

@@ -32,6 +32,7 @@ from torch import nn
 from adasparse.config import MamlConfig
 from adasparse.layers.domain_index import DomainIndex, distinct_domains
 
+ADAPT_CHUNK_VALUES = 1 << 24  # evaluation adapts domains in chunks of about this many per-row head values
 Head = list[torch.Tensor]  # [W1 (G, N_L, N_{L-1}), b1 (G, N_L), w2 (G, in_logit), b2 (G,)]
 
 

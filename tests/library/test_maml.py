@@ -179,3 +179,21 @@ def test_adapted_heads_follow_the_weights_and_a_loaded_state():
     assert not torch.allclose(model(cat, num).logits, before)  # a step later: new heads
     model.load_state_dict(state)  # the support buffers and weights of the saved state
     torch.testing.assert_close(model(cat, num).logits.detach(), before)
+
+
+def test_heads_adapted_in_chunks_of_domains_equal_all_at_once(monkeypatch):
+    """Evaluation adapts the buffered domains in chunks (bounded memory for 10^4 domains): one
+    domain per chunk gives the same logits as every domain at once."""
+    import adasparse.layers.maml as maml_layers
+
+    model = _model(support_rows=4).train()
+    for step in range(3):
+        cat, num, label = _batch(model, n=40, seed=step)
+        model.objective(model(cat, num), label)
+    model.eval()
+    cat, num, _ = _batch(model, n=40, seed=8)
+    together = model(cat, num).logits.detach()
+    assert model.adapted_heads()[0].numel() > 2  # several domains to chunk
+    model._adapted = None
+    monkeypatch.setattr(maml_layers, "ADAPT_CHUNK_VALUES", 1)  # one domain per chunk
+    torch.testing.assert_close(model(cat, num).logits.detach(), together)

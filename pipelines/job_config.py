@@ -67,6 +67,10 @@ class ResourceOptions(StrictModel):
         default=None, ge=1, description="PyTorch threads per worker (default: its node's CPUs shared among the workers on it)")
     gpu: bool = Field(default=False, description="one GPU per worker")
     address: str | None = Field(default=None, description="Ray cluster address (default: RAY_ADDRESS, else a private local Ray)")
+    startup_timeout_s: float = Field(
+        default=900.0, gt=0,
+        description="on a cluster given by address: how long to wait for the workers' resources (autoscaling) before "
+                    "giving up with an error")
 
 
 class OutputOptions(StrictModel):

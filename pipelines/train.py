@@ -18,6 +18,8 @@ run restart from the last checkpoint (``--fail-at-epoch`` injects such a failure
 from __future__ import annotations
 
 import json
+import os
+import math
 import sys
 import time
 
@@ -34,6 +36,46 @@ def node_cpus() -> dict[str, float]:
     import ray
 
     return {n["NodeID"]: n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive", True)}
+
+
+STARTUP_ATTEMPT_S = 60.0  # Ray Train's wait for a worker group before it retries (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S)
+
+
+def check_resources(job: JobConfig, per_worker: float, cluster: dict, fixed_size: bool, log) -> int:
+    """The workers' request against the cluster. On a cluster that cannot grow (the private local
+    Ray) a request larger than it is one line now, instead of a wait that never ends; on a cluster
+    given by address (it may autoscale) the wait is bounded by ``resources.startup_timeout_s``.
+    Returns the number of worker-group start attempts Ray Train may make."""
+    res = job.resources
+    cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    need_cpu, need_gpu = res.workers * per_worker, res.workers if res.gpu else 0
+    short = need_cpu > cpus + 1e-9 or need_gpu > gpus + 1e-9
+    what = f"{res.workers} workers × {per_worker:g} CPU{' + 1 GPU' if res.gpu else ''}"
+    have = f"{cpus:g} CPUs" + (f", {gpus:g} GPUs" if res.gpu else "")
+    if short and fixed_size:
+        raise ConfigError(f"resources: {what} do not fit this machine's local Ray ({have}); lower --workers or "
+                          "--cpus-per-worker, or give --address of a larger cluster")
+    if short:
+        log(f"the cluster has {have} now; waiting up to {res.startup_timeout_s:.0f} s for it to grow to {what}")
+    return max(1, math.ceil(res.startup_timeout_s / STARTUP_ATTEMPT_S))
+
+
+def startup_error(err: BaseException, job: JobConfig, per_worker: float) -> ConfigError | None:
+    """The one line for a run whose workers never got their resources (Ray Train's worker-group
+    start timed out on every attempt); None for any other error."""
+    seen, todo = set(), [err]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if type(e).__name__ == "WorkerGroupStartupTimeoutError" or "worker group startup timed out" in str(e):
+            res = job.resources
+            return ConfigError(f"resources: {res.workers} workers × {per_worker:g} CPU{' + 1 GPU' if res.gpu else ''} "
+                               f"could not be placed within {res.startup_timeout_s:.0f} s (resources.startup_timeout_s); "
+                               "the cluster did not grow to fit them")
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    return None
 
 
 def cpus_per_worker(job: JobConfig, cluster_cpus: float) -> float:
@@ -111,6 +153,8 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     source = open_source(data)
     out = OutputLocation.of(job.output.dir, job.output.storage_endpoint)
     out.check_writable()
+    # no address and no Ray yet: the private local Ray this run starts, which cannot grow
+    fixed_size = not ray.is_initialized() and not (job.resources.address or os.environ.get("RAY_ADDRESS"))
     init_ray(job.resources.address)
     if job.resources.gpu and not ray.cluster_resources().get("GPU"):
         raise ConfigError("--gpu: the Ray cluster has no GPU")
@@ -127,6 +171,7 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     vocab = run_vocabulary(out, name, source, cuts, job.ingest.domain_min_count, log)
     datasets = {s: read_split(source, s, cuts, shuffle_files=(s == "train"), vocab=vocab) for s in ("train", "dev", "test")}
     per_worker = cpus_per_worker(job, cpu_budget or ray.cluster_resources().get("CPU", 1))
+    attempts = check_resources(job, per_worker, ray.cluster_resources(), fixed_size, log)
     cfg = worker_config(job, vocab.features(data.features), out.fault_marker(name) if job.faults.fail_at_epoch else None,
                         node_cpus() if job.resources.threads is None else {})
     cfg["model"] = with_domain_rows(ModelConfig.model_validate(cfg["model"]), vocab).model_dump(mode="json")  # STAR's rows
@@ -142,16 +187,22 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
             storage_path=out.root,
             storage_filesystem=out.arrow_fs(),
             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="dev_gauc", checkpoint_score_order="max"),
-            failure_config=FailureConfig(max_failures=job.faults.max_failures),
+            failure_config=FailureConfig(max_failures=job.faults.max_failures, controller_failure_limit=attempts),
             callbacks=list(callbacks or []),
         ),
         datasets=datasets,
         dataset_config=ExactEvaluationSplits(),
     )
     t0 = time.perf_counter()
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as err:  # translated only when it is the startup wait
+        found = startup_error(err, job, per_worker)
+        if found is None:
+            raise
+        raise found from None
     if result.error:
-        raise result.error
+        raise startup_error(result.error, job, per_worker) or result.error
     final = read_final(result.checkpoint)
     final["best_checkpoint"] = out.url(result.checkpoint.path)
     final["wall_s"] = time.perf_counter() - t0

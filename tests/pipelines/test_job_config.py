@@ -146,3 +146,41 @@ def test_the_model_spec_never_carries_features():
     assert "features" not in ModelSpec.model_fields
     with pytest.raises(ConfigError, match="model.features: unknown key"):
         job_config({"data": "d", "model": {"features": {}}})
+
+
+def test_workers_that_cannot_fit_the_local_ray_are_one_line_not_a_wait(tmp_path):
+    """Without an address the job starts a private local Ray, which cannot grow: asking it for
+    more CPUs than it has is refused at once (it used to wait forever)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    spec = _tiny_dataset(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    r = subprocess.run([sys.executable, "-m", "pipelines.train", "--data", spec, "--workers", "64", "--cpus-per-worker", "1",
+                        "--out", str(tmp_path / "runs")], capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode == 2, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"adasparse train: resources: 64 workers × 1 CPU do not fit this machine's local Ray "
+                        r"\(\d+ CPUs\); lower --workers or --cpus-per-worker, or give --address of a larger cluster", last), last
+
+
+def test_a_start_that_timed_out_is_translated_and_other_errors_are_not():
+    from pipelines.job_config import job_config
+    from pipelines.train import startup_error
+
+    class WorkerGroupStartupTimeoutError(RuntimeError):
+        pass
+
+    job = job_config({"data": "d.yaml", "resources": {"workers": 4, "startup_timeout_s": 120}})
+    try:
+        try:
+            raise WorkerGroupStartupTimeoutError("The worker group startup timed out after 60.0 seconds")
+        except RuntimeError as inner:
+            raise RuntimeError("Training failed due to controller error") from inner
+    except RuntimeError as outer:
+        found = startup_error(outer, job, 1.0)
+    assert str(found) == ("resources: 4 workers × 1 CPU could not be placed within 120 s (resources.startup_timeout_s); "
+                          "the cluster did not grow to fit them")
+    assert startup_error(ValueError("something else"), job, 1.0) is None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -147,6 +148,45 @@ def _scheduler(space: TuneSpace, epochs: int):
                          reduction_factor=space.scheduler.reduction_factor)
 
 
+def _private_group(gid: int) -> bool:
+    """The user's own primary group with no other members (the user-private-group convention,
+    where umask 002 makes files group-writable without letting anyone else write them)."""
+    import grp
+    import pwd
+
+    if gid != os.getgid():
+        return False
+    try:
+        members = set(grp.getgrgid(gid).gr_mem) - {pwd.getpwuid(os.getuid()).pw_name}
+    except KeyError:
+        return False
+    others = [p.pw_name for p in pwd.getpwall() if p.pw_gid == gid and p.pw_uid != os.getuid()]
+    return not members and not others
+
+
+def check_restorable(sweep_dir: Path) -> None:
+    """Ray Tune restores a sweep by unpickling files in its directory (``tuner.pkl``, the
+    searcher's state): whoever can write them runs code in this process. Refuse, with the
+    reason, unless the directory and every pickle in it belong to this user and no one else may
+    write them."""
+    import stat
+
+    uid = os.getuid()
+    for path in [sweep_dir, *sorted(sweep_dir.rglob("*.pkl"))]:
+        st = path.lstat()
+        why = None
+        group_others = st.st_mode & stat.S_IWGRP and not _private_group(st.st_gid)
+        if stat.S_ISLNK(st.st_mode):
+            why = "is a symbolic link"
+        elif st.st_uid != uid:
+            why = f"belongs to uid {st.st_uid}, not to you ({uid})"
+        elif st.st_mode & stat.S_IWOTH or group_others:
+            why = f"may be written by others (mode {stat.S_IMODE(st.st_mode):o})"
+        if why:
+            raise ConfigError(f"{path}: {why}; resuming the sweep would unpickle it, which runs whatever code it holds. "
+                              f"Fix its owner and mode (chmod go-w) if you trust it, or start a new sweep (another --name)")
+
+
 def sweep(space: TuneSpace, base: JobConfig, trials: int | None, out: str, name: str, log=print,
           per_value: dict | None = None) -> dict:
     import ray
@@ -176,6 +216,7 @@ def sweep(space: TuneSpace, base: JobConfig, trials: int | None, out: str, name:
         {"CPU": TRIAL_CPU},
     )
     if tune.Tuner.can_restore(str(sweep_dir)):
+        check_restorable(sweep_dir)  # Tuner.restore unpickles the sweep's state files
         log(f"resuming the sweep in {sweep_dir}")
         tuner = tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:

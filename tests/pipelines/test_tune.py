@@ -189,3 +189,35 @@ def test_domain_partitions_plot_and_its_space(tmp_path):
     bad = _space(tmp_path, "name: p\nsearch: optuna\nparams:\n  ingest.domain_fields: {choice: [[a], [a, b]]}\n")
     with pytest.raises(ConfigError, match="lists of fields need search: grid or random"):
         load_space(bad)
+
+
+def test_a_sweep_is_restored_only_from_files_no_one_else_can_write(tmp_path):
+    """Tuner.restore unpickles tuner.pkl and the searcher's state: a sweep directory others may
+    write into is refused with the reason, before anything is unpickled."""
+    import os
+
+    from adasparse.config import ConfigError
+    from pipelines.tune import check_restorable
+
+    sweep = tmp_path / "s"
+    sweep.mkdir(mode=0o700)
+    pkl = sweep / "tuner.pkl"
+    pkl.write_bytes(b"not even a pickle")
+    os.chmod(pkl, 0o600)
+    (sweep / "trial").mkdir()
+    (sweep / "trial" / "search.pkl").write_bytes(b"x")
+    os.chmod(sweep / "trial" / "search.pkl", 0o644)
+    check_restorable(sweep)  # owned and written by this user alone: restorable
+    os.chmod(pkl, 0o666)
+    with pytest.raises(ConfigError, match=rf"^{pkl}: may be written by others \(mode 666\); resuming the sweep would "
+                                          "unpickle it"):
+        check_restorable(sweep)
+    os.chmod(pkl, 0o600)
+    os.chmod(sweep, 0o777)
+    with pytest.raises(ConfigError, match=rf"^{sweep}: may be written by others \(mode 777\)"):
+        check_restorable(sweep)
+    os.chmod(sweep, 0o700)
+    (sweep / "trial" / "search.pkl").unlink()
+    (sweep / "trial" / "search.pkl").symlink_to(pkl)
+    with pytest.raises(ConfigError, match="search.pkl: is a symbolic link"):
+        check_restorable(sweep)

@@ -284,7 +284,7 @@ def test_the_in_memory_loop_and_a_one_worker_ray_job_agree(ray_local, tmp_path):
     vocab = DomainVocabulary.from_json((tmp_path / "runs" / "one" / "vocabulary.json").read_text())
     src, splits = _in_memory_splits(spec_path, time_cuts(open_source(load_spec(spec_path))), vocab)
     torch.manual_seed(job.train.seed)
-    model = build_model(job.model_for(vocab.features(src.spec.features)))
+    model = build_model(job.model_for(vocab.features(src.spec.features)), vocab)  # as the workers do: base-rate logit
     runner = InMemoryRunner(model, build_optimizer(model, job.optim), splits, epochs=2, batch_size=256, seed=3, shuffle=False)
     mem_history = runner.fit().history
     for ray_row, mem_row in zip(ray_history, mem_history, strict=True):

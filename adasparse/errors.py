@@ -31,6 +31,19 @@ def find_user_error(err: BaseException | None) -> UserError | None:
     return None
 
 
+def wrapped_errors(err: BaseException | None):
+    """``err`` and every exception it carries (chains, Ray task causes, worker failures), each once."""
+    seen: set[int] = set()
+    queue = [err]
+    while queue:
+        e = queue.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        queue.extend(_wrapped(e))
+
+
 def _wrapped(e: BaseException) -> list[BaseException]:
     """Exceptions that ``e`` carries: its chain, a Ray task's cause, a worker group's failures."""
     out: list[BaseException] = [x for x in (e.__cause__, e.__context__) if x is not None]
@@ -46,4 +59,4 @@ def _wrapped(e: BaseException) -> list[BaseException]:
     return out
 
 
-__all__ = ["UserError", "find_user_error"]
+__all__ = ["UserError", "find_user_error", "wrapped_errors"]

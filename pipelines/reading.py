@@ -49,7 +49,16 @@ def read_raw(
               override_num_blocks=len(files))
     if source.spec.format == "parquet":
         # select_columns is pushed down into the read: only these columns leave the files
-        return ray.data.read_parquet(files, **kw).select_columns(columns + ([PATH_COLUMN] if with_paths else []))
+        try:
+            ds = ray.data.read_parquet(files, **kw)
+        except Exception as err:  # Ray Data samples the files here; pyarrow's error names none of them
+            from pipelines.validation import locate_read_error
+
+            located = locate_read_error(source, err)
+            if located is None:
+                raise
+            raise located from None
+        return ds.select_columns(columns + ([PATH_COLUMN] if with_paths else []))
     import pyarrow.csv as pacsv
 
     ds = ray.data.read_csv(files, convert_options=pacsv.ConvertOptions(include_columns=columns), **kw)

@@ -60,21 +60,30 @@ def check_resources(job: JobConfig, per_worker: float, cluster: dict, fixed_size
     return max(1, math.ceil(res.startup_timeout_s / STARTUP_ATTEMPT_S))
 
 
+def check_model_for(job: JobConfig, data) -> None:
+    """The model's options that depend on the data's fields (e.g. ``pepnet.persona_fields``),
+    checked before Ray starts: one line naming the option."""
+    from pydantic import ValidationError
+
+    from adasparse.config import format_validation_error
+
+    try:
+        job.model_for(data.features)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, "options").replace("options: ", "options: model.", 1)) from None
+
+
 def startup_error(err: BaseException, job: JobConfig, per_worker: float) -> ConfigError | None:
     """The one line for a run whose workers never got their resources (Ray Train's worker-group
     start timed out on every attempt); None for any other error."""
-    seen, todo = set(), [err]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
+    from adasparse.errors import wrapped_errors
+
+    for e in wrapped_errors(err):
         if type(e).__name__ == "WorkerGroupStartupTimeoutError" or "worker group startup timed out" in str(e):
             res = job.resources
             return ConfigError(f"resources: {res.workers} workers × {per_worker:g} CPU{' + 1 GPU' if res.gpu else ''} "
                                f"could not be placed within {res.startup_timeout_s:.0f} s (resources.startup_timeout_s); "
                                "the cluster did not grow to fit them")
-        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
     return None
 
 
@@ -146,11 +155,13 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     from pipelines.spec import load_spec
     from pipelines.time_split import time_cuts
     from pipelines.train_worker import train_loop
+    from pipelines.validation import locate_read_error
 
     data = load_spec(job.data)
     if job.ingest.domain_fields is not None:  # another partition of the same data into domains
         data = data.with_domain_fields(job.ingest.domain_fields, "ingest.domain_fields")
     source = open_source(data)
+    check_model_for(job, data)
     out = OutputLocation.of(job.output.dir, job.output.storage_endpoint)
     out.check_writable()
     # no address and no Ray yet: the private local Ray this run starts, which cannot grow
@@ -196,13 +207,13 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     t0 = time.perf_counter()
     try:
         result = trainer.fit()
-    except Exception as err:  # translated only when it is the startup wait
-        found = startup_error(err, job, per_worker)
+    except Exception as err:  # translated only when it is the startup wait or unreadable data
+        found = startup_error(err, job, per_worker) or locate_read_error(source, err)
         if found is None:
             raise
         raise found from None
     if result.error:
-        raise startup_error(result.error, job, per_worker) or result.error
+        raise startup_error(result.error, job, per_worker) or locate_read_error(source, result.error) or result.error
     final = read_final(result.checkpoint)
     final["best_checkpoint"] = out.url(result.checkpoint.path)
     final["wall_s"] = time.perf_counter() - t0

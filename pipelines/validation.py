@@ -41,7 +41,9 @@ class Problem:
     value: str = ""
 
     def line(self) -> str:
-        where = f"column {self.column!r}: " if self.column else ""
+        if self.column is None:  # the file itself: where its reading stopped
+            return f"{self.file}: {self.what} (reading stopped at row {self.first_row:,})"
+        where = f"column {self.column!r}: "
         value = f" ({self.value})" if self.value else ""
         rows = "1 row" if self.count == 1 else f"{self.count:,} rows"
         return f"{self.file}: {where}{self.what}{value}, first at row {self.first_row:,}, {rows}"
@@ -165,5 +167,18 @@ def validate_source(source: DataSource, columns: str = "cheap", inline_rows: int
     return ValidationReport(ray.get([task.remote(source, f, cols) for f in files]))
 
 
+def locate_read_error(source: DataSource, err: BaseException) -> DataError | None:
+    """When ``err`` (or what it wraps) is a failure to read or decode data — pyarrow's errors
+    rarely name the file — check every column of every file and return the first problem as a
+    :class:`DataError` (file, column, row); None when ``err`` is no such failure or the check
+    finds nothing."""
+    from adasparse.errors import wrapped_errors
+
+    if not any(isinstance(e, (pa.ArrowException, OSError)) for e in wrapped_errors(err)):
+        return None
+    problems = validate_source(source, columns="all").problems
+    return DataError(problems[0].line()) if problems else None
+
+
 __all__ = ["FileReport", "Problem", "ValidationReport", "check_table", "columns_to_check", "validate_file",
-           "validate_source"]
+           "validate_source", "locate_read_error"]

@@ -129,3 +129,21 @@ def test_the_check_runs_inside_a_tune_trials_small_placement_group(ray_local, ge
         assert ray.get(trial.options(scheduling_strategy=strategy).remote(str(generated / "spec.yaml")), timeout=120) == 12_000
     finally:
         remove_placement_group(pg)
+
+
+def test_a_corrupt_page_the_jobs_check_does_not_read_is_still_one_line_naming_the_file(ray_local, generated, tmp_path,
+                                                                                       capsys):
+    """The job's own check reads the label, time and numeric columns only; a corrupt page in a
+    categorical column fails the first read, whose pyarrow error names no file: the job then
+    checks every column and reports the file."""
+    spec_path = _copy(generated, tmp_path / "d")
+    path = tmp_path / "d" / "part-000002.parquet"
+    raw = bytearray(path.read_bytes())
+    meta = pq.ParquetFile(path).metadata
+    col = meta.row_group(0).column(meta.schema.to_arrow_schema().get_field_index("cat_0"))
+    raw[col.data_page_offset + 8: col.data_page_offset + 200] = bytes(192)
+    path.write_bytes(bytes(raw))
+    code = main(["train", "--data", str(spec_path), "--workers", "1", "--epochs", "1", "--hidden-units", "8",
+                 "--out", str(tmp_path / "runs")])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith(f"adasparse train: {path}: unreadable: ") and last.endswith("(reading stopped at row 0)")

@@ -71,6 +71,8 @@ def test_shipped_spaces_validate():
      "params.model.pruner.r_max: unknown or untunable parameter (tune the pair as sparsity_boundary)"),
     (("beta: {uniform: [1.0, 3.0]}", "resources.workers: {choice: [1, 2]}"), "params.resources.workers: unknown or untunable parameter"),
     (("name: s", "nom: s"), "nom: unknown key"),
+    (("beta: {uniform: [1.0, 3.0]}", "model.hidden_units: {choice: [[64, 32], [0, 4]]}"),
+     "params.model.hidden_units.choice[1]: [0, 4]: model.hidden_units.0: Input should be greater than or equal to 1"),
 ])
 def test_bad_spaces_fail_in_one_line_naming_file_and_key(tmp_path, edit, message):
     old, new = edit

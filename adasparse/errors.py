@@ -13,6 +13,10 @@ class UserError(ValueError):
     """Bad input from the user; the message is one line naming the file, key or column."""
 
 
+class Interrupted(UserError):
+    """The user stopped the command (Ctrl-C): one line, exit status 130."""
+
+
 def find_user_error(err: BaseException | None) -> UserError | None:
     """The :class:`UserError` that ``err`` is or wraps, if any (breadth first, cycles skipped)."""
     seen: set[int] = set()
@@ -59,4 +63,4 @@ def _wrapped(e: BaseException) -> list[BaseException]:
     return out
 
 
-__all__ = ["UserError", "find_user_error", "wrapped_errors"]
+__all__ = ["Interrupted", "UserError", "find_user_error", "wrapped_errors"]

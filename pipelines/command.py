@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from adasparse.errors import find_user_error
+from adasparse.errors import Interrupted, find_user_error
 
 USAGE_ERROR = 2
+INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
 
 
 def run_command(prog: str, body: Callable[[], int | None]) -> int:
@@ -25,7 +26,7 @@ def run_command(prog: str, body: Callable[[], int | None]) -> int:
         if found is None:
             raise
         print(f"{prog}: {str(found).splitlines()[0] if str(found) else type(found).__name__}", file=sys.stderr)
-        return USAGE_ERROR
+        return INTERRUPTED if isinstance(found, Interrupted) else USAGE_ERROR
 
 
-__all__ = ["USAGE_ERROR", "run_command"]
+__all__ = ["INTERRUPTED", "USAGE_ERROR", "run_command"]

@@ -60,6 +60,40 @@ def check_resources(job: JobConfig, per_worker: float, cluster: dict, fixed_size
     return max(1, math.ceil(res.startup_timeout_s / STARTUP_ATTEMPT_S))
 
 
+def fit_interruptibly(trainer):
+    """``trainer.fit()``, stopped by Ctrl-C at any moment. Ray Train's own SIGINT handler asks
+    its controller to abort and waits for it, which takes as long as the controller's current
+    step (a minute while it waits for workers' resources) and then exits with status 0; so in
+    the main thread the fit runs in a thread of its own and Ctrl-C ends the command at once with
+    one line and status 130: the run's actors and placement group are released with the driver,
+    and its last checkpoint stays for a rerun to resume."""
+    import threading
+
+    from adasparse.errors import Interrupted
+
+    if threading.current_thread() is not threading.main_thread():  # e.g. a Tune trial
+        return trainer.fit()
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["result"] = trainer.fit()
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            box["error"] = err
+
+    thread = threading.Thread(target=target, name="adasparse-fit", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted (Ctrl-C): the run stops here; its last checkpoint stays, and the same command "
+                          "resumes it") from None
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
 def check_model_for(job: JobConfig, data) -> None:
     """The model's options that depend on the data's fields (e.g. ``pepnet.persona_fields``),
     checked before Ray starts: one line naming the option."""
@@ -206,7 +240,7 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     )
     t0 = time.perf_counter()
     try:
-        result = trainer.fit()
+        result = fit_interruptibly(trainer)
     except Exception as err:  # translated only when it is the startup wait or unreadable data
         found = startup_error(err, job, per_worker) or locate_read_error(source, err)
         if found is None:

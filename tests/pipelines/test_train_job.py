@@ -310,3 +310,55 @@ def test_bad_data_met_inside_a_worker_is_one_line(generated, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1] == f"adasparse train: {data}/part-000000.parquet: column 'label': label 2 is not 0 or 1"
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_waiting_for_workers_ends_the_job_at_once_and_frees_the_cluster(generated, tmp_path):
+    """On a cluster given by address the job waits (bounded) for resources it may get by
+    autoscaling; Ctrl-C during that wait ends it within seconds — one line, status 130 — and
+    the cluster gets its CPUs back (Ray Train's own handler waited a minute, then exited 0)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import ray._private.services
+
+    from ray_head import free_port, head_node, ray_cli
+
+    gcs = free_port()
+    with head_node(tmp_path, num_cpus=2, gcs_port=gcs) as (url, env, _):
+        address = f"{ray._private.services.get_node_ip_address()}:{gcs}"
+        cmd = [sys.executable, "-m", "pipelines.train", "--data", str(generated / "spec.yaml"), "--workers", "8",
+               "--cpus-per-worker", "1", "--epochs", "1", "--hidden-units", "8", "--out", str(tmp_path / "runs"),
+               "--address", address]
+        root = Path(__file__).resolve().parents[2]
+        job = subprocess.Popen(cmd, env={**env, "PYTHONPATH": str(root)}, cwd=root, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+        seen = []
+        try:
+            for line in job.stdout:
+                seen.append(line)
+                if "waiting up to" in line:
+                    break
+            assert any("the cluster has 2 CPUs now; waiting up to 900 s for it to grow to 8 workers × 1 CPU" in x
+                       for x in seen), "".join(seen)[-3000:]
+            time.sleep(3)  # the controller is now asking for the workers' placement group
+            job.send_signal(signal.SIGINT)
+            t0 = time.perf_counter()
+            out, _ = job.communicate(timeout=60)
+            assert time.perf_counter() - t0 < 20
+        finally:
+            if job.poll() is None:
+                job.kill()
+        assert job.returncode == 130
+        assert "adasparse train: interrupted (Ctrl-C): the run stops here; its last checkpoint stays, and the same " \
+               "command resumes it" in out
+        deadline = time.time() + 60  # the driver's actors and placement group go with it
+        while time.time() < deadline:
+            r = ray_cli("status", "--address", address, env=env)
+            if r.returncode == 0 and "0.0/2.0 CPU" in r.stdout:
+                break
+            time.sleep(2)
+        else:
+            raise AssertionError(f"the cluster kept CPUs reserved:\n{r.stdout[-2000:]}")

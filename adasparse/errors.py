@@ -19,19 +19,12 @@ class Interrupted(UserError):
 
 def find_user_error(err: BaseException | None) -> UserError | None:
     """The :class:`UserError` that ``err`` is or wraps, if any (breadth first, cycles skipped)."""
-    seen: set[int] = set()
-    queue = [err]
-    while queue:
-        e = queue.pop(0)
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
+    for e in wrapped_errors(err):
         if isinstance(e, UserError):
             # a Ray task's error is re-raised as a class deriving from both RayTaskError and the
             # cause's class, whose text is the whole remote traceback: the cause has the one line
             cause = getattr(e, "cause", None)
             return cause if isinstance(cause, UserError) else e
-        queue.extend(_wrapped(e))
     return None
 
 

@@ -14,6 +14,12 @@ from adasparse.model import build_model
 from model_helpers import make_features, random_batch
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every model here starts from the same weights whatever ran before."""
+    torch.manual_seed(0)
+
+
 def _config(kind: str, backbone: str = "dnn", **kw) -> ModelConfig:
     return ModelConfig(kind=kind, backbone=backbone, hidden_units=[8, 4], features=make_features(),
                        embedding={"dim": 4, "init_std": 0.5}, **kw)
@@ -84,8 +90,11 @@ def _star_reference(model, cat, num):
 @pytest.mark.parametrize("backbone", ["dnn", "dcnv2"])
 @pytest.mark.parametrize("training", [True, False])
 def test_star_is_its_equations_row_by_row(backbone, training):
-    model = _star_model(backbone)
+    # float64: the randomised DCNv2 reaches logits where float32's summation order (which
+    # depends on the threads available) moves the last digits by more than the tolerance
+    model = _star_model(backbone).double()
     cat, num, label = random_batch(model.cfg, n=40, seed=2)
+    num, label = num.double(), label.double()
     model.train(training)
     if not training:  # running statistics away from 0 / 1
         model.star.running_mean.normal_()

@@ -18,6 +18,7 @@ OWNED = torch.tensor([[0, 0], [1, 2], [2, 3], [1, 0]])  # domains with their own
 
 
 def _model(backbone: str = "dnn", **maml) -> torch.nn.Module:
+    torch.manual_seed(0)  # the same weights whatever ran before
     cfg = ModelConfig(kind="maml", backbone=backbone, hidden_units=[8, 4], features=make_features(),
                       embedding={"dim": 4, "init_std": 0.5}, domain_slots=len(OWNED) + 1, maml=maml)
     model = build_model(cfg)

@@ -28,7 +28,7 @@ from adasparse.layers.dnn import DNNBackbone
 from adasparse.layers.domain_index import mixed_radix
 from adasparse.layers.embedding import FeatureEmbeddingArch
 from adasparse.layers import maml as maml_layers
-from adasparse.layers.maml import MamlArch, MamlContext, adapt, head_logits
+from adasparse.layers.maml import MamlArch, MamlContext, adapt, head_logits, head_params
 from adasparse.layers.pepnet import PepNetArch
 from adasparse.layers.pruner import DomainAdaptivePruner, PruneContext
 from adasparse.layers.star import StarArch
@@ -232,7 +232,7 @@ class CTRModel(nn.Module):
         parts: list[list[torch.Tensor]] = []
         # domains in chunks: the inner step computes every support row with its own copy of the
         # head (rows × head parameters), so a chunk holds about ADAPT_CHUNK_VALUES of them at most
-        head_size = sum(p.numel() for p in MamlContext(self.maml, self.backbone, cat[:0, :0], None).head_params())
+        head_size = sum(p.numel() for p in head_params(self.backbone))
         per_chunk = max(1, maml_layers.ADAPT_CHUNK_VALUES // max(1, cfg.support_rows * head_size))
         for lo in range(0, slots.numel(), per_chunk):
             rows = ((group >= lo) & (group < lo + per_chunk)).nonzero().squeeze(1)
@@ -241,7 +241,7 @@ class CTRModel(nn.Module):
             with torch.no_grad():
                 self.backbone(self.embedding(c_cat, c_num if c_num.shape[1] else None), linear=ctx.linear)
             n = min(per_chunk, slots.numel() - lo)
-            parts.append([h.detach() for h in adapt(ctx.head_params(), ctx.z, ctx.c, labels.index_select(0, rows),
+            parts.append([h.detach() for h in adapt(head_params(self.backbone), ctx.z, ctx.c, labels.index_select(0, rows),
                                                      group.index_select(0, rows) - lo, n, cfg.inner_steps, cfg.inner_lr,
                                                      True)])
         heads = [torch.cat(p) for p in zip(*parts)] if parts else []

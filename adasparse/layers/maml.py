@@ -71,13 +71,25 @@ def adapt(params: Head, z: torch.Tensor, c: torch.Tensor | None, labels: torch.T
     return cur
 
 
+def rank_in_group(inverse: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Each row's position among the rows of its group, in batch order (0, 1, ...)."""
+    order = torch.argsort(inverse, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(inverse)
+    rank[order] = torch.arange(inverse.numel(), device=inverse.device) - starts.index_select(0, inverse.index_select(0, order))
+    return rank
+
+
+def head_params(backbone: nn.Module) -> Head:
+    """The head MAML adapts: the deep tower's last hidden layer and the logit layer."""
+    deep, logit = backbone.deep.layers[-1], backbone.logit
+    return [deep.weight, deep.bias, logit.weight.squeeze(0), logit.bias.squeeze(0)]
+
+
 def support_query(inverse: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Masks of the support and query rows: a domain's rows alternate (in batch order) between
     support and query; a domain with one row has it in both."""
-    order = torch.argsort(inverse, stable=True)
-    starts = torch.cumsum(counts, 0) - counts
-    pos = torch.empty_like(inverse)
-    pos[order] = torch.arange(inverse.numel(), device=inverse.device) - starts.index_select(0, inverse.index_select(0, order))
+    pos = rank_in_group(inverse, counts)
     single = counts.index_select(0, inverse) == 1
     return (pos % 2 == 0) | single, (pos % 2 == 1) | single
 
@@ -107,10 +119,7 @@ class MamlArch(nn.Module):
         idx = own.nonzero().squeeze(1)
         slot = slots.index_select(0, idx)
         uniq, inverse, counts = torch.unique(slot, return_inverse=True, return_counts=True)
-        order = torch.argsort(inverse, stable=True)
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.empty_like(inverse)
-        rank[order] = torch.arange(inverse.numel(), device=inverse.device) - starts.index_select(0, inverse.index_select(0, order))
+        rank = rank_in_group(inverse, counts)
         n = counts.index_select(0, inverse)
         keep = rank >= n - s  # only a domain's last support_rows rows of the batch: one write per position
         idx, slot, rank = idx[keep], slot[keep], rank[keep]
@@ -155,16 +164,12 @@ class MamlContext:
             self.c = h[:, :-width] if h.shape[1] > width else None
         return layer(h)
 
-    def head_params(self) -> Head:
-        deep, logit = self.backbone.deep.layers[self.last], self.backbone.logit
-        return [deep.weight, deep.bias, logit.weight.squeeze(0), logit.bias.squeeze(0)]
-
     def meta_loss(self, labels: torch.Tensor) -> torch.Tensor:
         """The batch's mean query loss with each domain's adapted head (training)."""
         cfg = self.arch.cfg
         inverse, _, counts = distinct_domains(self.domain_ids, self.radix)
         support, query = support_query(inverse, counts)
-        params = self.head_params()
+        params = head_params(self.backbone)
         labels = labels.to(self.z.dtype)
         s_idx = support.nonzero().squeeze(1)
         sel = (lambda t, i: None if t is None else t.index_select(0, i))
@@ -175,4 +180,4 @@ class MamlContext:
         return F.binary_cross_entropy_with_logits(logits.float(), labels.index_select(0, q_idx).float())
 
 
-__all__ = ["MamlArch", "MamlContext", "adapt", "head_logits", "support_query"]
+__all__ = ["MamlArch", "MamlContext", "adapt", "head_logits", "head_params", "rank_in_group", "support_query"]

@@ -18,8 +18,8 @@ run restart from the last checkpoint (``--fail-at-epoch`` injects such a failure
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 import sys
 import time
 
@@ -41,6 +41,11 @@ def node_cpus() -> dict[str, float]:
 STARTUP_ATTEMPT_S = 60.0  # Ray Train's wait for a worker group before it retries (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S)
 
 
+def _request(job: JobConfig, per_worker: float) -> str:
+    """The workers' request in words: ``4 workers × 1 CPU + 1 GPU``."""
+    return f"{job.resources.workers} workers × {per_worker:g} CPU{' + 1 GPU' if job.resources.gpu else ''}"
+
+
 def check_resources(job: JobConfig, per_worker: float, cluster: dict, fixed_size: bool, log) -> int:
     """The workers' request against the cluster. On a cluster that cannot grow (the private local
     Ray) a request larger than it is one line now, instead of a wait that never ends; on a cluster
@@ -50,7 +55,7 @@ def check_resources(job: JobConfig, per_worker: float, cluster: dict, fixed_size
     cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
     need_cpu, need_gpu = res.workers * per_worker, res.workers if res.gpu else 0
     short = need_cpu > cpus + 1e-9 or need_gpu > gpus + 1e-9
-    what = f"{res.workers} workers × {per_worker:g} CPU{' + 1 GPU' if res.gpu else ''}"
+    what = _request(job, per_worker)
     have = f"{cpus:g} CPUs" + (f", {gpus:g} GPUs" if res.gpu else "")
     if short and fixed_size:
         raise ConfigError(f"resources: {what} do not fit this machine's local Ray ({have}); lower --workers or "
@@ -114,9 +119,8 @@ def startup_error(err: BaseException, job: JobConfig, per_worker: float) -> Conf
 
     for e in wrapped_errors(err):
         if type(e).__name__ == "WorkerGroupStartupTimeoutError" or "worker group startup timed out" in str(e):
-            res = job.resources
-            return ConfigError(f"resources: {res.workers} workers × {per_worker:g} CPU{' + 1 GPU' if res.gpu else ''} "
-                               f"could not be placed within {res.startup_timeout_s:.0f} s (resources.startup_timeout_s); "
+            return ConfigError(f"resources: {_request(job, per_worker)} could not be placed within "
+                               f"{job.resources.startup_timeout_s:.0f} s (resources.startup_timeout_s); "
                                "the cluster did not grow to fit them")
     return None
 

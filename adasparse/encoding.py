@@ -16,9 +16,9 @@ from typing import Mapping
 import numpy as np
 
 from adasparse.config import FeatureConfig
-from adasparse.hashing import hash_values, splitmix64
+from adasparse.portable.hashing import domain_id_from_hashes, field_hashes
 
-MISSING_SENTINEL = "\x00missing"
+__all__ = ["EncodedBatch", "domain_id_from_hashes", "encode_columns", "field_hashes"]
 
 
 @dataclass
@@ -30,35 +30,6 @@ class EncodedBatch:
 
     def __len__(self) -> int:
         return len(self.cat_ids)
-
-
-def field_hashes(values: np.ndarray, name: str, missing: np.ndarray | None = None) -> np.ndarray:
-    """64-bit hashes of a field's raw values; masked (missing) rows get the field's sentinel hash."""
-    values = np.asarray(values)
-    if missing is not None and missing.any():
-        sentinel = hash_values(np.array([MISSING_SENTINEL]), name)[0]
-        if values.dtype.kind in "iub":
-            # numbers: hash every row (cheap, vectorised) and overwrite the masked ones
-            h = hash_values(values, name)
-        else:
-            h = np.empty(len(values), dtype=np.uint64)
-            present = ~missing
-            if present.any():
-                h[present] = hash_values(values[present], name)
-        h[missing] = sentinel
-        return h
-    return hash_values(values, name)
-
-
-def domain_id_from_hashes(hashes: list[np.ndarray]) -> np.ndarray:
-    """Stable int64 id of the tuple of domain-aware values of each row (for metrics and reports).
-
-    Distinct tuples collide with probability ~n²/2^64: never in practice for 10^4–10^6 domains.
-    """
-    acc = np.zeros(len(hashes[0]), dtype=np.uint64)
-    for h in hashes:
-        acc = splitmix64(acc ^ h)
-    return acc.view(np.int64)
 
 
 def encode_columns(

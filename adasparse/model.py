@@ -96,6 +96,8 @@ class CTRModel(nn.Module):
         self._updates = self._samples = 0
         self.register_load_state_dict_post_hook(lambda module, keys: module._sync_updates())
         self.check_ids = True
+        # forward without data-dependent shapes (``torch.export``): see :meth:`for_export`
+        self.static_shapes = False
         # rows of the whole run that one local row stands for (the data-parallel world size)
         self.sample_scale = 1
         self.planned_samples: int | None = None  # the run's training samples (rows × epochs), if known
@@ -149,7 +151,7 @@ class CTRModel(nn.Module):
         k = self.embedding.num_domain_fields
         domain_ids, e_d = cat_ids[:, :k], x[:, : self.embedding.domain_dim]
         if self.star is not None:
-            star = self.star.begin(e_d, domain_ids)
+            star = self.star.begin(e_d, domain_ids, per_row=self.static_shapes)
             out = ModelOutput(star.output(self.backbone(star.input(x), linear=star.linear)), samples=seen)
         elif self.cfg.kind == "apg":
             apg = ApgContext(self.backbone.deep.layers, e_d, domain_ids, self.domain_radix)
@@ -159,6 +161,8 @@ class CTRModel(nn.Module):
             logits = self.backbone(x, linear=maml.linear)
             if self.training:
                 maml.cat_ids, maml.numeric = cat_ids, numeric
+            elif self.static_shapes:
+                logits = self._served_maml_logits(maml, domain_ids)
             else:
                 logits = self._adapted_logits(logits, maml, domain_ids)
             out = ModelOutput(logits, samples=seen, maml=maml)
@@ -172,7 +176,7 @@ class CTRModel(nn.Module):
         else:
             p = self.cfg.pruner
             per_domain = self.training and p.regularized and p.sparsity_scope == "domain"
-            ctx = self.pruner.begin(e_d, domain_ids, self.alpha, per_domain)
+            ctx = self.pruner.begin(e_d, domain_ids, self.alpha, per_domain, dedup=not self.static_shapes)
             first = 0
             if self.prunes_input:
                 x = ctx(0, x)
@@ -221,6 +225,34 @@ class CTRModel(nn.Module):
         c = None if ctx.c is None else ctx.c.index_select(0, has)
         adapted = head_logits(ctx.z.index_select(0, has), c, heads, g.index_select(0, has)).to(logits.dtype)
         return logits.index_copy(0, has, adapted)
+
+    def _served_maml_logits(self, ctx: MamlContext, domain_ids: torch.Tensor) -> torch.Tensor:
+        """MAML at evaluation without data-dependent shapes: every row through the head of its
+        group (:meth:`for_export` stacked the adapted heads and the meta head last)."""
+        group = self.served_head_group.index_select(0, self.maml.index(domain_ids))
+        heads = [getattr(self, f"served_head_{j}") for j in range(4)]
+        return head_logits(ctx.z, ctx.c, heads, group)
+
+    @torch.no_grad()
+    def for_export(self) -> "CTRModel":
+        """Switch to an evaluation forward that ``torch.export`` traces with a dynamic batch:
+        no id check, domain-mode factors row by row, STAR's weights gathered per row, and MAML's
+        adapted heads computed now and kept as buffers (the meta-learned head serves domains
+        without support rows). The logits are those of the evaluation forward (to float
+        rounding). Returns the model, in eval mode."""
+        self.eval()
+        self.check_ids = False
+        self.static_shapes = True
+        if self.maml is not None:
+            slots, heads = self.adapted_heads()
+            meta = head_params(self.backbone)
+            group = torch.full((self.maml.index.slots,), slots.numel(), dtype=torch.int64, device=self.embedding.offsets.device)
+            group[slots] = torch.arange(slots.numel(), device=group.device)
+            self.register_buffer("served_head_group", group, persistent=False)
+            for j, m in enumerate(meta):
+                stacked = torch.cat([heads[j], m.detach().unsqueeze(0)]) if heads else m.detach().unsqueeze(0)
+                self.register_buffer(f"served_head_{j}", stacked, persistent=False)
+        return self
 
     def adapted_heads(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """MAML: every support-holding slot's head, adapted on its buffered train rows with the

@@ -7,7 +7,7 @@ out-of-vocabulary id, shared by the rarer values (so it is trained on them) and 
 never seen in train (so an unseen domain gets a learned e_d). The field's embedding slice has
 V + 1 rows.
 
-A value is identified by its 64-bit field-salted hash (:func:`adasparse.hashing.hash_values`,
+A value is identified by its 64-bit field-salted hash (:func:`adasparse.portable.hashing.hash_values`,
 the same function for strings, integers and missing values at training, evaluation and
 serving time), and the vocabulary keeps one raw value beside each hash for people to read.
 Two values share an id only if their 64-bit hashes collide: with n values in a field about
@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from adasparse.config import CategoricalField, ConfigError, FeatureConfig
-from adasparse.encoding import domain_id_from_hashes
+from adasparse.portable.columns import OOV, domain_keys, key_radix, lookup_ids
 
-OOV = 0
 FORMAT_VERSION = 1
 
 
@@ -56,15 +55,14 @@ class FieldVocabulary:
         """Rows of the field's embedding slice: its values plus the out-of-vocabulary id."""
         return len(self.values) + 1
 
+    @property
+    def lookup_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """(hashes ascending, the id of each): what :meth:`lookup` searches (served models carry it)."""
+        return self._sorted, self._sorted_ids
+
     def lookup(self, hashes: np.ndarray) -> np.ndarray:
         """Ids of values given by their hashes; 0 for values not in the vocabulary."""
-        hashes = np.asarray(hashes, dtype=np.uint64)
-        if not len(self._sorted):
-            return np.zeros(len(hashes), dtype=np.int64)
-        pos = np.searchsorted(self._sorted, hashes)
-        pos = np.minimum(pos, len(self._sorted) - 1)
-        found = self._sorted[pos] == hashes
-        return np.where(found, self._sorted_ids[pos], OOV)
+        return lookup_ids(self._sorted, self._sorted_ids, hashes)
 
 
 class DomainVocabulary:
@@ -82,9 +80,7 @@ class DomainVocabulary:
         self.train_ids = None if train_ids is None else np.asarray(train_ids, dtype=np.int64).reshape(-1, len(fields))
         self.train_tuples = int(train_tuples)  # distinct raw value tuples in train
         sizes = [f.size for f in fields]
-        self._radix = None
-        if float(np.prod([float(s) for s in sizes])) < 2.0**63:
-            self._radix = np.cumprod([1] + sizes[:-1]).astype(np.int64)
+        self._radix = key_radix(sizes)
 
     # -- building ----------------------------------------------------------------------------
     @classmethod
@@ -138,10 +134,7 @@ class DomainVocabulary:
 
     def keys(self, ids: np.ndarray) -> np.ndarray:
         """(n, k) ids → (n,) int64 domain keys (exact mixed radix, or a hash when it cannot fit)."""
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1, len(self.fields))
-        if self._radix is not None:
-            return ids @ self._radix
-        return domain_id_from_hashes([ids[:, j].astype(np.uint64) for j in range(ids.shape[1])])
+        return domain_keys(np.asarray(ids, dtype=np.int64).reshape(-1, len(self.fields)), self._radix)
 
     def domains_with_rows(self, min_rows: int) -> np.ndarray:
         """(n, k) id tuples of the train domains with at least ``min_rows`` train rows."""

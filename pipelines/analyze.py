@@ -33,32 +33,7 @@ from adasparse.config import ConfigError
 from adasparse.host import write_text_atomic
 from adasparse.metrics import CTRMetrics
 from adasparse.vocabulary import DomainVocabulary
-
-TEST_METRICS_FILE = "test_metrics.npz"
-
-
-class RunFiles:
-    """A finished run's files: metrics, vocabulary, final checkpoint."""
-
-    def __init__(self, path: str | Path):
-        self.dir = Path(path)
-        metrics = self.dir / "metrics.json"
-        if not metrics.is_file():
-            raise ConfigError(f"{self.dir}: not a finished training run (no metrics.json)")
-        self.metrics = json.loads(metrics.read_text())
-        vocab = self.dir / "vocabulary.json"
-        if not vocab.is_file():
-            raise ConfigError(f"{vocab}: missing (runs before exact domain ids cannot be analysed)")
-        self.vocab = DomainVocabulary.from_json(vocab.read_text(), str(vocab))
-        self.checkpoint = Path(self.metrics["best_checkpoint"])
-        self.name = self.dir.name
-
-    def test_statistics(self) -> dict:
-        path = self.checkpoint / TEST_METRICS_FILE
-        if not path.is_file():
-            raise ConfigError(f"{path}: missing (the run's final checkpoint has no test statistics)")
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+from pipelines.run_files import RunFiles
 
 
 def equal_row_bins(keys: np.ndarray, rows: np.ndarray, bins: int) -> list[np.ndarray]:
@@ -165,20 +140,17 @@ def domain_masks(run: RunFiles, layer: int, top: int) -> dict:
     evaluation: no extra pass over the data)."""
     import torch
 
-    from adasparse.config import ModelConfig
     from adasparse.model import build_model
 
-    cfg = ModelConfig.model_validate(json.loads((run.checkpoint / "model_config.json").read_text()))
+    cfg = run.model_config()
     if cfg.kind != "adasparse":
         return {"skipped": f"a {cfg.kind} model has no pruner"}
     vocab = run.vocab
-    model = build_model(cfg)
-    widths = model.pruned_widths
+    widths = build_model(cfg).pruned_widths
     if not 0 <= layer < len(widths):
         raise ConfigError(f"--layer {layer}: the run prunes {len(widths)} layers (0..{len(widths) - 1})")
     if cfg.pruner.input == "domain":
-        state = torch.load(run.checkpoint / "state.pt", weights_only=True, map_location="cpu")
-        model.load_state_dict(state["best_model"] or state["model"])
+        model = run.load_model()
         order = np.lexsort((vocab.train_keys, -vocab.train_key_rows))[:top]
         m = model.domain_masks(torch.from_numpy(vocab.train_ids[order]))[layer].numpy().astype(float)
         ids, rows, source = vocab.train_ids[order], vocab.train_key_rows[order], "the domain's mask (domain mode)"

@@ -91,6 +91,21 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from pipelines.export_run import export_run
+
+    export_run(args.run, args.out, overwrite=args.overwrite, check_rows=args.check_rows)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from pipelines.predict import predict
+
+    predict(args.run, args.data, args.out, split=args.split, workers=args.workers, batch_size=args.batch_size, gpu=args.gpu,
+            address=args.address, overwrite=args.overwrite)
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     import time
 
@@ -166,6 +181,28 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--layer", type=int, default=0, help="pruned layer whose masks are plotted")
     a.add_argument("--top", type=int, default=20, help="largest domains in the mask plots")
     a.set_defaults(func=_analyze)
+
+    e = sub.add_parser("export", help="a finished run's model as a serving artefact: per-domain pruned sub-networks "
+                                      "(domain-mode AdaSparse) or the whole model, loadable with torch alone")
+    e.add_argument("run", help="run directory (OUT/NAME of adasparse train)")
+    e.add_argument("--out", required=True, help="export directory (new, empty, or holding this run's export)")
+    e.add_argument("--overwrite", action="store_true", help="replace an export of another model in --out")
+    e.add_argument("--check-rows", type=int, default=20_000,
+                   help="rows (every routed domain, unseen ones) on which the export must match the model")
+    e.set_defaults(func=_export)
+
+    r = sub.add_parser("predict", help="batch scoring on Ray Data: a finished run's model over a dataset, "
+                                       "predictions as Parquet (domain key, label, probability)")
+    r.add_argument("--run", required=True, help="run directory (OUT/NAME of adasparse train)")
+    r.add_argument("--data", required=True, help="dataset spec YAML (the run's fields)")
+    r.add_argument("--split", choices=["train", "dev", "test", "all"], default="test")
+    r.add_argument("--out", required=True, help="directory or s3://bucket/prefix for the Parquet predictions")
+    r.add_argument("--workers", type=int, default=2, help="scoring actors (each holds one copy of the model)")
+    r.add_argument("--batch-size", type=int, default=4096)
+    r.add_argument("--gpu", action="store_true", help="one GPU per scoring actor")
+    r.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    r.add_argument("--overwrite", action="store_true", help="replace predictions already in --out")
+    r.set_defaults(func=_predict)
 
     v = sub.add_parser("validate", help="check every file of a dataset: labels, times, numeric values, readable pages, "
                                         "non-empty splits")

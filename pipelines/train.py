@@ -186,6 +186,7 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     from ray.train.torch import TorchTrainer
 
     from pipelines.checkpoints import read_final
+    from pipelines.run_files import DATA_SPEC_FILE
     from pipelines.ray_env import init_ray
     from pipelines.reading import read_split
     from pipelines.shards import ExactEvaluationSplits
@@ -260,6 +261,7 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     final["model_config"] = cfg["model"]
     out.write_text(out.join(name, "metrics.json"), json.dumps(final, indent=2, default=str))
     out.write_text(out.join(name, "config.json"), json.dumps(dump_config(job), indent=2))
+    out.write_text(out.join(name, DATA_SPEC_FILE), json.dumps(data.model_dump(mode="json"), indent=2))  # for export/predict
     t, d = final["test"], final["dev"]
     speed = f"{final['samples_per_s']:,.0f} samples/s" if final.get("samples_per_s") else "resumed after training"
     log(f"{name}: best epoch {final['best_epoch']}  dev GAUC {d['gauc']:.4f}  test logloss {t['logloss']:.5f} "

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from adasparse.encoding import domain_id_from_hashes, field_hashes
-from adasparse.hashing import hash_values
+from adasparse.portable.columns import categorical_hashes, numeric_values
+from adasparse.portable.hashing import domain_id_from_hashes
 from adasparse.vocabulary import DomainVocabulary
 from pipelines.sources import DataError
 from pipelines.spec import DatasetSpec
@@ -25,48 +25,6 @@ def _where(table: pa.Table, mask: np.ndarray) -> str:
     if PATH_COLUMN in table.column_names:
         return str(table[PATH_COLUMN][int(np.flatnonzero(mask)[0])])
     return "batch"
-
-
-def _missing_markers(arr: pa.Array, markers: list, values: np.ndarray | None = None) -> np.ndarray:
-    """Null or equal to one of the spec's missing markers of a compatible type. ``values``:
-    the column as numpy (nulls filled), when the caller has it, so numbers compare in numpy."""
-    missing = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else np.zeros(len(arr), bool)
-    if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
-        vals = values if values is not None else pc.fill_null(arr, 0).to_numpy(zero_copy_only=False)
-        for m in markers:
-            if isinstance(m, int) and not isinstance(m, bool):
-                missing |= vals == m
-        if pa.types.is_floating(arr.type):
-            missing |= np.isnan(vals)
-    elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-        strs = [str(m) for m in markers]
-        missing |= pc.fill_null(pc.is_in(arr, pa.array(strs, arr.type)), False).to_numpy(zero_copy_only=False)
-    return missing
-
-
-def categorical_hashes(arr: pa.Array, name: str, markers: list) -> np.ndarray:
-    """64-bit hashes of a categorical column; missing values share the field's sentinel."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.cast(arr.type.value_type)
-    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-        missing = _missing_markers(arr, markers)
-        enc = pc.dictionary_encode(arr)
-        uniq = enc.dictionary.to_numpy(zero_copy_only=False)
-        idx = pc.fill_null(enc.indices, 0).to_numpy(zero_copy_only=False)
-        h = hash_values(uniq, name)[idx] if len(uniq) else np.zeros(len(arr), np.uint64)
-        return np.where(missing, field_hashes(np.array([0]), name, np.array([True]))[0], h)
-    if pa.types.is_null(arr.type):
-        return field_hashes(np.zeros(len(arr), np.int64), name, np.ones(len(arr), bool))
-    vals = (pc.fill_null(arr, 0) if arr.null_count else arr).to_numpy(zero_copy_only=False)
-    missing = _missing_markers(arr, markers, vals)
-    if pa.types.is_floating(arr.type):
-        vals = np.where(np.isfinite(vals), vals, 0.0)
-        ints = vals.astype(np.int64)
-        # integral floats (ids read from CSV with gaps) hash like the integers they are
-        vals = np.where(ints == vals, ints, vals.view(np.int64))
-    return field_hashes(vals, name, missing)
 
 
 def domain_hashes(table: pa.Table, spec: DatasetSpec) -> np.ndarray:
@@ -113,12 +71,11 @@ def encode_table(table: pa.Table, spec: DatasetSpec, vocab: DomainVocabulary | N
         np.remainder(h, np.uint64(f.buckets), out=cat_u[:, j])
     numeric = np.zeros((n, len(spec.numeric_fields)), dtype=np.float32)
     for j, name in enumerate(spec.numeric_fields):
-        col = table[name]
-        vals = pc.fill_null(col, 0).to_numpy(zero_copy_only=False).astype(np.float64) if n else np.zeros(0)
-        inf = np.isinf(vals)
-        if inf.any():
-            raise DataError(f"{_where(table, inf)}: column {name!r}: infinite value")
-        numeric[:, j] = np.nan_to_num(vals, nan=0.0)
+        try:
+            numeric[:, j] = numeric_values(table[name], name)
+        except ValueError as err:
+            inf = np.isinf(pc.fill_null(table[name], 0).to_numpy(zero_copy_only=False).astype(np.float64))
+            raise DataError(f"{_where(table, inf)}: {err}") from None
     return {
         "cat_ids": cat,
         "numeric": numeric,

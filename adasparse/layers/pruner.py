@@ -55,7 +55,7 @@ class PruneContext:
     """
 
     def __init__(self, pruner: "DomainAdaptivePruner", e_d: torch.Tensor, domain_ids: torch.Tensor, alpha: float,
-                 per_domain: bool = False):
+                 per_domain: bool = False, dedup: bool = True):
         self.pruner = pruner
         self.alpha = alpha
         self.per_domain = per_domain  # r^l also per domain of the batch, for R_s per domain
@@ -71,7 +71,7 @@ class PruneContext:
         lin = pruner.domain_proj
         n = len(pruner.widths)
         rows = domain_ids.shape[0]
-        if c.input == "domain" and rows < DOMAIN_DEDUP_MIN_ROWS:
+        if c.input == "domain" and (not dedup or rows < DOMAIN_DEDUP_MIN_ROWS):
             out = apply(RowsPrune, e_d, lin.weight, lin.bias, pruner.layer_mean, pruner.widths, *self._args)
             weights = None  # every row its own entry: rows of one domain have equal r^l, so the row
             # average of the per-domain penalty is the row-weighted average over domains
@@ -192,9 +192,12 @@ class DomainAdaptivePruner(nn.Module):
         """(inverse, representative row, count) of the distinct domain-field tuples of a batch."""
         return distinct_domains(domain_ids, self.radix)
 
-    def begin(self, e_d: torch.Tensor, domain_ids: torch.Tensor, alpha: float, per_domain: bool = False) -> PruneContext:
-        """The pruner's work for one batch; ``per_domain`` also gives r^l per domain (for R_s per domain)."""
-        return PruneContext(self, e_d, domain_ids, alpha, per_domain)
+    def begin(self, e_d: torch.Tensor, domain_ids: torch.Tensor, alpha: float, per_domain: bool = False,
+              dedup: bool = True) -> PruneContext:
+        """The pruner's work for one batch; ``per_domain`` also gives r^l per domain (for R_s per
+        domain); ``dedup=False``: domain mode row by row whatever the batch size (equal values,
+        no data-dependent shapes: what ``torch.export`` can trace)."""
+        return PruneContext(self, e_d, domain_ids, alpha, per_domain, dedup)
 
     @torch.no_grad()
     def domain_factors(self, e_d: torch.Tensor, alpha: float) -> list[torch.Tensor]:

@@ -56,23 +56,30 @@ class StarArch(nn.Module):
         self.register_buffer("running_var", torch.ones(in_dim))
         self.aux = mlp(domain_dim, cfg.aux_hidden_units, 1)
 
-    def begin(self, e_d: torch.Tensor, domain_ids: torch.Tensor) -> "StarContext":
-        return StarContext(self, e_d, domain_ids)
+    def begin(self, e_d: torch.Tensor, domain_ids: torch.Tensor, per_row: bool = False) -> "StarContext":
+        """STAR's work for a batch; ``per_row``: every row with its own gathered copy of its
+        domain's weights (no data-dependent grouping: what ``torch.export`` can trace; memory
+        per row of a layer's weights, for serving-sized batches)."""
+        return StarContext(self, e_d, domain_ids, per_row)
 
 
 class StarContext:
     """STAR's work for one batch: ``input`` (PN, rows sorted by domain row), ``linear`` (the
     star FC of layer i), ``output`` (logits back in batch order, plus the auxiliary logit)."""
 
-    def __init__(self, arch: StarArch, e_d: torch.Tensor, domain_ids: torch.Tensor):
-        self.arch, self.e_d = arch, e_d
+    def __init__(self, arch: StarArch, e_d: torch.Tensor, domain_ids: torch.Tensor, per_row: bool = False):
+        self.arch, self.e_d, self.per_row = arch, e_d, per_row
         slots = arch.index(domain_ids)
-        uniq, inverse, counts = torch.unique(slots, return_inverse=True, return_counts=True)
+        if per_row:
+            uniq, inverse = slots, torch.arange(slots.shape[0], device=slots.device)
+            self.order = self.unorder = None
+        else:
+            uniq, inverse, counts = torch.unique(slots, return_inverse=True, return_counts=True)
+            self.order = torch.argsort(inverse, stable=True)  # rows grouped by their domain row
+            self.unorder = torch.empty_like(self.order)
+            self.unorder[self.order] = torch.arange(len(self.order), device=self.order.device)
+            self.counts = counts.tolist()
         self.inverse = inverse
-        self.order = torch.argsort(inverse, stable=True)  # rows grouped by their domain row
-        self.unorder = torch.empty_like(self.order)
-        self.unorder[self.order] = torch.arange(len(self.order), device=self.order.device)
-        self.counts = counts.tolist()
         pieces = arch.table(uniq).split(arch.parts, dim=1)
         self.gamma_d, self.beta_d = pieces[0], pieces[1]
         self.weights = [(pieces[2 + 2 * j].view(-1, o, i), pieces[3 + 2 * j]) for j, (o, i) in enumerate(arch.shapes)]
@@ -82,11 +89,13 @@ class StarContext:
         a = self.arch
         z = F.batch_norm(x, a.running_mean, a.running_var, training=a.training, momentum=a.cfg.norm_momentum, eps=a.eps)
         z = (a.gamma * self.gamma_d[self.inverse]) * z + (a.beta + self.beta_d[self.inverse])
-        return z.index_select(0, self.order)
+        return z if self.order is None else z.index_select(0, self.order)
 
     def linear(self, i: int, layer: nn.Linear, h: torch.Tensor) -> torch.Tensor:
         """(W ⊙ W_d) h + b + b_d for every group of rows (``h`` grouped as ``input`` left it)."""
         w_d, b_d = self.weights[i]
+        if self.per_row:
+            return torch.einsum("bi,boi->bo", h, layer.weight.unsqueeze(0) * w_d) + (layer.bias + b_d)
         # every group's weights and biases in one kernel each; unbind's backward is one stack
         weights = (layer.weight.unsqueeze(0) * w_d).unbind(0)
         biases = (layer.bias.unsqueeze(0) + b_d).unbind(0)
@@ -94,4 +103,5 @@ class StarContext:
 
     def output(self, logits: torch.Tensor) -> torch.Tensor:
         """The main logit s_m back in batch order, plus the auxiliary network's s_a."""
-        return logits.index_select(0, self.unorder) + self.arch.aux(self.e_d).squeeze(-1)
+        main = logits if self.unorder is None else logits.index_select(0, self.unorder)
+        return main + self.arch.aux(self.e_d).squeeze(-1)

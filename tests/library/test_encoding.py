@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from adasparse.encoding import domain_id_from_hashes, encode_columns, field_hashes
-from adasparse.hashing import hash_to_buckets, hash_values, splitmix64
+from adasparse.portable.hashing import hash_to_buckets, hash_values, splitmix64
 
 from model_helpers import make_features
 
@@ -23,7 +23,7 @@ def test_buckets_are_stable_across_processes_and_in_range():
     vals = np.array([0, 1, -1, 2**40, 17], dtype=np.int64)
     here = hash_to_buckets(vals, "item_id", 1000)
     code = (
-        "import numpy as np; from adasparse.hashing import hash_to_buckets;"
+        "import numpy as np; from adasparse.portable.hashing import hash_to_buckets;"
         "print(hash_to_buckets(np.array([0, 1, -1, 2**40, 17]), 'item_id', 1000).tolist())"
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "123"})

@@ -109,3 +109,20 @@ def test_lazy_exports_resolve():
 
     assert adasparse.build_model.__module__ == "adasparse.model"
     assert set(adasparse.__all__) <= set(dir(adasparse))
+
+
+def test_the_portable_package_an_export_carries_needs_only_itself_numpy_pyarrow_and_torch():
+    allowed = {"numpy", "pyarrow", "torch", "__future__", "hashlib", "json", "pathlib", "typing"}
+    folder = ROOT / "adasparse" / "portable"
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                tops = {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: inside the package, which the export copies whole
+                    continue
+                tops = {(node.module or "").split(".")[0]}
+            else:
+                continue
+            assert tops <= allowed, f"{path.name} imports {tops - allowed}: an exported model could not load it alone"

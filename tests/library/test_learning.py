@@ -7,7 +7,7 @@ import torch
 
 from adasparse.config import ModelConfig
 from adasparse.experiment import run_model, synthetic_splits
-from adasparse.hashing import hash_to_buckets
+from adasparse.portable.hashing import hash_to_buckets
 from adasparse.synthetic import SyntheticSpec, SyntheticWorld
 
 # Group 0 domains read fields 0, 2, 4; group 1 domains read fields 1, 3, 5; nothing is shared.

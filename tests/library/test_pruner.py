@@ -17,8 +17,8 @@ def _capture_hidden(model, cat, num):
     deep = model.backbone.deep
     orig = model.pruner.begin
 
-    def begin(e_d, dom, alpha, per_domain=False):
-        ctx = orig(e_d, dom, alpha, per_domain)
+    def begin(e_d, dom, alpha, per_domain=False, dedup=True):
+        ctx = orig(e_d, dom, alpha, per_domain, dedup)
         call = ctx.__call__
 
         class Wrapped:

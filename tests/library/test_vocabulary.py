@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adasparse.config import ConfigError
-from adasparse.hashing import hash_values
+from adasparse.portable.hashing import hash_values
 from adasparse.vocabulary import OOV, DomainVocabulary
 from model_helpers import make_features
 

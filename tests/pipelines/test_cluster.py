@@ -201,3 +201,29 @@ def test_local_autoscaling_cluster_adds_nodes_for_a_job_and_removes_them_when_id
             tree.scan()
             time.sleep(3)
         assert n == 0, f"{n} idle worker nodes were not removed"
+
+
+def test_the_cluster_image_is_built_from_the_pinned_versions_and_named_by_the_manifests():
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    docker = (root / "cluster" / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", docker, re.M))
+    ray_pin = re.search(r"^ray==(\S+)$", (root / "constraints.txt").read_text(), re.M).group(1)
+    assert re.search(r"^FROM rayproject/ray:\$\{BASE_TAG\}$", docker, re.M)
+    assert args["BASE_TAG"].startswith(f"{ray_pin}-py311")  # Ray's image at the Ray version CI tests
+    torch_pin = re.search(r"^TORCH_SPEC \?= (\S+)$", (root / "Makefile").read_text(), re.M).group(1)
+    assert args["TORCH_SPEC"] == torch_pin
+    assert '-c constraints.txt ".[ray]"' in docker
+    for line in re.findall(r"^COPY (?:--\S+ )*(.+) \S+$", docker, re.M):  # everything copied exists
+        for src in line.split():
+            assert (root / src).exists(), f"Dockerfile copies {src}, which the repository lacks"
+    ignored = (root / ".dockerignore").read_text().split()
+    assert ".venv/" in ignored and "runs/" in ignored and ".git/" in ignored
+    version = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    images = set()
+    for name in ("kuberay-raycluster.yaml", "kuberay-rayjob.yaml"):
+        images |= set(re.findall(r"image: (\S+)", (root / "cluster" / name).read_text()))
+    assert images == {f"REGISTRY/adasparse:{version}"}
+    assert f"-t REGISTRY/adasparse:{version} ." in (root / "cluster" / "README.md").read_text()

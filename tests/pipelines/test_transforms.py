@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from adasparse.encoding import field_hashes
-from adasparse.hashing import hash_to_buckets
+from adasparse.portable.hashing import hash_to_buckets
 from pipelines.sources import DataError
 from pipelines.spec import parse_spec
 from pipelines.transforms import encode_table

@@ -17,6 +17,8 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
+MISSING_SENTINEL = "\x00missing"  # the value every missing entry of a field hashes as
+
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser on uint64 (wrapping arithmetic), a bijection with good avalanche."""
@@ -63,3 +65,31 @@ def hash_to_buckets(values: np.ndarray, name: str, buckets: int) -> np.ndarray:
         raise ValueError(f"field {name!r}: buckets must be >= 1, got {buckets}")
     return (hash_values(values, name) % np.uint64(buckets)).astype(np.int64)
 
+
+def field_hashes(values: np.ndarray, name: str, missing: np.ndarray | None = None) -> np.ndarray:
+    """64-bit hashes of a field's raw values; masked (missing) rows get the field's sentinel hash."""
+    values = np.asarray(values)
+    if missing is not None and missing.any():
+        sentinel = hash_values(np.array([MISSING_SENTINEL]), name)[0]
+        if values.dtype.kind in "iub":
+            # numbers: hash every row (cheap, vectorised) and overwrite the masked ones
+            h = hash_values(values, name)
+        else:
+            h = np.empty(len(values), dtype=np.uint64)
+            present = ~missing
+            if present.any():
+                h[present] = hash_values(values[present], name)
+        h[missing] = sentinel
+        return h
+    return hash_values(values, name)
+
+
+def domain_id_from_hashes(hashes: list[np.ndarray]) -> np.ndarray:
+    """Stable int64 id of the tuple of domain-aware values of each row (for metrics and reports).
+
+    Distinct tuples collide with probability ~n²/2^64: never in practice for 10^4–10^6 domains.
+    """
+    acc = np.zeros(len(hashes[0]), dtype=np.uint64)
+    for h in hashes:
+        acc = splitmix64(acc ^ h)
+    return acc.view(np.int64)

@@ -2,19 +2,21 @@
 
 The artefact is a directory that :mod:`adasparse.portable.runtime` loads with torch, numpy and
 pyarrow alone: the run's vocabulary and hashing (the ``adasparse_portable`` package copied in),
-and ``torch.export`` programs. Why ``torch.export``: it is PyTorch's supported format (TorchScript
-is deprecated in this PyTorch), it needs no extra dependency (ONNX would need onnx and a
-runtime), and the programs run the same ATen kernels as training, so a served row gets the
-training evaluation's logit to float rounding.
+tensors, and ``torch.export`` programs for what is a fixed graph. Why ``torch.export``: it is
+PyTorch's supported format (TorchScript is deprecated in this PyTorch), it needs no extra
+dependency (ONNX would need onnx and a runtime), and the programs run the same ATen kernels as
+training, so a served row gets the training evaluation's logit to float rounding.
 
 * ``whole`` layout — every model but domain-mode AdaSparse: the evaluation forward as one
   program, ids and numerics → logits, batch size dynamic (:meth:`CTRModel.for_export`).
 * ``pruned`` layout — domain-mode AdaSparse (π depends on the domain alone, eq. 3 with
   W_h = 0): each routed domain's factors π^l are computed once here; the neurons with π = 0 are
   removed (rows of W^l and b^l, columns of the next layer, and with input pruning the columns of
-  x), the pruner is gone. Domains with the same kept-neuron pattern share one stored copy of the
-  kept weights; each domain keeps its own kept factors (Fusion's β·σ values differ per domain),
-  applied to the kept neurons (h^l ⊙ π^l, eq. 2, on N_kept values). Routed domains: the train
+  x), the pruner is gone. The weights are stored once and each distinct kept-neuron pattern as
+  bits; the runtime cuts a pattern's sub-network out of them and runs it as plain tensor code
+  (a sub-network is data: one program per call would cost more than its arithmetic at one row).
+  Each domain keeps its own kept factors (Fusion's β·σ values differ per domain), applied to the
+  kept neurons (h^l ⊙ π^l, eq. 2, on N_kept values). Routed domains: the train
   split's domains and the all-out-of-vocabulary tuple; any other tuple is served by the masked
   network with its pruner (``fallback.pt2``), so every row gets the trained model's logit.
 """
@@ -34,7 +36,7 @@ import torch
 from torch import nn
 
 from adasparse.config import ConfigError
-from adasparse.portable.runtime import FORMAT, MIN_WIDTH, PrunedRouter
+from adasparse.portable.runtime import FORMAT
 
 if TYPE_CHECKING:
     from adasparse.model import CTRModel
@@ -61,17 +63,6 @@ class WholeModel(nn.Module):
         return self.model(cat_ids, numeric).logits
 
 
-class EmbeddingProgram(nn.Module):
-    """Ids and numerics → the network input x = [e_d, e_a]."""
-
-    def __init__(self, model: "CTRModel"):
-        super().__init__()
-        self.embedding = model.embedding
-
-    def forward(self, cat_ids: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
-        return self.embedding(cat_ids, numeric)
-
-
 class MaskedTower(nn.Module):
     """x → logits through the whole backbone with the pruner's factors of each row's e_d (the
     trained network without the sub-network's savings; the fallback for unrouted domains)."""
@@ -90,38 +81,6 @@ class MaskedTower(nn.Module):
             x = x * factors[0]
             first = 1
         return self.backbone(x, lambda i, h: h * factors[i], first)
-
-
-class PrunedTower(nn.Module):
-    """One program for every sub-network: ``inputs`` are the sub-network's kept weights and the
-    rows' kept factors, in the order of :func:`tower_inputs`:
-
-    [cols, s_in] (input pruning) · per cross layer [W, b] (DCNv2) · per hidden layer [W, b, s] ·
-    the logit layer [w on the deep tower, (w on the cross output: DCNv2), b]. Hidden layer:
-    h = tanh(W h + b) ⊙ s (eqs. 1–2 on the kept neurons)."""
-
-    def __init__(self, backbone: str, layers: int, cross_layers: int, prune_input: bool):
-        super().__init__()
-        self.dcn, self.layers, self.cross_layers, self.prune_input = backbone == "dcnv2", layers, cross_layers, prune_input
-
-    def forward(self, x: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
-        i = 0
-        if self.prune_input:
-            x = x.index_select(1, inputs[0]) * inputs[1]
-            i = 2
-        c = x
-        if self.dcn:
-            for _ in range(self.cross_layers):
-                c = x * torch.addmm(inputs[i + 1], c, inputs[i].t()) + c
-                i += 2
-        h = x
-        for _ in range(self.layers):
-            h = torch.tanh(torch.addmm(inputs[i + 1], h, inputs[i].t())) * inputs[i + 2]
-            i += 3
-        out = torch.addmm(inputs[-1], h, inputs[i].t())  # the logit layer's part on the deep tower
-        if self.dcn:  # ... and on the cross network's output
-            out = torch.addmm(out, c, inputs[i + 1].t())
-        return out.squeeze(-1)
 
 
 @dataclass
@@ -160,6 +119,10 @@ def pruned_subnetworks(model: "CTRModel", domain_ids: np.ndarray, keys: np.ndarr
     t: dict[str, torch.Tensor] = {"domain_keys": torch.from_numpy(keys.astype(np.int64)),
                                   "domain_group": torch.from_numpy(group.reshape(-1).astype(np.int64)),
                                   "masks": torch.from_numpy(masks), "factors": pi.float().contiguous()}
+    emb = model.embedding
+    t["embedding.table"], t["embedding.offsets"] = emb.table.weight.detach().clone(), emb.offsets.clone()
+    if emb.numeric_vectors is not None:
+        t["embedding.numeric"] = emb.numeric_vectors.detach().clone()
     for layer, lin in enumerate(bb.deep.layers):
         t[f"deep{layer}.w"], t[f"deep{layer}.b"] = lin.weight.detach().clone(), lin.bias.detach().clone()
     w = bb.logit.weight.detach()
@@ -215,41 +178,13 @@ def write_programs(model: "CTRModel", vocab: "DomainVocabulary", out: Path) -> d
         keys, first = np.unique(keys, return_index=True)  # the all-OOV tuple may be a train domain
         subnets = pruned_subnetworks(model, ids[first], keys)
         torch.save(subnets.tensors, out / "subnetworks.pt")
-        _export(EmbeddingProgram(model), (cat, num), ({0: batch}, {0: batch}), out / "embedding.pt2")
         x = model.embedding(cat, num).detach()
         _export(MaskedTower(model), (x,), ({0: batch},), out / "fallback.pt2")
         entry = pruned_layout(model, subnets)
-        example = PrunedRouter(subnets.tensors, entry).tower_inputs(0, torch.zeros(x.shape[0], dtype=torch.int64))
-        tower = PrunedTower(model.cfg.backbone, entry["layers"], entry["cross_layers"], entry["prune_input"])
-        _export(tower, (x, example), ({0: batch}, tower_dims(entry, batch)), out / "tower.pt2")
         return {"layout": "pruned", "pruned": entry}
     finally:
         model.train(was[0])
         model.check_ids, model.static_shapes = was[1], was[2]
-
-
-def tower_dims(entry: dict, batch) -> list[dict | None]:
-    """``torch.export``'s dynamic shapes of the tower's inputs (the order of
-    :func:`adasparse.portable.runtime.tower_inputs`): the batch, and every kept width."""
-    from torch.export import Dim
-
-    kept = [Dim(f"kept{i}", min=MIN_WIDTH) for i in range(entry["layers"] + 1)]  # kept[0]: input columns
-    dims: list[dict | None] = []
-    prev = None  # the first hidden layer reads the whole x unless the input is pruned
-    if entry["prune_input"]:
-        prev = kept[0]
-        dims += [{0: prev}, {0: batch, 1: prev}]
-    for _ in range(entry["cross_layers"]):
-        dims += [{0: prev, 1: prev}, {0: prev}] if prev is not None else [None, None]
-    cross_in = prev
-    for layer in range(entry["layers"]):
-        k = kept[layer + 1]
-        dims += [{0: k} if prev is None else {0: k, 1: prev}, {0: k}, {0: batch, 1: k}]
-        prev = k
-    dims.append({1: prev})  # the logit layer's weights on the last hidden layer
-    if entry["cross_layers"]:
-        dims.append(None if cross_in is None else {1: cross_in})  # ... and on the cross output (DCNv2)
-    return dims + [None]
 
 
 def _vocabulary_arrays(vocab: "DomainVocabulary") -> dict[str, np.ndarray]:

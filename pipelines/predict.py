@@ -23,11 +23,12 @@ from pipelines.run_files import RunFiles
 class Scorer:
     """map_batches callable (one per actor): encoded rows → domain key, label, probability."""
 
-    def __init__(self, run_dir: str, device: str = "cpu"):
+    def __init__(self, run_dir: str, device: str = "cpu", batch_size: int = 4096):
         import torch
 
         self.torch = torch
         self.device = torch.device(device)
+        self.batch_size = batch_size
         self.model = RunFiles(run_dir).load_model().to(self.device)
         self.model.check_ids = False  # ids come from the run's own vocabulary and buckets
 
@@ -36,11 +37,14 @@ class Scorer:
 
         cols = arrow_to_columns(table)
         torch = self.torch
-        with torch.inference_mode():
-            cat = torch.tensor(cols["cat_ids"], device=self.device)  # Arrow's buffers are read-only
-            num = torch.tensor(cols["numeric"], device=self.device)
-            p = torch.sigmoid(self.model(cat, num if num.shape[1] else None).logits.float()).cpu().numpy()
-        return pa.table({"domain": cols["domain"], "label": cols["label"], "probability": p.astype(np.float32)})
+        p = np.empty(len(cols["label"]), np.float32)
+        with torch.inference_mode():  # a block in batches of batch_size rows: memory bounded by the batch
+            for lo in range(0, len(p), self.batch_size):
+                cat = torch.tensor(cols["cat_ids"][lo : lo + self.batch_size], device=self.device)  # Arrow's buffers are read-only
+                num = torch.tensor(cols["numeric"][lo : lo + self.batch_size], device=self.device)
+                z = self.model(cat, num if num.shape[1] else None).logits.float()
+                p[lo : lo + self.batch_size] = torch.sigmoid(z).cpu().numpy()
+        return pa.table({"domain": cols["domain"], "label": cols["label"], "probability": p})
 
 
 def check_features(run: RunFiles, spec) -> None:
@@ -92,7 +96,9 @@ def predict(run_dir: str, data: str, out: str, *, split: str = "test", workers: 
     t0 = time.perf_counter()
     ds = read_split(source, split, cuts, vocab=run.vocab)
     cpus = max(0.1, min(1.0, (ray.cluster_resources().get("CPU", 1) - 1) / workers))  # a CPU stays with the readers
-    scored = ds.map_batches(Scorer, fn_constructor_args=(str(run.dir), "cuda" if gpu else "cpu"), batch_size=batch_size,
+    # whole blocks (bounded by Ray Data's block size) to each actor call, scored in batches
+    # inside it: per-call overhead and output files stay per block, not per batch
+    scored = ds.map_batches(Scorer, fn_constructor_args=(str(run.dir), "cuda" if gpu else "cpu", batch_size), batch_size=None,
                             batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
                             num_cpus=0 if gpu else cpus, num_gpus=1 if gpu else 0)
     if overwrite and location.fs.exists(out):

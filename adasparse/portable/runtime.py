@@ -14,13 +14,12 @@ Two layouts (``manifest.json`` ``layout``):
 
 * ``whole`` — one ``torch.export`` program, ids and numerics → logits (every model kind);
 * ``pruned`` — a domain-mode AdaSparse model as per-domain sub-networks (docs/serving.md):
-  ``embedding.pt2`` (ids → the network input x), ``tower.pt2`` (one program for every
-  sub-network: its kept weights and its domain's kept factors are inputs, so a sub-network is
-  data, not code), ``subnetworks.pt`` (the trained weights once, each distinct mask as bits,
-  each routed domain's factors; :class:`PrunedRouter` cuts a mask's sub-network out of the
-  weights when a row first needs it) and ``fallback.pt2`` (the masked network with its pruner, for a domain tuple
-  that is not routed — a combination of known values never seen in training). Rows are grouped
-  by sub-network; a request of one domain runs one sub-network.
+  ``subnetworks.pt`` (the embedding table and the trained weights once, each distinct mask as
+  bits, each routed domain's factors; :class:`PrunedRouter` cuts a mask's sub-network out of
+  the weights when a row first needs it and runs it with :func:`tower_logits`) and
+  ``fallback.pt2`` (the masked network with its pruner, for a domain tuple that is not routed —
+  a combination of known values never seen in training). Rows are grouped by sub-network; a
+  request of one domain runs one sub-network.
 """
 
 from __future__ import annotations
@@ -95,52 +94,71 @@ class Encoder:
         return domain_keys(cat[:, : len(self.domain)], self.radix)
 
 
-MIN_WIDTH = 2  # kept widths are padded to this many neurons (torch.export specialises sizes 0 and 1)
+MIN_GROUP_ROWS = 64  # fewer rows per sub-network in a batch: one pass of the whole network (measured: benchmarks/serving.py)
 
 
-def _padded(kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(kept indices padded with index 0 to :data:`MIN_WIDTH`, which of them are real). A padded
-    neuron gets zero weights and a zero factor: it adds exactly nothing."""
-    valid = torch.ones(max(MIN_WIDTH, kept.numel()), dtype=torch.bool)
-    valid[kept.numel():] = False
-    if kept.numel() >= MIN_WIDTH:
-        return kept, valid
-    return torch.cat([kept, kept.new_zeros(MIN_WIDTH - kept.numel())]), valid
-
-
-def _restrict(w: torch.Tensor, rows, cols) -> torch.Tensor:
-    """W[rows][:, cols] (each None: all; else (indices, valid)) with padded rows and columns zeroed."""
+def _restrict(w: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor | None) -> torch.Tensor:
+    """W[rows][:, cols] (None: all), a new contiguous tensor."""
     if rows is not None:
-        w = w.index_select(0, rows[0])
+        w = w.index_select(0, rows)
     if cols is not None:
-        w = w.index_select(w.dim() - 1, cols[0])
-    w = w.clone()
-    if rows is not None:
-        w[~rows[1]] = 0.0
-    if cols is not None:
-        w[..., ~cols[1]] = 0.0
+        w = w.index_select(w.dim() - 1, cols)
     return w.contiguous()
+
+
+def tower_logits(x: torch.Tensor, inputs: list[torch.Tensor], prune_input: bool, cross_layers: int, layers: int) -> torch.Tensor:
+    """A sub-network's logits (eqs. 1–2 on its kept neurons). ``inputs``, in order: [cols, s_in]
+    (input pruning) · per cross layer [W, b] (DCNv2) · per hidden layer [W, b, s] · the logit
+    layer [w on the deep tower, (w on the cross output: DCNv2), b]; hidden layer: h = tanh(W h + b) ⊙ s."""
+    i = 0
+    if prune_input:
+        x = x.index_select(1, inputs[0]) * inputs[1]
+        i = 2
+    c = x
+    for _ in range(cross_layers):  # x_{l+1} = x_0 ⊙ (W x_l + b) + x_l on the kept coordinates
+        c = x * torch.addmm(inputs[i + 1], c, inputs[i].t()) + c
+        i += 2
+    h = x
+    for _ in range(layers):
+        h = torch.tanh(torch.addmm(inputs[i + 1], h, inputs[i].t())) * inputs[i + 2]
+        i += 3
+    out = torch.addmm(inputs[-1], h, inputs[i].t())  # the logit layer's part on the deep tower
+    if cross_layers:  # ... and on the cross network's output
+        out = torch.addmm(out, c, inputs[i + 1].t())
+    return out.squeeze(-1)
 
 
 class PrunedRouter:
     """Domain key → sub-network. ``subnetworks.pt`` holds the trained network's weights once, the
     kept-neuron mask of each distinct mask group (bit-packed) and every routed domain's factors
     π; a group's sub-network — the rows and columns of its kept neurons — is cut out of the
-    weights the first time a row needs it and kept (at most ``cache`` groups). Rows of a group run
-    through ``tower.pt2`` with each row's domain factors; unrouted keys through ``fallback.pt2``."""
+    weights the first time a row needs it and kept (at most ``cache`` groups). A sub-network is
+    data run by :func:`tower_logits` (eager PyTorch: at one row a ``torch.export`` program's
+    per-call checks cost more than the sub-network's arithmetic); unrouted keys go through
+    ``fallback.pt2``, the masked network with its pruner."""
 
-    def __init__(self, tensors: Mapping[str, torch.Tensor], layout: Mapping, tower=None, fallback=None, cache: int = 4096):
-        self.t, self.layout, self.tower, self.fallback = tensors, layout, tower, fallback
+    def __init__(self, tensors: Mapping[str, torch.Tensor], layout: Mapping, fallback=None, cache: int = 4096):
+        self.t, self.layout, self.fallback = tensors, layout, fallback
         self.keys = tensors["domain_keys"].numpy()  # sorted
         self.group = tensors["domain_group"].numpy()
         self.widths = [int(w) for w in layout["full_widths"]]  # pruned layers, the input first when it is pruned
+        self.shape = (bool(layout["prune_input"]), int(layout["cross_layers"]), int(layout["layers"]))
         self.cache_size = cache
-        self._cache: dict[int, tuple[list[torch.Tensor], list]] = {}
+        self._cache: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        self.table, self.offsets = tensors["embedding.table"], tensors["embedding.offsets"]
+        self.numeric_vectors = tensors.get("embedding.numeric")
 
     @classmethod
     def load(cls, path: Path, manifest: dict) -> "PrunedRouter":
         t = torch.load(path / "subnetworks.pt", weights_only=True, map_location="cpu")
-        return cls(t, manifest["pruned"], _program(path / "tower.pt2"), _program(path / "fallback.pt2"))
+        return cls(t, manifest["pruned"], _program(path / "fallback.pt2"))
+
+    def embed(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
+        """The network input x = [e_d, e_a] (the model's embedding arch: one table, per-field offsets)."""
+        rows = torch.nn.functional.embedding(cat + self.offsets, self.table)
+        if self.numeric_vectors is not None:
+            rows = torch.cat([rows, (num.unsqueeze(-1) * self.numeric_vectors).to(rows.dtype)], dim=1)
+        return rows.flatten(1)
 
     def route(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mask group of each row, -1 for unrouted keys; the row's domain in the factor table)."""
@@ -150,32 +168,31 @@ class PrunedRouter:
         found = self.keys[pos] == keys
         return np.where(found, self.group[pos], -1), np.where(found, pos, 0)
 
-    def subnetwork(self, g: int) -> tuple[list[torch.Tensor], list]:
+    def subnetwork(self, g: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Mask group ``g``'s weights (the tower's inputs but the factors) and, per pruned layer,
-        the factor columns of its kept neurons (padded: a padded column's factor is zeroed)."""
+        the columns of its kept neurons in the factor table."""
         hit = self._cache.get(g)
         if hit is not None:
             return hit
-        t, lay = self.t, self.layout
+        t = self.t
+        prune_input, cross_layers, _ = self.shape
         bits = np.unpackbits(t["masks"][g].numpy())[: sum(self.widths)].astype(bool)
-        kept = [_padded(torch.from_numpy(np.flatnonzero(m))) for m in np.split(bits, np.cumsum(self.widths)[:-1])]
-        cols, start = [], 0
-        for (idx, valid), n in zip(kept, self.widths):
-            cols.append((idx + start, valid))
-            start += n
+        kept = [torch.from_numpy(np.flatnonzero(m)) for m in np.split(bits, np.cumsum(self.widths)[:-1])]
+        starts = np.cumsum([0] + self.widths[:-1])
+        cols = [k + int(s) for k, s in zip(kept, starts)]
         weights: list[torch.Tensor] = []
         prev = None  # the columns the next layer reads (None: all of x)
-        if lay["prune_input"]:
+        if prune_input:
             prev = kept.pop(0)
-            weights.append(prev[0])
-        for j in range(int(lay["cross_layers"])):
-            weights += [_restrict(t[f"cross{j}.w"], prev, prev), _restrict(t[f"cross{j}.b"], None, prev)]
+            weights.append(prev)
+        for j in range(cross_layers):
+            weights += [_restrict(t[f"cross{j}.w"], prev, prev), _restrict(t[f"cross{j}.b"], prev, None)]
         cross_in = prev
         for layer, k in enumerate(kept):
-            weights += [_restrict(t[f"deep{layer}.w"], k, prev), _restrict(t[f"deep{layer}.b"], None, k)]
+            weights += [_restrict(t[f"deep{layer}.w"], k, prev), _restrict(t[f"deep{layer}.b"], k, None)]
             prev = k
         weights.append(_restrict(t["logit.w"], None, prev))
-        if int(lay["cross_layers"]):
+        if cross_layers:
             weights.append(_restrict(t["logit.wc"], None, cross_in))
         weights.append(t["logit.b"])
         if len(self._cache) >= self.cache_size:
@@ -184,33 +201,67 @@ class PrunedRouter:
         return weights, cols
 
     def tower_inputs(self, g: int, domains: torch.Tensor) -> list[torch.Tensor]:
-        """The tower's inputs after x for rows of mask group ``g`` whose domains are ``domains``
-        (rows of the factor table), in the order :class:`adasparse.export.PrunedTower` reads."""
+        """:func:`tower_logits`' inputs for rows of mask group ``g`` whose domains are ``domains``
+        (rows of the factor table)."""
         weights, cols = self.subnetwork(g)
         pi = self.t["factors"].index_select(0, domains)
-        scales = [pi.index_select(1, idx) * valid for idx, valid in cols]
+        scales = [pi.index_select(1, c) for c in cols]
         w = iter(weights)
         args: list[torch.Tensor] = []
-        if self.layout["prune_input"]:
+        if self.shape[0]:
             args += [next(w), scales.pop(0)]
-        for _ in range(int(self.layout["cross_layers"])):
+        for _ in range(self.shape[1]):
             args += [next(w), next(w)]
         for s in scales:
             args += [next(w), next(w), s]
         return args + list(w)
 
+    def masked_inputs(self, domains: torch.Tensor) -> list[torch.Tensor]:
+        """:func:`tower_logits`' inputs for the whole network with each row's stored factors
+        (pruned neurons multiplied by 0 instead of removed)."""
+        t = self.t
+        prune_input, cross_layers, layers = self.shape
+        pi = list(t["factors"].index_select(0, domains).split(self.widths, dim=1))
+        args: list[torch.Tensor] = []
+        if prune_input:
+            args += [torch.arange(self.widths[0]), pi.pop(0)]
+        for j in range(cross_layers):
+            args += [t[f"cross{j}.w"], t[f"cross{j}.b"]]
+        for layer in range(layers):
+            args += [t[f"deep{layer}.w"], t[f"deep{layer}.b"], pi[layer]]
+        return args + [t["logit.w"]] + ([t["logit.wc"]] if cross_layers else []) + [t["logit.b"]]
+
+    def run(self, g: int, x: torch.Tensor, domain: np.ndarray) -> torch.Tensor:
+        if g < 0:
+            return self.fallback(x)
+        return tower_logits(x, self.tower_inputs(g, torch.from_numpy(domain)), *self.shape)
+
     def logits(self, x: torch.Tensor, keys: np.ndarray) -> torch.Tensor:
+        """Each row through its domain's sub-network. Rows are grouped by sub-network; when a
+        batch holds too many of them for its rows (fewer than :data:`MIN_GROUP_ROWS` rows per
+        sub-network on average: mixed-domain batches), the routed rows go through the whole
+        network with their stored factors in one pass instead — the same logits, one call."""
         group, domain = self.route(keys)
+        first = group[0]
+        if (group == first).all():  # one sub-network (a request of one domain): no gathering
+            return self.run(int(first), x, domain)
         present = np.unique(group)
-        if len(present) == 1:  # one sub-network (a request of one domain): no gathering
-            g = int(present[0])
-            return self.fallback(x) if g < 0 else self.tower(x, self.tower_inputs(g, torch.from_numpy(domain)))
+        if len(present) * MIN_GROUP_ROWS > len(group):
+            routed = group >= 0
+            if routed.all():
+                return tower_logits(x, self.masked_inputs(torch.from_numpy(domain)), *self.shape)
+            out = torch.empty(x.shape[0], dtype=x.dtype)
+            for rows, part in ((np.flatnonzero(routed), True), (np.flatnonzero(~routed), False)):
+                idx = torch.from_numpy(rows)
+                xs = x.index_select(0, idx)
+                out.index_copy_(0, idx, tower_logits(xs, self.masked_inputs(torch.from_numpy(domain[rows])), *self.shape)
+                                if part else self.fallback(xs))
+            return out
         out = torch.empty(x.shape[0], dtype=x.dtype)
         for g in present.tolist():
-            idx = torch.from_numpy(np.flatnonzero(group == g))
-            xs = x.index_select(0, idx)
-            part = self.fallback(xs) if g < 0 else self.tower(xs, self.tower_inputs(g, torch.from_numpy(domain[idx.numpy()])))
-            out.index_copy_(0, idx, part)
+            rows = np.flatnonzero(group == g)
+            idx = torch.from_numpy(rows)
+            out.index_copy_(0, idx, self.run(g, x.index_select(0, idx), domain[rows]))
         return out
 
 
@@ -238,7 +289,6 @@ class ExportedModel:
         if self.layout == "whole":
             self.model = _program(self.path / "model.pt2")
         elif self.layout == "pruned":
-            self.embedding = _program(self.path / "embedding.pt2")
             self.router = PrunedRouter.load(self.path, self.manifest)
         else:
             raise ExportError(f"{man}: unknown layout {self.layout!r}")
@@ -251,7 +301,7 @@ class ExportedModel:
         c, n = torch.from_numpy(np.ascontiguousarray(cat)), torch.from_numpy(np.ascontiguousarray(num))
         if self.layout == "whole":
             return self.model(c, n).float().numpy()
-        x = self.embedding(c, n)
+        x = self.router.embed(c, n)
         return self.router.logits(x, self.encoder.keys(cat)).float().numpy()
 
     def logits(self, rows) -> np.ndarray:

@@ -98,10 +98,9 @@ def test_pruned_sub_networks_hold_only_kept_neurons_and_unrouted_domains_fall_ba
         weights, _ = router.subnetwork(int(group[d]))
         kept = [int(m[d].sum()) for m in masks]
         assert kept[0] <= 10
-        # hidden layer l: W (kept_l, kept_{l-1}) (padded to 2 when fewer), the logit layer reads the last kept layer
-        assert [tuple(w.shape) for w in weights[0:4:2]] == [
-            (max(2, kept[0]), model.embedding.output_dim), (max(2, kept[1]), max(2, kept[0]))]
-        assert weights[-2].shape == (1, max(2, kept[-1]))
+        # hidden layer l: W (kept_l, kept_{l-1}), the logit layer reads the last layer's kept neurons
+        assert [tuple(w.shape) for w in weights[0:4:2]] == [(kept[0], model.embedding.output_dim), (kept[1], kept[0])]
+        assert weights[-2].shape == (1, kept[-1])
     assert man["pruned"]["masks"] == len(np.unique(router.t["masks"].numpy(), axis=0)) < len(ids)  # each mask once
     # an unseen combination of known values is not routed: the masked network with its pruner serves it
     unseen = _unseen_tuple(vocab)
@@ -111,6 +110,17 @@ def test_pruned_sub_networks_hold_only_kept_neurons_and_unrouted_domains_fall_ba
     with torch.no_grad():
         want = model(torch.from_numpy(cat), torch.from_numpy(num)).logits.numpy()
     assert np.abs(served.logits_of_ids(cat, num) - want).max() <= 1e-5
+    # every way the router runs a batch gives the model's logits: one sub-network; few sub-networks
+    # with many rows each (grouped); many with few rows each (the whole network with stored factors)
+    for domains in ([vocab.train_ids[0]], [vocab.train_ids[0], unseen], [vocab.train_ids[0], vocab.train_ids[-1]],
+                    list(vocab.train_ids[:20]) + [unseen]):
+        cat, num = check_rows_for(model, vocab, 300, seed=4)
+        cat = cat[-300:]
+        num = num[-300:]
+        cat[:, : len(unseen)] = np.asarray(domains)[np.arange(300) % len(domains)]
+        with torch.no_grad():
+            want = model(torch.from_numpy(cat), torch.from_numpy(num)).logits.numpy()
+        assert np.abs(served.logits_of_ids(cat, num) - want).max() <= 1e-5
 
 
 def test_a_layer_pruned_to_nothing_exports_exactly(splits, tmp_path):

@@ -84,6 +84,49 @@ def read_checkpoint(checkpoint, device) -> tuple[dict, dict] | None:
     return tensors, meta
 
 
+def unreadable_reason(err: BaseException) -> str:
+    """A short reason why a checkpoint file could not be read."""
+    text = str(err).strip()
+    if "Weights only load failed" in text or "invalid load key" in text:
+        return "not a tensor file: truncated or overwritten"
+    return (text.splitlines() or [type(err).__name__])[0][:160]
+
+
+def read_resumable(checkpoint, device, log=None) -> tuple[dict, dict] | None:
+    """(tensors, meta) of the checkpoint Ray hands a (re)started worker (None: none). When it
+    cannot be read — a truncated ``state.pt`` or ``meta.json`` — the newest readable older
+    checkpoint of the run instead, saying so through ``log``; none readable: a one-line error
+    (nothing is overwritten: the run stops before training)."""
+    if checkpoint is None:
+        return None
+    try:
+        return read_checkpoint(checkpoint, device)
+    except Exception as err:  # noqa: BLE001  (any unreadable file: the fallback below decides)
+        why = unreadable_reason(err)
+    import posixpath
+
+    from pyarrow.fs import FileSelector, FileType
+    from ray.train import Checkpoint
+
+    from adasparse.config import ConfigError
+
+    fs, newest = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    run_dir = posixpath.dirname(newest)
+    older = sorted((i.path for i in fs.get_file_info(FileSelector(run_dir))
+                    if i.type == FileType.Directory and i.base_name.startswith("checkpoint_") and i.path < newest),
+                   reverse=True)  # checkpoint_<timestamp>: by name is by time
+    for path in older:
+        try:
+            found = read_checkpoint(Checkpoint(path=path, filesystem=fs), device)
+        except Exception:  # noqa: BLE001
+            continue
+        if log is not None:
+            log(f"checkpoint {newest} is unreadable ({why}); resuming from the older {path}")
+        return found
+    raise ConfigError(f"{newest}: unreadable ({why}) and the run has no older readable checkpoint; "
+                      f"move {run_dir} away or pass another --name to start a new run")
+
+
 def read_final(checkpoint) -> dict:
     """The closing figures of a finished run's last checkpoint."""
     with checkpoint.as_directory() as d:
@@ -91,4 +134,4 @@ def read_final(checkpoint) -> dict:
             return json.load(fh)
 
 
-__all__ = ["mask_domains", "read_checkpoint", "read_final", "mask_arrays", "write_checkpoint"]
+__all__ = ["mask_domains", "read_checkpoint", "read_final", "read_resumable", "mask_arrays", "write_checkpoint"]

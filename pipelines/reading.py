@@ -2,8 +2,8 @@
 streamed (never materialised), encoded in the read task.
 
 * ``read_parquet``/``read_csv`` over the shards, one read task per file; the train split
-  shuffles file order every epoch (``shuffle="files"``), and :mod:`pipelines.batching` adds a
-  local shuffle buffer.
+  shuffles file order every epoch (seeded by the run's seed and the epoch), and
+  :mod:`pipelines.batching` adds a local shuffle buffer.
 * Encoding (hashing, domain ids, label/numeric checks) runs in ``map_batches`` with
   :func:`pipelines.transforms.encode_table`, fused into the read task, keeping one split's
   rows by the time cuts of :mod:`pipelines.time_split`.
@@ -36,16 +36,21 @@ def _arrow_fs(source: DataSource):
 
 
 def read_raw(
-    source: DataSource, columns: list[str], *, split: str = "all", shuffle_files: bool = False, with_paths: bool = True
+    source: DataSource, columns: list[str], *, split: str = "all", shuffle_files: bool = False, with_paths: bool = True,
+    seed: int | None = None,
 ) -> ray.data.Dataset:
-    """A lazy Ray dataset over the files of ``split`` with only ``columns`` (+ ``path``)."""
+    """A lazy Ray dataset over the files of ``split`` with only ``columns`` (+ ``path``);
+    ``shuffle_files``: a new file order every execution (epoch), derived from ``seed`` when given."""
     all_files, rows = source.files_for(split)
     files = [f for f, n in zip(all_files, rows) if n != 0]  # zero-row shards hold nothing to read
     if not files:
         raise DataError(f"{source.spec.location}: every file is empty")
     # one read task per file: left to its size estimate Ray packed several shards into a task,
     # whose worker then peaked higher the more rows the dataset had (benchmarks/ingest.py)
-    kw = dict(filesystem=_arrow_fs(source), include_paths=with_paths, shuffle="files" if shuffle_files else None,
+    shuffle = None
+    if shuffle_files:  # the seed and the execution's index (the epoch) fix the order: reruns read alike
+        shuffle = "files" if seed is None else ray.data.FileShuffleConfig(seed=seed, reseed_after_execution=True)
+    kw = dict(filesystem=_arrow_fs(source), include_paths=with_paths, shuffle=shuffle,
               override_num_blocks=len(files))
     if source.spec.format == "parquet":
         # select_columns is pushed down into the read: only these columns leave the files
@@ -77,14 +82,14 @@ class _Encode:
 
 
 def read_split(source: DataSource, split: str, cuts: TimeCuts | None, *, shuffle_files: bool = False,
-               vocab: DomainVocabulary | None = None) -> ray.data.Dataset:
+               vocab: DomainVocabulary | None = None, seed: int | None = None) -> ray.data.Dataset:
     """The encoded rows of one split (``train``/``dev``/``test``, or ``all``) as a lazy dataset.
 
     ``cuts`` comes from :func:`time_cuts`; pre-split datasets (``split_files``) need none.
     ``vocab``: the domain-aware fields' vocabulary (:mod:`pipelines.vocabulary_pass`); without
     it they are hashed like the other fields."""
     lo, hi = split_bounds(source, split, cuts)
-    ds = read_raw(source, source.spec.columns, split=split, shuffle_files=shuffle_files)
+    ds = read_raw(source, source.spec.columns, split=split, shuffle_files=shuffle_files, seed=seed)
     # whole blocks (batch_size=None): a block is bounded by the configured block size
     # (pipelines/ray_env.py), and without a batch size Ray Data fuses the encoder into the
     # read task, so raw rows never pass through the object store

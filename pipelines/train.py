@@ -187,6 +187,7 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
 
     from pipelines.checkpoints import read_final
     from pipelines.run_files import DATA_SPEC_FILE
+    from pipelines.run_identity import check_run_identity, run_identity
     from pipelines.ray_env import init_ray
     from pipelines.reading import read_split
     from pipelines.shards import ExactEvaluationSplits
@@ -203,6 +204,8 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     check_model_for(job, data)
     out = OutputLocation.of(job.output.dir, job.output.storage_endpoint)
     out.check_writable()
+    # a rerun of OUT/NAME must be the same run (its data and result-changing options)
+    check_run_identity(out, job.run_name, run_identity(dump_config(job), data, source), log)
     # no address and no Ray yet: the private local Ray this run starts, which cannot grow
     fixed_size = not ray.is_initialized() and not (job.resources.address or os.environ.get("RAY_ADDRESS"))
     init_ray(job.resources.address)
@@ -219,7 +222,8 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     name = job.run_name
     out.fs.makedirs(out.join(name), exist_ok=True)
     vocab = run_vocabulary(out, name, source, cuts, job.ingest.domain_min_count, log)
-    datasets = {s: read_split(source, s, cuts, shuffle_files=(s == "train"), vocab=vocab) for s in ("train", "dev", "test")}
+    datasets = {s: read_split(source, s, cuts, shuffle_files=(s == "train"), vocab=vocab, seed=job.train.seed)
+                for s in ("train", "dev", "test")}
     per_worker = cpus_per_worker(job, cpu_budget or ray.cluster_resources().get("CPU", 1))
     attempts = check_resources(job, per_worker, ray.cluster_resources(), fixed_size, log)
     cfg = worker_config(job, vocab.features(data.features), out.fault_marker(name) if job.faults.fail_at_epoch else None,

@@ -191,11 +191,19 @@ def train_loop(cfg: dict) -> None:
     from adasparse.config import ConfigError
     from adasparse.vocabulary import DomainVocabulary
     from pipelines.batching import EarlyStart
-    from pipelines.checkpoints import mask_domains, read_checkpoint, mask_arrays
+    from pipelines.checkpoints import mask_domains, read_resumable, mask_arrays
 
     _quiet_report_log()
     device = ray.train.torch.get_device()
-    resumed = read_checkpoint(ray.train.get_checkpoint(), device)  # a rerun of the same run name, or a restart
+    ctx = ray.train.get_context()
+
+    def say(line: str) -> None:
+        if ctx.get_world_rank() == 0:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    # a rerun of the same run name, or a restart (an unreadable newest checkpoint: the one before)
+    resumed = read_resumable(ray.train.get_checkpoint(), device, say)
     vocab = DomainVocabulary.from_json(cfg["vocabulary"]) if cfg.get("vocabulary") else None
     if resumed is not None and vocab is not None and resumed[1].get("vocabulary") not in (None, vocab.fingerprint()):
         raise ConfigError(f"the run's vocabulary.json (ids {vocab.fingerprint()}) does not match its checkpoint's "
@@ -208,7 +216,6 @@ def train_loop(cfg: dict) -> None:
     model_cfg = ModelConfig.model_validate(cfg["model"])
     model = build_model(model_cfg, vocab).to(device)  # STAR: the vocabulary's train domains own their rows
     model.check_ids = False  # ids come from the encoder: always inside their buckets
-    ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     node = ray.get_runtime_context().get_node_id()
     torch.set_num_threads(cfg["resources"].get("threads") or node_threads(ctx.get_local_world_size(), cfg.get("node_cpus", {}).get(node)))

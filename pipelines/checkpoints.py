@@ -84,6 +84,49 @@ def read_checkpoint(checkpoint, device) -> tuple[dict, dict] | None:
     return tensors, meta
 
 
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's list of a run's checkpoints
+
+
+def checkpoint_dirs(fs, run_dir: str, before: str | None = None) -> list[str]:
+    """A run's checkpoint directories (``checkpoint_<timestamp>``), newest first; ``before``:
+    only those older than that one. ``fs``: a pyarrow filesystem."""
+    from pyarrow.fs import FileSelector, FileType
+
+    infos = fs.get_file_info(FileSelector(run_dir, allow_not_found=True))
+    found = [i.path for i in infos if i.type == FileType.Directory and i.base_name.startswith("checkpoint_")]
+    return sorted((p for p in found if before is None or p < before), reverse=True)  # by name is by time
+
+
+def newest_checkpoint(fs, run_dir: str):
+    """The newest checkpoint directory of a run as a :class:`ray.train.Checkpoint` (None: none),
+    for a restart that Ray's own list of checkpoints cannot tell (its snapshot set aside)."""
+    from ray.train import Checkpoint
+
+    dirs = checkpoint_dirs(fs, run_dir)
+    return Checkpoint(path=dirs[0], filesystem=fs) if dirs else None
+
+
+def set_aside_unreadable_snapshot(out, name: str, log) -> bool:
+    """Ray Train stops with a traceback when a run's checkpoint list (``SNAPSHOT``) is not
+    valid JSON (a write cut short). Move such a file aside, saying so: the workers then resume
+    from the run's newest readable checkpoint directory (:func:`newest_checkpoint`)."""
+    import time
+
+    path = out.join(name, SNAPSHOT)
+    if not out.fs.exists(path):
+        return False
+    try:
+        with out.fs.open(path, "r") as fh:
+            json.load(fh)
+        return False
+    except (OSError, ValueError) as err:
+        aside = f"{path}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+        out.fs.mv(path, aside)
+        log(f"{name}: Ray's checkpoint list {out.url(path)} is unreadable ({str(err).splitlines()[0][:80]}): "
+            f"set aside as {out.url(aside)}; resuming from the newest readable checkpoint directory")
+        return True
+
+
 def unreadable_reason(err: BaseException) -> str:
     """A short reason why a checkpoint file could not be read."""
     text = str(err).strip()
@@ -105,17 +148,13 @@ def read_resumable(checkpoint, device, log=None) -> tuple[dict, dict] | None:
         why = unreadable_reason(err)
     import posixpath
 
-    from pyarrow.fs import FileSelector, FileType
     from ray.train import Checkpoint
 
     from adasparse.config import ConfigError
 
     fs, newest = checkpoint.filesystem, checkpoint.path.rstrip("/")
     run_dir = posixpath.dirname(newest)
-    older = sorted((i.path for i in fs.get_file_info(FileSelector(run_dir))
-                    if i.type == FileType.Directory and i.base_name.startswith("checkpoint_") and i.path < newest),
-                   reverse=True)  # checkpoint_<timestamp>: by name is by time
-    for path in older:
+    for path in checkpoint_dirs(fs, run_dir, before=newest):
         try:
             found = read_checkpoint(Checkpoint(path=path, filesystem=fs), device)
         except Exception:  # noqa: BLE001
@@ -134,4 +173,5 @@ def read_final(checkpoint) -> dict:
             return json.load(fh)
 
 
-__all__ = ["mask_domains", "read_checkpoint", "read_final", "read_resumable", "mask_arrays", "write_checkpoint"]
+__all__ = ["SNAPSHOT", "checkpoint_dirs", "mask_arrays", "mask_domains", "newest_checkpoint", "read_checkpoint", "read_final",
+           "read_resumable", "set_aside_unreadable_snapshot", "write_checkpoint"]

@@ -185,7 +185,7 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipelines.checkpoints import read_final
+    from pipelines.checkpoints import read_final, set_aside_unreadable_snapshot
     from pipelines.run_files import DATA_SPEC_FILE
     from pipelines.run_identity import check_run_identity, run_identity
     from pipelines.ray_env import init_ray
@@ -222,6 +222,7 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     name = job.run_name
     out.fs.makedirs(out.join(name), exist_ok=True)
     vocab = run_vocabulary(out, name, source, cuts, job.ingest.domain_min_count, log)
+    set_aside_unreadable_snapshot(out, name, log)
     datasets = {s: read_split(source, s, cuts, shuffle_files=(s == "train"), vocab=vocab, seed=job.train.seed)
                 for s in ("train", "dev", "test")}
     per_worker = cpus_per_worker(job, cpu_budget or ray.cluster_resources().get("CPU", 1))

@@ -170,6 +170,17 @@ def epoch_stream(cfg: dict, epoch: int):
                          cfg["train"]["seed"] + epoch)
 
 
+def run_dir_checkpoint():
+    """The newest checkpoint directory in the run's storage, through Ray Train's own storage
+    filesystem and path (its credentials), or None."""
+    import ray.train
+
+    from pipelines.checkpoints import newest_checkpoint
+
+    storage = ray.train.get_context().get_storage()  # a DeveloperAPI of Ray Train
+    return newest_checkpoint(storage.storage_filesystem, storage.experiment_fs_path)
+
+
 def placement_group_hex() -> str:
     """This run's placement group, reported so that a sweep can free it if Tune stops the run."""
     import ray
@@ -203,7 +214,10 @@ def train_loop(cfg: dict) -> None:
             sys.stdout.flush()
 
     # a rerun of the same run name, or a restart (an unreadable newest checkpoint: the one before)
-    resumed = read_resumable(ray.train.get_checkpoint(), device, say)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:  # a fresh run, or Ray's list of checkpoints was unreadable and set aside
+        checkpoint = run_dir_checkpoint()
+    resumed = read_resumable(checkpoint, device, say)
     vocab = DomainVocabulary.from_json(cfg["vocabulary"]) if cfg.get("vocabulary") else None
     if resumed is not None and vocab is not None and resumed[1].get("vocabulary") not in (None, vocab.fingerprint()):
         raise ConfigError(f"the run's vocabulary.json (ids {vocab.fingerprint()}) does not match its checkpoint's "

@@ -1,6 +1,7 @@
 """A run knows what it is (``OUT/NAME/run.json``): a rerun with other data or settings is refused
-before Ray starts and touches nothing; an unreadable newest checkpoint falls back to the one
-before it; with none readable the rerun stops in one line."""
+before Ray starts and touches nothing; the same command twice trains the same run; an
+unreadable newest checkpoint falls back to the one before it, an unreadable list of checkpoints
+(Ray's snapshot) is set aside; with no checkpoint readable the rerun stops in one line."""
 
 from __future__ import annotations
 
@@ -85,6 +86,15 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(finished, 
     assert main(args) == 0
     again = json.loads((run_dir / "metrics.json").read_text())
     assert again["test"]["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-6)  # the same best weights, tested again
+    # Ray's list of the run's checkpoints cut short: set aside, the newest checkpoint directory resumes
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    snapshot.write_text(snapshot.read_text()[:50])
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "is unreadable" in capsys.readouterr().out and list(run_dir.glob("checkpoint_manager_snapshot.json.unreadable-*"))
+    json.loads(snapshot.read_text())  # Ray wrote a new one
+    again = json.loads((run_dir / "metrics.json").read_text())
+    assert again["test"]["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-6)
     # no checkpoint readable: one line, nothing rewritten
     for p in sorted(q for q in run_dir.iterdir() if q.name.startswith("checkpoint_") and q.is_dir()):
         (p / "state.pt").write_bytes(b"\0" * 64)

@@ -90,7 +90,7 @@ class SubNetworks:
     tensors: dict[str, torch.Tensor]
     masks: int
     domains: int
-    kept: list[list[int]]  # per mask group, kept neurons per pruned layer (unpadded)
+    kept: list[list[int]]  # per mask group, kept neurons per pruned layer
     full: list[int]  # neurons per pruned layer of the trained network
 
 
@@ -138,7 +138,7 @@ def pruned_subnetworks(model: "CTRModel", domain_ids: np.ndarray, keys: np.ndarr
 
 
 def pruned_layout(model: "CTRModel", subnets: SubNetworks) -> dict:
-    """The manifest's ``pruned`` entry: what the runtime needs to call ``tower.pt2``."""
+    """The manifest's ``pruned`` entry: what the runtime needs to cut and run the sub-networks."""
     return {"masks": subnets.masks, "domains": subnets.domains, "prune_input": model.prunes_input,
             "layers": len(model.backbone.deep.layers),
             "cross_layers": len(model.backbone.cross.layers) if model.cfg.backbone == "dcnv2" else 0,

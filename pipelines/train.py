@@ -222,7 +222,7 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     name = job.run_name
     out.fs.makedirs(out.join(name), exist_ok=True)
     vocab = run_vocabulary(out, name, source, cuts, job.ingest.domain_min_count, log)
-    set_aside_unreadable_snapshot(out, name, log)
+    set_aside = set_aside_unreadable_snapshot(out, name, log)
     datasets = {s: read_split(source, s, cuts, shuffle_files=(s == "train"), vocab=vocab, seed=job.train.seed)
                 for s in ("train", "dev", "test")}
     per_worker = cpus_per_worker(job, cpu_budget or ray.cluster_resources().get("CPU", 1))
@@ -232,6 +232,7 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     cfg["model"] = with_domain_rows(ModelConfig.model_validate(cfg["model"]), vocab).model_dump(mode="json")  # STAR's rows
     cfg["vocabulary"] = vocab.to_json()
     cfg["train_rows"] = vocab.train_rows  # the schedules' plan: α anneals over a fraction of rows × epochs
+    cfg["resume_from_run_dir"] = set_aside  # Ray's list of checkpoints is gone: find the newest directory
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=cfg,

@@ -215,8 +215,8 @@ def train_loop(cfg: dict) -> None:
 
     # a rerun of the same run name, or a restart (an unreadable newest checkpoint: the one before)
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:  # a fresh run, or Ray's list of checkpoints was unreadable and set aside
-        checkpoint = run_dir_checkpoint()
+    if checkpoint is None and cfg.get("resume_from_run_dir"):  # Ray's list of checkpoints was unreadable and set
+        checkpoint = run_dir_checkpoint()  # aside (only then: a directory Ray never registered may be half-written)
     resumed = read_resumable(checkpoint, device, say)
     vocab = DomainVocabulary.from_json(cfg["vocabulary"]) if cfg.get("vocabulary") else None
     if resumed is not None and vocab is not None and resumed[1].get("vocabulary") not in (None, vocab.fingerprint()):

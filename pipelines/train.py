@@ -17,16 +17,19 @@ run restart from the last checkpoint (``--fail-at-epoch`` injects such a failure
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
+import threading
 import time
 
 from adasparse.config import ConfigError, ModelConfig
 from adasparse.model import with_domain_rows
 from pipelines.job_config import JobConfig, dump_config
 from pipelines.job_flags import parse_job_args
+from pipelines.leaked_groups import freeing_leaked_groups
 from pipelines.output import OutputLocation
 
 
@@ -72,8 +75,6 @@ def fit_interruptibly(trainer):
     the main thread the fit runs in a thread of its own and Ctrl-C ends the command at once with
     one line and status 130: the run's actors and placement group are released with the driver,
     and its last checkpoint stays for a rerun to resume."""
-    import threading
-
     from adasparse.errors import Interrupted
 
     if threading.current_thread() is not threading.main_thread():  # e.g. a Tune trial
@@ -250,8 +251,11 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
         dataset_config=ExactEvaluationSplits(),
     )
     t0 = time.perf_counter()
+    # a sweep's driver watches for its trials; a run on its own watches for itself
+    watch = freeing_leaked_groups(log) if threading.current_thread() is threading.main_thread() else contextlib.nullcontext()
     try:
-        result = fit_interruptibly(trainer)
+        with watch:
+            result = fit_interruptibly(trainer)
     except Exception as err:  # translated only when it is the startup wait or unreadable data
         found = startup_error(err, job, per_worker) or locate_read_error(source, err)
         if found is None:

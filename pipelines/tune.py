@@ -37,6 +37,7 @@ from adasparse.config import ConfigError, validate
 from adasparse.host import write_text_atomic
 from pipelines.job_config import JobConfig, deep_merge, dump_config, load_config_file, nest, resolve_key
 from pipelines.job_flags import given_options, job_parser
+from pipelines.leaked_groups import freeing_leaked_groups
 from pipelines.train import run
 from pipelines.tune_space import BOUNDARY, TuneSpace, boundary_label, load_space, parse_boundary, searched_paths, trial_options
 
@@ -231,7 +232,8 @@ def sweep(space: TuneSpace, base: JobConfig, trials: int | None, out: str, name:
                                         max_concurrent_trials=n_parallel, reuse_actors=False),
             run_config=tune.RunConfig(name=name, storage_path=str(sweep_dir.parent), callbacks=[FreeStoppedRunsCallback()]),
         )
-    grid = tuner.fit()
+    with freeing_leaked_groups(log):  # a killed earlier driver may have left its trial's CPUs held
+        grid = tuner.fit()
     return summarise(grid, space, base, sweep_dir, log)
 
 

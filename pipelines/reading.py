@@ -96,6 +96,24 @@ def read_split(source: DataSource, split: str, cuts: TimeCuts | None, *, shuffle
     return ds.map_batches(_Encode(source.spec, lo, hi, vocab), batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
 
 
+def from_epoch(ds: ray.data.Dataset, epoch: int) -> ray.data.Dataset:
+    """``ds`` whose executions count from ``epoch`` (1-based): its first execution reads the
+    files in the order an uninterrupted run's ``epoch``-th execution reads them.
+
+    A seeded file shuffle (``FileShuffleConfig(seed, reseed_after_execution=True)``) draws each
+    execution's order from the seed and the dataset's execution count, which starts at 0 for
+    every new worker group. A run that resumes at epoch 3 (a restarted worker group, or the
+    command rerun) would otherwise read epoch 1's order in epoch 3 and end as another model
+    (measured: dev AUC 0.0053 from the uninterrupted run's). The count lives in the dataset's
+    own Ray Data context (``_execution_idx``, Ray 2.60); the copy is deep so the count is its own."""
+    if not hasattr(ds.context, "_execution_idx"):
+        raise RuntimeError("this Ray Data has no execution count (DataContext._execution_idx): "
+                           "resumed runs could not read the files in their epoch's order")
+    out = ray.data.Dataset.copy(ds, _deep_copy=True)
+    out.context._execution_idx = epoch - 1
+    return out
+
+
 def split_bounds(source: DataSource, split: str, cuts: TimeCuts | None) -> tuple[float, float]:
     """The time range of ``split`` (everything for pre-split datasets and ``all``)."""
     if source.split_files is None and cuts is None and split != "all":
@@ -112,4 +130,4 @@ def keep_split(table: pa.Table, spec: DatasetSpec, lo: float, hi: float) -> pa.T
     return table if keep.all() else table.filter(pa.array(keep))
 
 
-__all__ = ["SPLITS", "keep_split", "read_raw", "read_split", "split_bounds"]
+__all__ = ["SPLITS", "from_epoch", "keep_split", "read_raw", "read_split", "split_bounds"]

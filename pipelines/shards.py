@@ -1,7 +1,11 @@
 """How the splits are shared among the Ray Train workers.
 
 * **train**: equal shards (Ray Data's ``streaming_split(equal=True)``), so every worker takes the
-  same number of steps and no collective waits for a worker that ran out of batches;
+  same number of steps and no collective waits for a worker that ran out of batches. The train
+  split is given once per epoch a worker group may start at (:func:`train_split_name`): a group
+  that starts at epoch ``s`` (a restart, a rerun) reads ``train@s``, whose executions count from
+  ``s`` (:func:`pipelines.reading.from_epoch`), so every epoch reads its files in the same order
+  whether or not the run was interrupted;
 * **dev and test**: every row to exactly one worker (``equal=False``: rows are handed out as
   workers ask), so the merged metrics are over every row, for any number of workers. Ray
   Train's default splits every dataset equally, which drops up to workers − 1 rows of each.
@@ -12,6 +16,11 @@ from __future__ import annotations
 from ray.train import DataConfig
 
 EVAL_SPLITS = ("dev", "test")
+
+
+def train_split_name(start_epoch: int) -> str:
+    """The train split for a worker group that starts at ``start_epoch``."""
+    return f"train@{start_epoch}"
 
 
 class ExactEvaluationSplits(DataConfig):
@@ -35,4 +44,4 @@ class ExactEvaluationSplits(DataConfig):
         return output
 
 
-__all__ = ["EVAL_SPLITS", "ExactEvaluationSplits"]
+__all__ = ["EVAL_SPLITS", "ExactEvaluationSplits", "train_split_name"]

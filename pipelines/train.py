@@ -190,8 +190,8 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     from pipelines.run_files import DATA_SPEC_FILE
     from pipelines.run_identity import check_run_identity, run_identity
     from pipelines.ray_env import init_ray
-    from pipelines.reading import read_split
-    from pipelines.shards import ExactEvaluationSplits
+    from pipelines.reading import from_epoch, read_split
+    from pipelines.shards import EVAL_SPLITS, ExactEvaluationSplits, train_split_name
     from pipelines.sources import open_source
     from pipelines.spec import load_spec
     from pipelines.time_split import time_cuts
@@ -224,8 +224,10 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     out.fs.makedirs(out.join(name), exist_ok=True)
     vocab = run_vocabulary(out, name, source, cuts, job.ingest.domain_min_count, log)
     set_aside = set_aside_unreadable_snapshot(out, name, log)
-    datasets = {s: read_split(source, s, cuts, shuffle_files=(s == "train"), vocab=vocab, seed=job.train.seed)
-                for s in ("train", "dev", "test")}
+    datasets = {s: read_split(source, s, cuts, vocab=vocab) for s in EVAL_SPLITS}
+    train = read_split(source, "train", cuts, shuffle_files=True, vocab=vocab, seed=job.train.seed)
+    # one lazy copy per epoch a worker group may start at; only the one an attempt starts at is read
+    datasets |= {train_split_name(e): from_epoch(train, e) for e in range(1, job.train.epochs + 1)}
     per_worker = cpus_per_worker(job, cpu_budget or ray.cluster_resources().get("CPU", 1))
     attempts = check_resources(job, per_worker, ray.cluster_resources(), fixed_size, log)
     cfg = worker_config(job, vocab.features(data.features), out.fault_marker(name) if job.faults.fail_at_epoch else None,

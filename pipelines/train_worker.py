@@ -52,11 +52,13 @@ class RayTrainRunner(LoopRunner):
 
     progress_every_s = 15.0  # rank 0 prints rows/s, loss and data wait this often
 
-    def __init__(self, model, optimizer, cfg: dict, *, rank: int, world: int, averager=None, first_stream=None, vocab=None):
+    def __init__(self, model, optimizer, cfg: dict, *, rank: int, world: int, averager=None, first_stream=None, vocab=None,
+                 start_epoch: int = 1):
         super().__init__(model, optimizer, epochs=cfg["train"]["epochs"], precision=cfg["train"]["precision"],
                          rows_per_epoch=cfg.get("train_rows"), workers=world)
         self.cfg, self.rank, self.world, self.averager, self.vocab = cfg, rank, world, averager, vocab
         self._first_stream = first_stream
+        self.start_epoch = start_epoch  # the epoch this worker group started at (its train split: train@start)
 
     def checkpoint(self, final: dict | None = None, test_statistics: dict | None = None, test_masks: dict | None = None):
         """Rank 0's checkpoint (the weights with the vocabulary their ids come from); None elsewhere."""
@@ -80,7 +82,7 @@ class RayTrainRunner(LoopRunner):
         if self._first_stream is not None:
             stream, self._first_stream = self._first_stream, None
             return stream
-        return epoch_stream(self.cfg, epoch)
+        return epoch_stream(self.cfg, epoch, self.start_epoch)
 
     def eval_batches(self, split: str):
         import ray.train
@@ -160,14 +162,16 @@ def report(metrics: dict, checkpoint) -> None:
     ray.train.report(metrics, checkpoint=checkpoint, **kw)
 
 
-def epoch_stream(cfg: dict, epoch: int):
-    """This worker's batches of the train split for ``epoch`` (its shuffle seeded by the epoch)."""
+def epoch_stream(cfg: dict, epoch: int, start_epoch: int):
+    """This worker's batches of the train split for ``epoch`` in a worker group that started at
+    ``start_epoch`` (file order and shuffle seeded by the epoch: the same after a restart)."""
     import ray.train
 
     from pipelines.batching import train_batches
+    from pipelines.shards import train_split_name
 
-    return train_batches(ray.train.get_dataset_shard("train"), cfg["train"]["batch_size"], cfg["ingest"]["shuffle_buffer"],
-                         cfg["train"]["seed"] + epoch)
+    return train_batches(ray.train.get_dataset_shard(train_split_name(start_epoch)), cfg["train"]["batch_size"],
+                         cfg["ingest"]["shuffle_buffer"], cfg["train"]["seed"] + epoch)
 
 
 def run_dir_checkpoint():
@@ -225,7 +229,7 @@ def train_loop(cfg: dict) -> None:
     start = 1 if resumed is None else resumed[1]["epoch"] + 1
     epochs = cfg["train"]["epochs"]
     # the first epoch's stream starts now, while the model and the process group are set up
-    first_stream = EarlyStart(epoch_stream(cfg, start)) if start <= epochs else None
+    first_stream = EarlyStart(epoch_stream(cfg, start, start)) if start <= epochs else None
     torch.manual_seed(cfg["train"]["seed"])
     model_cfg = ModelConfig.model_validate(cfg["model"])
     model = build_model(model_cfg, vocab).to(device)  # STAR: the vocabulary's train domains own their rows
@@ -237,7 +241,8 @@ def train_loop(cfg: dict) -> None:
     bounds = model.table_rows_per_step(cfg["train"]["batch_size"])
     averager = GradientAverager(model, max_rows=bounds) if world > 1 else None
     opt = build_optimizer(model, OptimConfig.model_validate(cfg["optim"]))
-    runner = RayTrainRunner(model, opt, cfg, rank=rank, world=world, averager=averager, first_stream=first_stream, vocab=vocab)
+    runner = RayTrainRunner(model, opt, cfg, rank=rank, world=world, averager=averager, first_stream=first_stream, vocab=vocab,
+                            start_epoch=start)
     if resumed is not None:
         runner.load_state(*resumed)
     if averager is not None:

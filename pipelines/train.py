@@ -24,6 +24,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 
 from adasparse.config import ConfigError, ModelConfig
 from adasparse.model import with_domain_rows
@@ -172,6 +173,7 @@ def worker_config(job: JobConfig, features, fail_marker: str | None, cpus: dict[
         "ingest": job.ingest.model_dump(mode="json"),
         "resources": job.resources.model_dump(mode="json"),
         "node_cpus": cpus,
+        "launch": uuid.uuid4().hex,  # this start of the job: a checkpoint of the same launch means a worker restart
         "fail_at_epoch": job.faults.fail_at_epoch,
         "fail_marker": fail_marker,
     }
@@ -274,6 +276,11 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     out.write_text(out.join(name, "metrics.json"), json.dumps(final, indent=2, default=str))
     out.write_text(out.join(name, "config.json"), json.dumps(dump_config(job), indent=2))
     out.write_text(out.join(name, DATA_SPEC_FILE), json.dumps(data.model_dump(mode="json"), indent=2))  # for export/predict
+    for r in final.get("restarts", []):
+        if r["kind"] == "worker_failure":
+            where = f"its epoch-{r['from_epoch'] - 1} checkpoint" if r["from_epoch"] > 1 else "the start (no checkpoint yet)"
+            log(f"{name}: a worker failed; the run went on from {where}, redoing {r['lost_s']:.1f} s of training "
+                "(with the failure's detection and the restart)")
     t, d = final["test"], final["dev"]
     speed = f"{final['samples_per_s']:,.0f} samples/s" if final.get("samples_per_s") else "resumed after training"
     log(f"{name}: best epoch {final['best_epoch']}  dev GAUC {d['gauc']:.4f}  test logloss {t['logloss']:.5f} "

@@ -59,6 +59,14 @@ class RayTrainRunner(LoopRunner):
         self.cfg, self.rank, self.world, self.averager, self.vocab = cfg, rank, world, averager, vocab
         self._first_stream = first_stream
         self.start_epoch = start_epoch  # the epoch this worker group started at (its train split: train@start)
+        self.restarts: list[dict] = []
+
+    def state_meta(self) -> dict:
+        """The loop's checkpoint record, with when it was written, by which launch of the job,
+        and the run's restarts so far (:mod:`pipelines.attempts`)."""
+        import time
+
+        return {**super().state_meta(), "written_at": time.time(), "launch": self.cfg.get("launch"), "restarts": self.restarts}
 
     def checkpoint(self, final: dict | None = None, test_statistics: dict | None = None, test_masks: dict | None = None):
         """Rank 0's checkpoint (the weights with the vocabulary their ids come from); None elsewhere."""
@@ -205,6 +213,7 @@ def train_loop(cfg: dict) -> None:
     from adasparse.optim import build_optimizer
     from adasparse.config import ConfigError
     from adasparse.vocabulary import DomainVocabulary
+    from pipelines.attempts import record_attempt
     from pipelines.batching import EarlyStart
     from pipelines.checkpoints import mask_domains, read_resumable, mask_arrays
 
@@ -245,6 +254,10 @@ def train_loop(cfg: dict) -> None:
                             start_epoch=start)
     if resumed is not None:
         runner.load_state(*resumed)
+    if rank == 0:  # this start of the worker group, recorded: restarts counted, the training they redid measured
+        storage = ctx.get_storage()  # a DeveloperAPI of Ray Train: the run's filesystem and path
+        runner.restarts = record_attempt(storage.storage_filesystem, storage.experiment_fs_path, cfg["launch"], start,
+                                         None if resumed is None else resumed[1])
     if averager is not None:
         averager.broadcast_parameters(model)
     result = runner.fit()  # restores the best epoch's weights
@@ -271,6 +284,7 @@ def train_loop(cfg: dict) -> None:
         "grad_exchange": exchange,
         "domains": {"unseen_rows": {"dev": runner.unseen_rows("dev"), "test": runner.unseen_rows("test")}},
         "history": runner.history,
+        "restarts": runner.restarts,
         "test_per_domain": [
             {"domain": int(d), "rows": int(r), "ctr": float(c), "auc": None if np.isnan(a) else float(a),
              **({"sparsity": spars[int(d)]} if int(d) in spars else {})}

@@ -256,6 +256,8 @@ def _trial_rows(grid, space: TuneSpace, sweep_dir: Path) -> list[dict]:
             "test_gauc": None if test is None else test["gauc"],
             "test_auc": None if test is None else test["auc"],
             "train_domains": (saved.get("domains") or {}).get("train"),
+            # worker failures the trial's run recovered from (Ray Train restarted it from its checkpoint)
+            "worker_restarts": sum(1 for r in saved.get("restarts", []) if r.get("kind") == "worker_failure"),
             "error": None if result.error is None else str(result.error).splitlines()[0][:200],
         })
     return rows
@@ -327,7 +329,7 @@ def _domain_partitions(rows: list[dict], key: str, sweep_dir: Path) -> None:
 
 def summarise(grid, space: TuneSpace, base: JobConfig, sweep_dir: Path, log=print) -> dict:
     rows = _trial_rows(grid, space, sweep_dir)
-    cols = ["trial", *space.params, "best_dev_gauc", "epochs_run", "test_gauc", "error"]
+    cols = ["trial", *space.params, "best_dev_gauc", "epochs_run", "test_gauc", "worker_restarts", "error"]
     with open(sweep_dir / "results.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
@@ -340,6 +342,11 @@ def summarise(grid, space: TuneSpace, base: JobConfig, sweep_dir: Path, log=prin
             v = r[c]
             cells.append((f"{v:>16.4f}" if isinstance(v, float) else f"{'' if v is None else v!s:>16}") if c != "error" else (v or ""))
         log("  ".join(cells))
+    for r in rows:
+        if r["worker_restarts"]:
+            log(f"trial {r['trial']}: recovered from {r['worker_restarts']} worker failure(s), restarted from its last checkpoint")
+        if r["error"]:
+            log(f"trial {r['trial']} failed: {r['error']}")
     ranked = [r for r in rows if not math.isnan(r["best_dev_gauc"])]
     if not ranked:
         first = next((r["error"] for r in rows if r["error"]), None)

@@ -1,0 +1,192 @@
+"""The fault matrix's training cases (docs/faults.md): a fault from outside the training code
+at a random moment of an epoch, and the run that ends as the uninterrupted one would have."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _args(data, out, name, *extra):
+    # batch 16 on 40k rows: seconds of training per epoch, longer than Ray Train's 2 s poll that
+    # registers a reported checkpoint, so a kill can fall inside the epoch after the last one registered
+    return ["train", "--data", str(data / "spec.yaml"), "--workers", "2", "--epochs", "3", "--batch-size", "16",
+            "--hidden-units", "16,8", "--out", str(out), "--name", name, *extra]
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    return sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
+
+
+def _registered_epoch(run_dir: Path) -> int:
+    """The epoch of the newest checkpoint Ray Train has registered (its snapshot), 0 if none."""
+    try:
+        latest = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())["latest_checkpoint_result"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    return int((latest or {}).get("metrics", {}).get("epoch") or 0)
+
+
+def _figures(run_dir: Path) -> dict:
+    m = json.loads((run_dir / "metrics.json").read_text())
+    return {"rows": [h["rows"] for h in m["history"]], "epochs": [h["epoch"] for h in m["history"]],
+            **{f"{s}_{k}": m[s][k] for s in ("dev", "test") for k in ("auc", "gauc")}}
+
+
+@pytest.fixture(scope="module")
+def data(ray_local, tmp_path_factory):
+    from pipelines.generate import generate
+
+    out = tmp_path_factory.mktemp("faults-data")
+    generate(str(out), rows=40_000, domains=60, seed=3, chunk_rows=10_000)
+    return out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("faults")
+    assert main(_args(data, out, "whole")) == 0
+    return out, _figures(out / "whole")
+
+
+def _live_workers() -> list[int]:
+    from ray.util.state import list_actors
+
+    return [a.pid for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])]
+
+
+class Killer(threading.Thread):
+    """From outside the training code: once Ray Train has registered the epoch-``after``
+    checkpoint, wait a random moment (``delay_s``), then SIGKILL a process by PID (``target``
+    picks it: by default one live training worker). ``registered_at_kill`` and
+    ``dirs_at_kill`` tell where the kill fell."""
+
+    def __init__(self, run_dir: Path, after: int = 2, target=None, seed: int | None = None):
+        super().__init__(daemon=True)
+        self.rng = random.Random(seed)
+        self.run_dir, self.after = run_dir, after
+        self.target = target or (lambda: self.rng.choice(sorted(_live_workers())))
+        self.delay_s = self.rng.uniform(0.0, 1.0)
+        self.registered_at_kill: int | None = None
+        self.dirs_at_kill: int | None = None
+        self.killed: int | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            deadline = time.time() + 240
+            while _registered_epoch(self.run_dir) < self.after:
+                assert time.time() < deadline, f"no epoch-{self.after} checkpoint registered in {self.run_dir}"
+                time.sleep(0.01)
+            time.sleep(self.delay_s)
+            pid = self.target()
+            self.registered_at_kill, self.dirs_at_kill = _registered_epoch(self.run_dir), len(_checkpoints(self.run_dir))
+            os.kill(pid, signal.SIGKILL)
+            self.killed = pid
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+
+
+def _same_run(got: dict, want: dict) -> None:
+    assert got["epochs"] == want["epochs"] == [1, 2, 3]
+    assert got["rows"] == want["rows"]  # every epoch trained on every train row once, not a row more or less
+    for k in ("dev_auc", "dev_gauc", "test_auc", "test_gauc"):
+        assert abs(got[k] - want[k]) <= 1e-3, (k, got[k], want[k])
+
+
+def test_a_worker_killed_by_pid_mid_epoch_restarts_and_ends_as_the_uninterrupted_run(uninterrupted, data):
+    out, want = uninterrupted
+    killer = Killer(out / "killed")
+    killer.start()
+    assert main(_args(data, out, "killed", "--max-failures", "1")) == 0
+    killer.join()
+    assert killer.error is None, killer.error
+    where = f"killed {killer.delay_s:.2f} s after epoch 2's checkpoint was registered ({killer.dirs_at_kill} written)"
+    assert killer.killed is not None and killer.registered_at_kill == 2, where  # in epoch 3, before its checkpoint counted
+    _same_run(_figures(out / "killed"), want)
+    restarts = json.loads((out / "killed" / "metrics.json").read_text())["restarts"]
+    assert [(r["kind"], r["from_epoch"]) for r in restarts] == [("worker_failure", 3)], where
+    print(f"{where}; redone: {restarts[0]['lost_s']:.1f} s")
+    # the training redone: from the checkpoint's writing to the kill, plus detection and restart
+    assert killer.delay_s <= restarts[0]["lost_s"] < 120
+
+
+def test_the_driver_killed_mid_epoch_and_the_command_rerun_ends_as_the_uninterrupted_run(uninterrupted, data, ray_local):
+    import psutil
+
+    out, want = uninterrupted
+    args = _args(data, out, "driver")
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    driver = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killer = Killer(out / "driver", target=lambda: driver.pid)
+    killer.start()
+    killer.join(timeout=300)
+    try:
+        assert killer.error is None and killer.killed == driver.pid, killer.error
+    finally:
+        if driver.poll() is None:
+            for p in psutil.Process(driver.pid).children(recursive=True) + [psutil.Process(driver.pid)]:
+                p.kill()
+        driver.wait()
+    assert killer.registered_at_kill == 2, f"killed {killer.delay_s:.2f} s after epoch 2's checkpoint was registered"
+    snapshot = json.loads((out / "driver" / "checkpoint_manager_snapshot.json").read_text())
+    left = json.loads((out / "driver" / snapshot["latest_checkpoint_result"]["checkpoint_dir_name"] / "meta.json").read_text())
+    assert main(args) == 0  # the same command: resumes from the newest checkpoint Ray registered
+    m = json.loads((out / "driver" / "metrics.json").read_text())
+    assert m["history"][:2] == left["history"]  # epochs 1-2 are the killed driver's, not trained again
+    assert [(r["kind"], r["from_epoch"]) for r in m["restarts"]] == [("rerun", 3)]
+    _same_run(_figures(out / "driver"), want)
+
+
+def test_a_sweep_trials_worker_killed_is_retried_and_the_sweep_says_which(generated, tmp_path, capsys):
+    """A training worker of a running trial SIGKILLed by PID: with --max-failures 1 its run
+    restarts from its checkpoint, every trial finishes, and the summary names the trial."""
+    from pipelines.tune import main as tune_main
+
+    space = tmp_path / "space.yaml"
+    space.write_text("name: f\nsearch: random\nscheduler: null\nfixed: {model: adasparse}\n"
+                     "params:\n  beta: {choice: [1.0, 2.0]}\n")
+    sweep = tmp_path / "sweeps" / "f"
+    victim: dict = {}
+
+    def kill_once() -> None:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            started = [p.parent for p in sweep.glob("trials/*/checkpoint_*") if p.is_dir()]
+            if started:
+                pids = _live_workers()
+                if pids:
+                    victim["trial"] = started[0].name
+                    victim["checkpoints"] = len(_checkpoints(started[0]))
+                    os.kill(pids[0], signal.SIGKILL)
+                    return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_once, daemon=True)
+    killer.start()
+    argv = ["--space", str(space), "--trials", "2", "--data", str(generated / "spec.yaml"), "--epochs", "2",
+            "--batch-size", "64", "--hidden-units", "16", "--workers", "1", "--max-failures", "1",
+            "--out", str(tmp_path / "sweeps"), "--name", "f"]
+    assert tune_main(argv) == 0
+    killer.join()
+    assert victim.get("checkpoints") == 1, victim  # killed in epoch 2 of a running trial
+    out = capsys.readouterr().out
+    rows = {r["trial"]: r for r in json.loads((sweep / "best.json").read_text())["trials"]}
+    assert len(rows) == 2 and all(r["finished"] and r["error"] is None for r in rows.values())
+    assert {t: r["worker_restarts"] for t, r in rows.items()} == {t: int(t == victim["trial"]) for t in rows}
+    assert f"trial {victim['trial']}: recovered from 1 worker failure(s)" in out

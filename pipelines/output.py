@@ -18,8 +18,13 @@ from adasparse.host import write_text_atomic
 
 
 class OutputLocation:
-    def __init__(self, fs, root: str, scheme: str):
+    """``fs``: the run's filesystem (on S3 its requests ride out an outage of about a minute,
+    :data:`pipelines.sources.PATIENT_S3`); ``quick_fs``: the same place with few retries, for
+    the check before a run starts."""
+
+    def __init__(self, fs, root: str, scheme: str, quick_fs=None):
         self.fs, self.root, self.scheme = fs, root, scheme
+        self.quick_fs = quick_fs or fs
 
     @classmethod
     def of(cls, out: str, storage_endpoint: str | None = None) -> "OutputLocation":
@@ -28,7 +33,8 @@ class OutputLocation:
         if out.startswith("s3://"):
             from pipelines.sources import s3_filesystem
 
-            return cls(s3_filesystem(storage_endpoint), out.removeprefix("s3://").rstrip("/"), "s3")
+            return cls(s3_filesystem(storage_endpoint, patient=True), out.removeprefix("s3://").rstrip("/"), "s3",
+                       quick_fs=s3_filesystem(storage_endpoint))
         if "://" in out and not out.startswith("file://"):
             raise ConfigError(f"--out {out}: give a local directory or s3://bucket/prefix")
         return cls(fsspec.filesystem("file"), str(Path(out.removeprefix("file://")).resolve()), "file")
@@ -40,8 +46,8 @@ class OutputLocation:
         try:
             if self.scheme == "file":
                 self.fs.makedirs(self.root, exist_ok=True)
-            self.fs.pipe(probe, b"")
-            self.fs.rm(probe)
+            self.quick_fs.pipe(probe, b"")
+            self.quick_fs.rm(probe)
         except Exception as err:  # noqa: BLE001 - any failure of the probe is the user's location
             reason = (getattr(err, "strerror", None) or str(err) or type(err).__name__).splitlines()[0]
             raise ConfigError(f"{flag} {self.url(self.root)}: cannot write there: {reason}") from None

@@ -42,13 +42,24 @@ class DataSource:
         return [f for f, _ in pairs], [n for _, n in pairs]
 
 
-def s3_filesystem(endpoint_url: str | None = None, region: str | None = None, anonymous: bool = False) -> fsspec.AbstractFileSystem:
-    """s3fs with the process's environment credentials, if any, bound into the object.
+# A run's own S3 requests (reading data, writing checkpoints and results) ride out an outage of
+# about a minute: botocore's standard retry mode backs off exponentially (random, capped at
+# 20 s) between attempts. Checks made before a run starts keep botocore's default (a few
+# attempts within ~2 s) so a wrong endpoint is one line at once, not a minute later.
+PATIENT_S3 = {"retries": {"max_attempts": 12, "mode": "standard"}, "connect_timeout": 10, "read_timeout": 120}
+
+
+def s3_filesystem(endpoint_url: str | None = None, region: str | None = None, anonymous: bool = False,
+                  patient: bool = False) -> fsspec.AbstractFileSystem:
+    """s3fs with the process's environment credentials, if any, bound into the object;
+    ``patient``: its requests retry through an outage (:data:`PATIENT_S3`), for a run's reads and writes.
 
     Keys from the submitting process's environment travel with the filesystem object to the
     Ray workers, whose environment may not have them; without such variables s3fs falls back
     to its own chain (profile, instance role) on every node."""
     kw: dict = {"anon": anonymous}
+    if patient:
+        kw["config_kwargs"] = PATIENT_S3
     env = os.environ
     if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY") and not anonymous:
         kw.update(key=env["AWS_ACCESS_KEY_ID"], secret=env["AWS_SECRET_ACCESS_KEY"], token=env.get("AWS_SESSION_TOKEN"))
@@ -62,10 +73,10 @@ def s3_filesystem(endpoint_url: str | None = None, region: str | None = None, an
     return fsspec.filesystem("s3", skip_instance_cache=True, **kw)
 
 
-def filesystem(spec: DatasetSpec) -> fsspec.AbstractFileSystem:
-    """The fsspec filesystem for the spec's location (s3fs for ``s3://``)."""
+def filesystem(spec: DatasetSpec, patient: bool = False) -> fsspec.AbstractFileSystem:
+    """The fsspec filesystem for the spec's location (s3fs for ``s3://``; ``patient``: see :func:`s3_filesystem`)."""
     if spec.is_s3:
-        return s3_filesystem(spec.s3.endpoint_url, spec.s3.region, spec.s3.anonymous)
+        return s3_filesystem(spec.s3.endpoint_url, spec.s3.region, spec.s3.anonymous, patient=patient)
     return fsspec.filesystem("file")
 
 
@@ -143,7 +154,8 @@ def _check_types(spec: DatasetSpec, path: str, schema: pa.Schema) -> None:
 
 
 def open_source(spec: DatasetSpec) -> DataSource:
-    """List the files, read every schema (footers only) and check the spec's columns."""
+    """List the files, read every schema (footers only) and check the spec's columns; the
+    source reads through a filesystem that rides out an S3 outage (:data:`PATIENT_S3`)."""
     fs = filesystem(spec)
     split_files = None
     if spec.split_files is not None:
@@ -162,4 +174,5 @@ def open_source(spec: DatasetSpec) -> DataSource:
         first = first or schema
     assert first is not None
     needed = pa.schema([first.field(c) for c in spec.columns])
-    return DataSource(spec, fs, files, rows, needed, split_files)
+    # checked with quick requests; read (by the run's tasks) with patient ones
+    return DataSource(spec, filesystem(spec, patient=True), files, rows, needed, split_files)

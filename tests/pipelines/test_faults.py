@@ -190,3 +190,83 @@ def test_a_sweep_trials_worker_killed_is_retried_and_the_sweep_says_which(genera
     assert len(rows) == 2 and all(r["finished"] and r["error"] is None for r in rows.values())
     assert {t: r["worker_restarts"] for t, r in rows.items()} == {t: int(t == victim["trial"]) for t in rows}
     assert f"trial {victim['trial']}: recovered from 1 worker failure(s)" in out
+
+
+# longer than botocore's and s3fs's default retries last (a read failed after ~5 s of outage)
+OUTAGE_S = 10.0
+
+
+def test_the_s3_endpoint_down_while_reading_and_while_checkpointing_is_ridden_out(generated, ray_local, tmp_path,
+                                                                                monkeypatch):
+    """Data and output on S3; the endpoint goes down for 10 s as epoch 2 starts reading, and
+    again as rank 0 hands epoch 2's checkpoint to Ray for upload. The run's requests retry
+    through both (no worker restarts, no error) and the checkpoint lands after the outage."""
+    import glob
+    import tempfile
+
+    import boto3
+    import yaml
+    from moto.server import ThreadedMotoServer
+
+    from endpoint_outage import EndpointRelay
+
+    for k, v in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(k, v)
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    relay = EndpointRelay(moto.get_host_and_port())
+    s3 = boto3.client("s3", endpoint_url=moto_url(moto), region_name="us-east-1")  # straight to moto: never down
+    try:
+        s3.create_bucket(Bucket="data")
+        s3.create_bucket(Bucket="runs")
+        for p in sorted(generated.glob("part-*.parquet")):
+            s3.upload_file(str(p), "data", f"gen/{p.name}")
+        spec = yaml.safe_load((generated / "spec.yaml").read_text())
+        spec.update(location="s3://data/gen", s3={"endpoint_url": relay.url})
+        (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+        staged_before = set(glob.glob(f"{tempfile.gettempdir()}/adasparse-ckpt-*"))
+        done: dict = {}
+
+        def next_staging_dir(deadline: float) -> str:
+            """Rank 0's next local checkpoint (written, not yet uploaded: Ray removes it once uploaded)."""
+            while time.time() < deadline:
+                fresh = set(glob.glob(f"{tempfile.gettempdir()}/adasparse-ckpt-*")) - staged_before
+                ready = [d for d in fresh if os.path.exists(f"{d}/state.pt")]
+                if ready:
+                    staged_before.update(fresh)
+                    return ready[0]
+                time.sleep(0.002)
+            raise AssertionError("no checkpoint was staged")
+
+        def outages() -> None:
+            deadline = time.time() + 240
+            first = next_staging_dir(deadline)
+            while os.path.isdir(first) and time.time() < deadline:
+                time.sleep(0.002)
+            relay.outage(OUTAGE_S)  # epoch 1's checkpoint is uploaded: epoch 2 starts reading now
+            second = next_staging_dir(deadline)
+            relay.down()  # rank 0 wrote epoch 2's checkpoint locally; Ray uploads it now
+            time.sleep(OUTAGE_S)
+            done["upload_waited"] = os.path.isdir(second)  # still there: its upload was waiting
+            relay.back()
+
+        thread = threading.Thread(target=outages, daemon=True)
+        thread.start()
+        args = ["train", "--data", str(tmp_path / "spec.yaml"), "--workers", "2", "--epochs", "2", "--batch-size", "256",
+                "--hidden-units", "16", "--out", "s3://runs/o", "--storage-endpoint", relay.url, "--name", "r"]
+        rc = main(args)
+        assert rc == 0
+        thread.join(timeout=60)
+        assert len(relay.outages) == 2 and all(b - a >= OUTAGE_S for a, b in relay.outages), relay.outages
+        m = json.loads(s3.get_object(Bucket="runs", Key="o/r/metrics.json")["Body"].read())
+        assert m["restarts"] == [] and [h["epoch"] for h in m["history"]] == [1, 2]
+        assert m["history"][1]["first_batch_s"] >= OUTAGE_S / 2  # epoch 2's reading waited for the endpoint
+        assert done["upload_waited"], "epoch 2's checkpoint was uploaded before the endpoint went down"
+    finally:
+        relay.close()
+        moto.stop()
+
+
+def moto_url(server) -> str:
+    host, port = server.get_host_and_port()
+    return f"http://{host}:{port}"

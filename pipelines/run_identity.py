@@ -47,13 +47,8 @@ def _may_change(key: str) -> bool:
 def run_identity(options: dict, spec, source) -> dict:
     """The record of a run: its result-changing ``options`` (the job config, dumped), the data
     spec and the data's files."""
-    files = []
-    for path, rows in zip(source.files, source.rows):
-        try:
-            size = int(source.fs.size(path))
-        except (OSError, TypeError):
-            size = None
-        files.append([path, int(rows), size])
+    sizes = source.sizes or [None] * len(source.files)
+    files = [[path, int(rows), size] for path, rows, size in zip(source.files, source.rows, sizes)]
     flat = flatten(options)
     identity = {"format": FORMAT, "options": {k: v for k, v in sorted(flat.items()) if not _may_change(k)},
                 "epochs": flat.get("train.epochs"), "data_spec": spec.model_dump(mode="json"), "files": files}

@@ -32,6 +32,7 @@ class DataSource:
     rows: list[int]  # rows per file (Parquet footers; -1 where unknown, e.g. CSV)
     schema: pa.Schema  # schema of the needed columns (from the first file)
     split_files: dict[str, list[str]] | None = None  # pre-split datasets: files of each split
+    sizes: list[int | None] | None = None  # bytes per file, as listed (None: unknown)
 
     def files_for(self, split: str) -> tuple[list[str], list[int]]:
         """The files (and their row counts) that hold rows of ``split``."""
@@ -175,4 +176,16 @@ def open_source(spec: DatasetSpec) -> DataSource:
     assert first is not None
     needed = pa.schema([first.field(c) for c in spec.columns])
     # checked with quick requests; read (by the run's tasks) with patient ones
-    return DataSource(spec, filesystem(spec, patient=True), files, rows, needed, split_files)
+    return DataSource(spec, filesystem(spec, patient=True), files, rows, needed, split_files, _sizes(fs, files))
+
+
+def _sizes(fs, files: list[str]) -> list[int | None]:
+    """Each file's bytes from the listing just made (s3fs answers from its listing cache: no
+    request per file, which at thousands of files on S3 would be thousands of round trips)."""
+    out: list[int | None] = []
+    for path in files:
+        try:
+            out.append(int(fs.size(path)))
+        except (OSError, TypeError, ValueError):
+            out.append(None)
+    return out

@@ -270,3 +270,60 @@ def test_the_s3_endpoint_down_while_reading_and_while_checkpointing_is_ridden_ou
 def moto_url(server) -> str:
     host, port = server.get_host_and_port()
     return f"http://{host}:{port}"
+
+
+def test_a_node_removed_mid_epoch_is_replaced_and_the_run_ends_with_every_epochs_rows(uninterrupted, data, tmp_path):
+    """On the local autoscaling cluster (Ray's fake multi-node provider) the raylet of a node
+    that hosts a training worker is SIGKILLed by PID inside epoch 3: the node is gone, Ray
+    Train restarts the workers from the epoch-2 checkpoint on the nodes there are (the
+    autoscaler adds what is missing), and the run ends with every epoch's rows."""
+    import ray._private.services
+    import yaml
+
+    from ray_head import free_port, head_node, ray_cli
+
+    out, want = uninterrupted
+    gcs = free_port()
+    address = f"{ray._private.services.get_node_ip_address()}:{gcs}"
+    cfg = yaml.safe_load((ROOT / "cluster" / "local-fake-multinode.yaml").read_text())
+    cfg["provider"]["gcs_address"] = address
+    (tmp_path / "autoscaling.yaml").write_text(yaml.safe_dump(cfg))
+    with head_node(tmp_path, f"--autoscaling-config={tmp_path / 'autoscaling.yaml'}", num_cpus=0, gcs_port=gcs,
+                   env_extra={"RAY_FAKE_CLUSTER": "1"}) as (url, env, tree):
+        args = _args(data, out, "node", "--max-failures", "1", "--cpus-per-worker", "1", "--address", address)
+        driver = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], env={**env, "PYTHONPATH": str(ROOT)},
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.time() + 400
+            while _registered_epoch(out / "node") < 2 and driver.poll() is None and time.time() < deadline:
+                tree.scan()
+                time.sleep(0.05)
+            listed = ray_cli("list", "actors", "--address", url, "--filter", "class_name=RayTrainWorker", "--filter",
+                             "state=ALIVE", "--detail", "--format", "json", env=env)
+            nodes = sorted({a["node_id"] for a in json.loads(listed.stdout)})
+            assert nodes, listed.stdout + listed.stderr
+            tree.scan()
+            raylets = [p for p in tree.seen.values() if p.is_running() and p.name() == "raylet"
+                       and p.environ().get("RAY_OVERRIDE_NODE_ID_FOR_TESTING") == nodes[0]]
+            assert len(raylets) == 1, nodes
+            registered = _registered_epoch(out / "node")
+            snapshot = json.loads((out / "node" / "checkpoint_manager_snapshot.json").read_text())
+            left = json.loads((out / "node" / snapshot["latest_checkpoint_result"]["checkpoint_dir_name"] / "meta.json").read_text())
+            raylets[0].kill()  # the node is gone, with the worker processes it ran
+            log = driver.communicate(timeout=600)[0]
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait()
+        assert driver.returncode == 0, log[-3000:]
+    assert registered == 2, f"the node went in epoch {registered + 1}"
+    restarts = json.loads((out / "node" / "metrics.json").read_text())["restarts"]
+    assert [(r["kind"], r["from_epoch"]) for r in restarts] == [("worker_failure", 3)]
+    got = _figures(out / "node")
+    assert got["epochs"] == [1, 2, 3] and got["rows"] == want["rows"]  # every train row once per epoch
+    history = json.loads((out / "node" / "metrics.json").read_text())["history"]
+    assert history[:2] == left["history"]  # epochs 1-2 as they were before the node went, not trained again
+    # The figures are not compared with the one-node run's: across nodes Ray Data's split deals
+    # blocks to workers by locality and timing, so which worker trains on which rows differs
+    # between runs (measured here: epoch-1 dev AUC 0.7023 against 0.7049 before any fault); the
+    # per-worker file assignment planned for exact mid-epoch resume removes this.

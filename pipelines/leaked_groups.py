@@ -85,14 +85,26 @@ def _cluster_records() -> tuple[list[GroupRecord], set[str], dict[str, ActorReco
     return groups, dead_jobs, actors
 
 
+def remove_group(hex_id: str) -> bool:
+    """Remove the placement group ``hex_id`` if it is still there; whether this call removed it."""
+    import ray
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
+    pg = PlacementGroup(PlacementGroupID.from_hex(hex_id))
+    try:
+        if placement_group_table(pg).get("state") in (None, "REMOVED"):
+            return False
+        remove_placement_group(pg)
+    except ray.exceptions.RayError:
+        return False  # removed meanwhile
+    return True
+
+
 def free_leaked_placement_groups(log=None) -> list[GroupRecord]:
     """Remove the placement groups of dead jobs that Ray left behind; returns them (each named
     in one line through ``log``). A Ray whose internal tables cannot be read (another version)
     is left alone with a warning."""
-    import ray
-    from ray._raylet import PlacementGroupID
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
-
     try:
         leaked = orphaned(*_cluster_records())
     except (AttributeError, ImportError, KeyError, TypeError) as e:  # Ray's internals moved
@@ -100,10 +112,8 @@ def free_leaked_placement_groups(log=None) -> list[GroupRecord]:
         return []
     freed = []
     for g in leaked:
-        try:
-            remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(g.group_id)))
-        except ray.exceptions.RayError:
-            continue  # removed meanwhile
+        if not remove_group(g.group_id):
+            continue
         freed.append(g)
         (log or LOG.warning)(f"freed placement group {g.group_id} ({g.cpus:g} CPU) left behind by dead job {g.creator_job}")
     return freed

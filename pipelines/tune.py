@@ -37,7 +37,7 @@ from adasparse.config import ConfigError, validate
 from adasparse.host import write_text_atomic
 from pipelines.job_config import JobConfig, deep_merge, dump_config, load_config_file, nest, resolve_key
 from pipelines.job_flags import given_options, job_parser
-from pipelines.leaked_groups import freeing_leaked_groups
+from pipelines.leaked_groups import freeing_leaked_groups, remove_group
 from pipelines.train import run
 from pipelines.tune_space import BOUNDARY, TuneSpace, boundary_label, load_space, parse_boundary, searched_paths, trial_options
 
@@ -116,19 +116,9 @@ class FreeStoppedRunsCallback(Callback):
         self._free(trial)
 
     def _free(self, trial) -> None:
-        import ray
-        from ray._raylet import PlacementGroupID
-        from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
-
         hex_id = self.groups.pop(trial.trial_id, None)
-        if not hex_id:
-            return
-        pg = PlacementGroup(PlacementGroupID.from_hex(hex_id))
-        try:
-            if placement_group_table(pg).get("state") not in (None, "REMOVED"):
-                remove_placement_group(pg)
-        except ray.exceptions.RayError:
-            pass  # already gone
+        if hex_id:
+            remove_group(hex_id)
 
 
 def _searcher(space: TuneSpace, seed: int):

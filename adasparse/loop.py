@@ -177,6 +177,33 @@ class FitResult:
     samples_per_s: float = 0.0  # rows trained per second of this worker's training time
 
 
+@dataclass
+class EpochProgress:
+    """Where an epoch stands: the lock-step updates so far (the same on every worker), the rows
+    of all workers, and this worker's own figures — what a mid-epoch checkpoint keeps so that
+    the epoch's figures after a restart are those of the uninterrupted epoch."""
+
+    epoch: int
+    steps: int = 0  # updates so far (every worker's count)
+    rows_all: int = 0  # rows of all workers in those updates
+    rows: int = 0  # this worker's rows
+    local_steps: int = 0  # updates with a batch of this worker
+    loss_sum: float = 0.0  # this worker's summed objective over them
+    train_s: float = 0.0  # seconds trained in this epoch so far (over attempts)
+    rows_before: int = 0  # this worker's rows when this attempt took the epoch up (not trained by it)
+    loss_sum_t: Any = None  # the running sum on the device (read when a checkpoint is written)
+
+    def state(self) -> dict[str, Any]:
+        loss = float(self.loss_sum_t) if self.loss_sum_t is not None else self.loss_sum
+        return {"epoch": self.epoch, "steps": self.steps, "rows_all": self.rows_all, "rows": self.rows,
+                "local_steps": self.local_steps, "loss_sum": loss, "train_s": self.train_s}
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> "EpochProgress":
+        keys = ("epoch", "steps", "rows_all", "rows", "local_steps", "loss_sum", "train_s")
+        return cls(**{k: d[k] for k in keys}, rows_before=int(d["rows"]))
+
+
 def schedule_state(model) -> dict:
     """α and λ̂ where the model's schedules stand (for the history), if it has them."""
     out = {}
@@ -220,6 +247,8 @@ class LoopRunner:
         self.last_eval: dict[str, EvalResult] = {}  # the latest evaluation of each split
         self.mask_domains: np.ndarray | None = None  # domain keys whose mean masks evaluation sums up
         self._sync_s = 0.0  # seconds in sync_gradients since the epoch began
+        self.progress: EpochProgress | None = None  # the epoch in progress (set on resume from a mid-epoch checkpoint)
+        self.step_rows, self.step_flags = 0, 0.0  # the last step's rows of all workers and summed flags
 
     # -- hooks ------------------------------------------------------------------------------
     def train_batches(self, epoch: int) -> Iterable[Batch]:
@@ -228,8 +257,21 @@ class LoopRunner:
     def eval_batches(self, split: str) -> Iterable[Batch]:
         raise NotImplementedError
 
-    def sync_gradients(self) -> None:
-        """Between backward and the optimiser step (data parallel: the mean gradient of all workers)."""
+    def sync_gradients(self, rows: int) -> tuple[int, float]:
+        """Between backward and the optimiser step. ``rows``: this worker's batch (0: it has none
+        left this epoch, and no gradients). Data parallel: every worker's gradients → their mean
+        weighted by rows. Returns the step's rows of all workers — 0 when every worker is out of
+        data, which ends the epoch on all of them at the same step — and :meth:`step_flag` summed
+        over the workers."""
+        return rows, self.step_flag()
+
+    def step_flag(self) -> float:
+        """This worker's flag for the step (summed over workers by the exchange): > 0 asks every
+        worker to act together after the step (:meth:`after_step`), e.g. to checkpoint."""
+        return 0.0
+
+    def after_step(self, progress: "EpochProgress", flag: float) -> None:
+        """After every update, on every worker at the same step (``flag``: the summed step flags)."""
 
     def merge_eval(self, sums: EvalSums) -> EvalSums:
         """This worker's evaluation sums → every worker's, merged (one worker: as they are)."""
@@ -249,57 +291,80 @@ class LoopRunner:
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self._amp_dtype, enabled=self._amp_dtype is not None)
 
-    def step(self, batch: Batch) -> torch.Tensor:
-        """One update on one batch; returns the objective (detached, on the device)."""
+    def step(self, batch: Batch | None) -> torch.Tensor | None:
+        """One update on one batch; returns the objective (detached, on the device), None for a
+        worker without a batch. The update is on every worker's rows of the step
+        (:meth:`sync_gradients`): :attr:`step_rows` says how many (0: none anywhere, no update),
+        :attr:`step_flags` the summed step flags."""
         self.optimizer.zero_grad()
-        with self.autocast():
-            out = self.model(_tensor(batch["cat_ids"], self.device), _tensor(batch["numeric"], self.device))
-            obj = self.model.objective(out, _tensor(batch["label"], self.device))
-        obj.total.backward()
+        obj = None
+        if batch is not None:
+            with self.autocast():
+                out = self.model(_tensor(batch["cat_ids"], self.device), _tensor(batch["numeric"], self.device))
+                obj = self.model.objective(out, _tensor(batch["label"], self.device))
+            obj.total.backward()
         ts = time.perf_counter()
-        self.sync_gradients()
+        self.step_rows, self.step_flags = self.sync_gradients(0 if batch is None else len(batch["label"]))
         self._sync_s += time.perf_counter() - ts
+        if self.step_rows == 0:
+            return None
+        if not getattr(self.model, "clock_in_forward", True):
+            self.model.advance(self.step_rows)  # the schedules' clock: every worker's rows, the same everywhere
         self.optimizer.step()
-        return obj.total.detach()
+        return None if obj is None else obj.total.detach()
 
     def train_epoch(self, epoch: int) -> dict:
-        """One pass over :meth:`train_batches`; returns the epoch's training figures."""
+        """One pass over :meth:`train_batches`; returns the epoch's training figures. Workers step
+        together until every one is out of rows (a worker whose stream ends first takes part in
+        the remaining steps without a batch). An epoch interrupted by a restart continues from
+        :attr:`progress` (its figures include the part trained before)."""
         self.model.train()
         t0 = time.perf_counter()
         shown = t0
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        steps = rows = 0
+        prog = self.progress if self.progress is not None and self.progress.epoch == epoch else EpochProgress(epoch)
+        self.progress = prog
+        resumed_s = prog.train_s
+        loss_sum = torch.full((), prog.loss_sum, dtype=torch.float64, device=self.device)
         wait = 0.0
         self._sync_s = 0.0
         first_wait: float | None = None
         since_shown = torch.zeros((), dtype=torch.float64, device=self.device)
         steps_shown = 0
         it: Iterator[Batch] = iter(self.train_batches(epoch))
+        done = False
         while True:
             tw = time.perf_counter()
-            batch = next(it, None)
+            batch = None if done else next(it, None)
+            done = batch is None
             wait += time.perf_counter() - tw
             if first_wait is None:
                 first_wait = wait  # the stream's start-up
-            if batch is None:
-                break
             loss = self.step(batch)
-            loss_sum += loss
-            since_shown += loss
-            steps += 1
-            steps_shown += 1
-            rows += len(batch["label"])
+            if self.step_rows == 0:
+                break
+            prog.steps += 1
+            prog.rows_all += self.step_rows
+            if loss is not None:
+                loss_sum += loss
+                since_shown += loss
+                prog.local_steps += 1
+                steps_shown += 1
+                prog.rows += len(batch["label"])
+            prog.loss_sum_t, prog.train_s = loss_sum, resumed_s + time.perf_counter() - t0
+            self.after_step(prog, self.step_flags)
             if self.progress_every_s is not None and time.perf_counter() - shown > self.progress_every_s:
                 shown = time.perf_counter()
-                self.on_progress(epoch, rows, shown - t0, float(since_shown) / max(steps_shown, 1), wait)
+                self.on_progress(epoch, prog.rows, shown - t0, float(since_shown) / max(steps_shown, 1), wait)
                 since_shown.zero_()
                 steps_shown = 0
-        train_s = time.perf_counter() - t0
-        self.rows_trained += rows
-        self.train_seconds += train_s
-        return {"train_loss": float(loss_sum) / steps if steps else math.nan, "rows": rows,
+        train_s = resumed_s + time.perf_counter() - t0
+        self.rows_trained += prog.rows - prog.rows_before
+        self.train_seconds += train_s - resumed_s
+        self.progress = None
+        return {"train_loss": float(loss_sum) / prog.local_steps if prog.local_steps else math.nan, "rows": prog.rows,
+                "rows_all_workers": prog.rows_all, "steps": prog.steps,
                 **schedule_state(self.model),
-                "rows_per_s_worker": rows / max(train_s, 1e-9), "data_wait_s": wait, "first_batch_s": first_wait or 0.0,
+                "rows_per_s_worker": prog.rows / max(train_s, 1e-9), "data_wait_s": wait, "first_batch_s": first_wait or 0.0,
                 "grad_sync_s": self._sync_s, "train_s": train_s}
 
     @torch.no_grad()
@@ -367,7 +432,10 @@ class LoopRunner:
 
     def state_meta(self) -> dict[str, Any]:
         """The JSON part of a checkpoint: last finished epoch, best epoch, history."""
-        return {"epoch": self.epoch, **self.best.meta(), "history": self.history}
+        meta = {"epoch": self.epoch, **self.best.meta(), "history": self.history}
+        if self.progress is not None:  # a mid-epoch checkpoint
+            meta["in_progress"] = self.progress.state()
+        return meta
 
     def load_state(self, tensors: dict[str, Any], meta: dict[str, Any]) -> None:
         """Continue from a checkpoint written from :meth:`state_tensors` and :meth:`state_meta`."""
@@ -377,6 +445,8 @@ class LoopRunner:
         self.best = BestEpoch(meta["best_epoch"], meta["best_dev"], meta["best_sparsity"], tensors["best_model"])
         self.history = list(meta["history"])
         self.epoch = int(meta["epoch"])
+        progress = meta.get("in_progress")
+        self.progress = EpochProgress.from_state(progress) if progress else None
 
 
 class InMemoryRunner(LoopRunner):
@@ -419,5 +489,5 @@ def encoded_batches(data: EncodedBatch, batch_size: int, rng: np.random.Generato
         yield {"cat_ids": data.cat_ids[idx], "numeric": data.numeric[idx], "label": label[idx], "domain": data.domain[idx]}
 
 
-__all__ = ["Batch", "BestEpoch", "DomainSparsity", "EvalResult", "EvalSums", "FitResult", "InMemoryRunner", "LoopRunner", "better_gauc",
+__all__ = ["Batch", "BestEpoch", "DomainSparsity", "EpochProgress", "EvalResult", "EvalSums", "FitResult", "InMemoryRunner", "LoopRunner", "better_gauc",
            "encoded_batches"]

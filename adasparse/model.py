@@ -100,6 +100,9 @@ class CTRModel(nn.Module):
         self.static_shapes = False
         # rows of the whole run that one local row stands for (the data-parallel world size)
         self.sample_scale = 1
+        # False: the training loop advances the clock by each step's rows of all workers
+        # (:meth:`advance`), for data-parallel steps whose batches differ in size between workers
+        self.clock_in_forward = True
         self.planned_samples: int | None = None  # the run's training samples (rows × epochs), if known
 
     def _sync_updates(self) -> None:
@@ -182,12 +185,16 @@ class CTRModel(nn.Module):
                 x = ctx(0, x)
                 first = 1
             out = ModelOutput(self.backbone(x, ctx, first), ctx.ratios, ctx, seen)
-        if self.training:
-            self._updates += 1
-            self._samples += cat_ids.shape[0] * self.sample_scale
-            self.num_updates.fill_(self._updates)
-            self.num_samples.fill_(self._samples)
+        if self.training and self.clock_in_forward:
+            self.advance(cat_ids.shape[0] * self.sample_scale)
         return out
+
+    def advance(self, samples: int) -> None:
+        """The schedules' clock after one training update on ``samples`` rows (of all workers)."""
+        self._updates += 1
+        self._samples += int(samples)
+        self.num_updates.fill_(self._updates)
+        self.num_samples.fill_(self._samples)
 
     def objective(self, out: ModelOutput, labels: torch.Tensor) -> Objective:
         """L_CTR (eq. 1, mean binary cross-entropy) + R_s (eq. 9) when the pruner is regularized:

@@ -18,7 +18,12 @@ encoded by the same :func:`pipelines.transforms.encode_table`). Figures:
   by phase (coalesce / collective incl. waiting for the other worker / merge,
   ``GradientAverager.timings``); and the first epoch's wait for its first batch.
 
+With ``--readers assigned,streaming_split`` the Ray job runs once per way of reading the
+train split (``ingest.train_reader``: each worker's own seeded deal of row groups, or Ray
+Data's streaming split), side by side against the same plain loop.
+
     python benchmarks/train_throughput.py --rows 1000000 --batch-sizes 256,8192 --workers 2
+    python benchmarks/train_throughput.py --rows 1000000 --batch-sizes 256,8192 --readers assigned,streaming_split
 """
 
 from __future__ import annotations
@@ -91,6 +96,7 @@ def main() -> None:
     p.add_argument("--model", default="adasparse")
     p.add_argument("--formulation", default="fusion")
     p.add_argument("--epochs", type=int, default=2, help="Ray job epochs (the last one is the steady state)")
+    p.add_argument("--readers", default="assigned", help="ingest.train_reader values to run, comma-separated")
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -108,35 +114,40 @@ def main() -> None:
     data, features = load_train_split(spec_path)
     print(f"train split: {len(data['label']):,} rows; {os.cpu_count()} cores; {args.workers} Ray Train workers")
     rows, exchange_split = [], {}
+    readers = args.readers.split(",")
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
-        job = job_config({"data": spec_path, "model.kind": args.model, "model.pruner.formulation": args.formulation,
-                          "train.epochs": args.epochs, "train.batch_size": bs, "resources.workers": args.workers,
-                          "resources.threads": args.threads, "output.dir": str(tmp / "runs"), "output.name": f"bench-{bs}"})
-        before = plain_loop(job.model_for(features), data, bs)
-        t0 = time.perf_counter()
-        final = run(job, log=lambda _: None)
-        wall = time.perf_counter() - t0
-        # the reference runs before and after the Ray job and the faster run counts: this
-        # machine's speed drifts by tens of percent within minutes, and the reference is the bar
-        ref = max(before, plain_loop(job.model_for(features), data, bs))
-        first, last = final["history"][0], final["history"][-1]
-        # rank 0's loop rate × workers: every worker gets an equal share of the rows
-        rate = [h["rows_per_s_worker"] * args.workers for h in (first, last)]
-        busy = last["train_s"]
-        rows.append((bs, ref, rate[0], rate[1], len(data["label"]) * args.epochs / wall, first["first_batch_s"],
-                     last["data_wait_s"] / busy, last["grad_sync_s"] / busy))
-        phases = last.get("grad_sync_phases_s") or {}
-        if phases:
-            exchange_split[bs] = " / ".join(f"{k} {100 * v / busy:.0f}%" for k, v in phases.items())
-    print(f"\n{'batch':>6} | {'plain loop':>11} | {'Ray epoch 1':>11} | {'ratio':>5} | {'Ray epoch ' + str(args.epochs):>11} | "
-          f"{'ratio':>5} | {'whole fit':>10} | {'ratio':>5} | epoch 1 first batch | epoch {args.epochs}: wait / exchange / compute")
-    for bs, ref, r1, r2, whole, first_s, wait, sync in rows:
-        print(f"{bs:>6} | {ref:>9,.0f}/s | {r1:>9,.0f}/s | {r1 / ref:>4.2f}x | {r2:>9,.0f}/s | {r2 / ref:>4.2f}x | "
+        jobs = {r: job_config({"data": spec_path, "model.kind": args.model, "model.pruner.formulation": args.formulation,
+                               "train.epochs": args.epochs, "train.batch_size": bs, "resources.workers": args.workers,
+                               "resources.threads": args.threads, "ingest.train_reader": r, "output.dir": str(tmp / "runs"),
+                               "output.name": f"bench-{bs}-{r}"}) for r in readers}
+        model_cfg = jobs[readers[0]].model_for(features)
+        before = plain_loop(model_cfg, data, bs)
+        for reader, job in jobs.items():
+            t0 = time.perf_counter()
+            final = run(job, log=lambda _: None)
+            wall = time.perf_counter() - t0
+            # the reference runs before and after the Ray jobs and the faster run counts: this
+            # machine's speed drifts by tens of percent within minutes, and the reference is the bar
+            ref = max(before, plain_loop(model_cfg, data, bs))
+            first, last = final["history"][0], final["history"][-1]
+            # every worker's rows per second of rank 0's loop (the workers step together)
+            rate = [h.get("rows_all_workers", h["rows"] * args.workers) / h["train_s"] for h in (first, last)]
+            busy = last["train_s"]
+            rows.append((bs, reader, ref, rate[0], rate[1], len(data["label"]) * args.epochs / wall, first["first_batch_s"],
+                         last["data_wait_s"] / busy, last["grad_sync_s"] / busy))
+            phases = last.get("grad_sync_phases_s") or {}
+            if phases:
+                exchange_split[(bs, reader)] = " / ".join(f"{k} {100 * v / busy:.0f}%" for k, v in phases.items())
+    print(f"\n{'batch':>6} | {'reader':>15} | {'plain loop':>11} | {'Ray epoch 1':>11} | {'ratio':>5} | "
+          f"{'Ray epoch ' + str(args.epochs):>11} | {'ratio':>5} | {'whole fit':>10} | {'ratio':>5} | epoch 1 first batch | "
+          f"epoch {args.epochs}: wait / exchange / compute")
+    for bs, reader, ref, r1, r2, whole, first_s, wait, sync in rows:
+        print(f"{bs:>6} | {reader:>15} | {ref:>9,.0f}/s | {r1:>9,.0f}/s | {r1 / ref:>4.2f}x | {r2:>9,.0f}/s | {r2 / ref:>4.2f}x | "
               f"{whole:>8,.0f}/s | {whole / ref:>4.2f}x | {first_s:>17.1f} s | "
               f"{100 * wait:.0f}% / {100 * sync:.0f}% / {100 * (1 - wait - sync):.0f}%")
     print(f"gradient exchange: {final['grad_exchange']}")
-    for bs, split in exchange_split.items():
-        print(f"batch {bs}, epoch {args.epochs}, the exchange's share of the loop by phase: {split}")
+    for (bs, reader), split in exchange_split.items():
+        print(f"batch {bs}, {reader}, epoch {args.epochs}, the exchange's share of the loop by phase: {split}")
     import ray
 
     ray.shutdown()

@@ -23,7 +23,7 @@ paths, resolved here and nowhere else (:data:`ALIASES`, :func:`resolve_key`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -43,7 +43,14 @@ from adasparse.config import (
 class IngestOptions(StrictModel):
     """How the train split streams into the workers (:mod:`pipelines.batching`)."""
 
-    shuffle_buffer: int = Field(default=20_000, ge=0, description="rows in each worker's local shuffle buffer (0: stream order)")
+    train_reader: Literal["assigned", "streaming_split"] = Field(
+        default="assigned",
+        description="assigned: each worker reads its own seeded deal of row groups (exact mid-epoch resume, every row once, "
+                    "pipelines/train_stream.py); streaming_split: Ray Data's streaming split (no mid-epoch checkpoints)")
+    shuffle_buffer: int = Field(
+        default=20_000, ge=0,
+        description="rows shuffled together in each worker: its window of row groups (assigned) or its local shuffle buffer "
+                    "(streaming_split); 0: stream order")
     domain_fields: list[str] | None = Field(
         default=None, min_length=1,
         description="the columns that form the domain key (default: the spec's domain fields); the spec's other domain "
@@ -85,6 +92,14 @@ class FaultOptions(StrictModel):
     """Recovery from worker failures, and the fault injection its tests use."""
 
     max_failures: int = Field(default=0, ge=0, description="worker failures to recover from (restart from the last checkpoint)")
+    checkpoint_every_steps: int | None = Field(
+        default=None, ge=1, description="also checkpoint within an epoch every this many updates (train_reader assigned)")
+    checkpoint_every_minutes: float | None = Field(
+        default=30.0, gt=0,
+        description="also checkpoint within an epoch when this many minutes passed since the last checkpoint (train_reader "
+                    "assigned; none: only at epoch ends)")
+    keep_checkpoints: int = Field(
+        default=2, ge=1, description="checkpoints kept in the run's storage (the newest; each holds the best epoch's weights)")
     fail_at_epoch: int | None = Field(default=None, ge=1, description="fault injection: one worker dies once after this epoch")
 
 

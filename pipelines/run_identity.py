@@ -8,7 +8,10 @@ starts, in one line naming the first difference, and nothing of the old run is t
 Options that may differ between attempts — they say where and how the run executes, not what
 it computes: the spec's path (its content and files are compared instead), ``resources``'
 address, startup wait, threads and CPUs per worker, ``output``, ``faults``, and
-``ingest.check_data``. ``train.epochs`` may grow while the run is unfinished (the run trains on
+``ingest.check_data``. ``resources.workers`` may change too (a cluster that lost nodes): the run
+goes on with every train row of the epoch in progress still trained exactly once
+(:mod:`pipelines.train_stream`), but each update then averages another number of batches, so
+it is no longer the run it would have been. ``train.epochs`` may grow while the run is unfinished (the run trains on
 to the new total); a finished run's epochs are fixed: its last checkpoint holds the best
 epoch's weights without the optimiser state, so more epochs would not continue the run it was.
 Options that exist now but not in an older run's record are not compared.
@@ -25,7 +28,7 @@ from adasparse.config import ConfigError
 RUN_FILE = "run.json"
 FORMAT = 1
 MAY_CHANGE = ("data", "resources.address", "resources.startup_timeout_s", "resources.threads", "resources.cpus_per_worker",
-              "output.", "faults.", "ingest.check_data", "train.epochs")
+              "resources.workers", "output.", "faults.", "ingest.check_data", "train.epochs")
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:

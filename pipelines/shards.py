@@ -1,7 +1,8 @@
 """How the splits are shared among the Ray Train workers.
 
-* **train**: equal shards (Ray Data's ``streaming_split(equal=True)``), so every worker takes the
-  same number of steps and no collective waits for a worker that ran out of batches. The train
+* **train** (only with ``ingest.train_reader: streaming_split``; by default each worker reads its
+  own stream, :mod:`pipelines.train_stream`): equal shards (Ray Data's
+  ``streaming_split(equal=True)``), so every worker takes the same number of steps. The train
   split is given once per epoch a worker group may start at (:func:`train_split_name`): a group
   that starts at epoch ``s`` (a restart, a rerun) reads ``train@s``, whose executions count from
   ``s`` (:func:`pipelines.reading.from_epoch`), so every epoch reads its files in the same order

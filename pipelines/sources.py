@@ -33,6 +33,9 @@ class DataSource:
     schema: pa.Schema  # schema of the needed columns (from the first file)
     split_files: dict[str, list[str]] | None = None  # pre-split datasets: files of each split
     sizes: list[int | None] | None = None  # bytes per file, as listed (None: unknown)
+    # per file, per Parquet row group: [rows, time min, time max] (None where the footer has no
+    # numeric statistics); CSV: [[-1, None, None]], the whole file
+    row_groups: list[list[list]] | None = None
 
     def files_for(self, split: str) -> tuple[list[str], list[int]]:
         """The files (and their row counts) that hold rows of ``split``."""
@@ -110,14 +113,27 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def _read_schema(spec: DatasetSpec, fs, path: str) -> tuple[pa.Schema, int]:
+def _time_stats(meta, spec: DatasetSpec, group: int) -> tuple[float | None, float | None]:
+    """A row group's time column min and max from the footer (None: no numeric statistics)."""
+    schema = meta.schema.to_arrow_schema()
+    idx = schema.get_field_index(spec.time) if spec.time else -1
+    if idx < 0:
+        return None, None
+    st = meta.row_group(group).column(idx).statistics
+    if st is None or not st.has_min_max or not all(isinstance(v, (int, float)) for v in (st.min, st.max)):
+        return None, None
+    return float(st.min), float(st.max)
+
+
+def _read_schema(spec: DatasetSpec, fs, path: str) -> tuple[pa.Schema, int, list[list]]:
     try:
         with fs.open(path, "rb") as fh:
             if spec.format == "parquet":
                 meta = pq.ParquetFile(fh).metadata
-                return meta.schema.to_arrow_schema(), meta.num_rows
+                groups = [[meta.row_group(g).num_rows, *_time_stats(meta, spec, g)] for g in range(meta.num_row_groups)]
+                return meta.schema.to_arrow_schema(), meta.num_rows, groups
             reader = pacsv.open_csv(fh)
-            return reader.schema, -1
+            return reader.schema, -1, [[-1, None, None]]
     except PermissionError as err:
         raise DataError(f"{path}: access denied ({_first_line(err)})") from None
     except (pa.ArrowInvalid, OSError) as err:
@@ -167,16 +183,17 @@ def open_source(spec: DatasetSpec) -> DataSource:
         files = sorted({f for fl in split_files.values() for f in fl})
     else:
         files = _list_files(spec, fs, spec.location)
-    rows, first = [], None
+    rows, groups, first = [], [], None
     for path in files:
-        schema, n = _read_schema(spec, fs, path)
+        schema, n, file_groups = _read_schema(spec, fs, path)
         _check_types(spec, path, schema)
         rows.append(n)
+        groups.append(file_groups)
         first = first or schema
     assert first is not None
     needed = pa.schema([first.field(c) for c in spec.columns])
     # checked with quick requests; read (by the run's tasks) with patient ones
-    return DataSource(spec, filesystem(spec, patient=True), files, rows, needed, split_files, _sizes(fs, files))
+    return DataSource(spec, filesystem(spec, patient=True), files, rows, needed, split_files, _sizes(fs, files), groups)
 
 
 def _sizes(fs, files: list[str]) -> list[int | None]:

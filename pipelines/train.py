@@ -172,6 +172,7 @@ def worker_config(job: JobConfig, features, fail_marker: str | None, cpus: dict[
         "train": job.train.model_dump(mode="json"),
         "ingest": job.ingest.model_dump(mode="json"),
         "resources": job.resources.model_dump(mode="json"),
+        "faults": job.faults.model_dump(mode="json"),
         "node_cpus": cpus,
         "launch": uuid.uuid4().hex,  # this start of the job: a checkpoint of the same launch means a worker restart
         "fail_at_epoch": job.faults.fail_at_epoch,
@@ -192,7 +193,8 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     from pipelines.run_files import DATA_SPEC_FILE
     from pipelines.run_identity import check_run_identity, run_identity
     from pipelines.ray_env import init_ray
-    from pipelines.reading import from_epoch, read_split
+    from pipelines.reading import from_epoch, read_split, split_bounds
+    from pipelines.train_stream import TrainPieces
     from pipelines.shards import EVAL_SPLITS, ExactEvaluationSplits, train_split_name
     from pipelines.sources import open_source
     from pipelines.spec import load_spec
@@ -227,9 +229,10 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     vocab = run_vocabulary(out, name, source, cuts, job.ingest.domain_min_count, log)
     set_aside = set_aside_unreadable_snapshot(out, name, log)
     datasets = {s: read_split(source, s, cuts, vocab=vocab) for s in EVAL_SPLITS}
-    train = read_split(source, "train", cuts, shuffle_files=True, vocab=vocab, seed=job.train.seed)
-    # one lazy copy per epoch a worker group may start at; only the one an attempt starts at is read
-    datasets |= {train_split_name(e): from_epoch(train, e) for e in range(1, job.train.epochs + 1)}
+    if job.ingest.train_reader == "streaming_split":
+        train = read_split(source, "train", cuts, shuffle_files=True, vocab=vocab, seed=job.train.seed)
+        # one lazy copy per epoch a worker group may start at; only the one an attempt starts at is read
+        datasets |= {train_split_name(e): from_epoch(train, e) for e in range(1, job.train.epochs + 1)}
     per_worker = cpus_per_worker(job, cpu_budget or ray.cluster_resources().get("CPU", 1))
     attempts = check_resources(job, per_worker, ray.cluster_resources(), fixed_size, log)
     cfg = worker_config(job, vocab.features(data.features), out.fault_marker(name) if job.faults.fail_at_epoch else None,
@@ -238,6 +241,10 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     cfg["vocabulary"] = vocab.to_json()
     cfg["train_rows"] = vocab.train_rows  # the schedules' plan: α anneals over a fraction of rows × epochs
     cfg["resume_from_run_dir"] = set_aside  # Ray's list of checkpoints is gone: find the newest directory
+    if job.ingest.train_reader == "assigned":  # every worker reads its own deal of the train row groups
+        bounds = split_bounds(source, "train", cuts)
+        cfg["train_data"] = {"pieces": TrainPieces.of(source, "train", bounds).to_state(), "spec": data.model_dump(mode="json"),
+                             "fs": source.fs, "bounds": list(bounds)}
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=cfg,
@@ -247,7 +254,8 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
             name=name,
             storage_path=out.root,
             storage_filesystem=out.arrow_fs(),
-            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="dev_gauc", checkpoint_score_order="max"),
+            # the newest K: every checkpoint holds the best epoch's weights beside the latest
+            checkpoint_config=CheckpointConfig(num_to_keep=job.faults.keep_checkpoints),
             failure_config=FailureConfig(max_failures=job.faults.max_failures, controller_failure_limit=attempts),
             callbacks=list(callbacks or []),
         ),
@@ -279,6 +287,8 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     for r in final.get("restarts", []):
         if r["kind"] == "worker_failure":
             where = f"its epoch-{r['from_epoch'] - 1} checkpoint" if r["from_epoch"] > 1 else "the start (no checkpoint yet)"
+            if r.get("from_step"):
+                where = f"its checkpoint at update {r['from_step']:,} of epoch {r['from_epoch']}"
             log(f"{name}: a worker failed; the run went on from {where}, redoing {r['lost_s']:.1f} s of training "
                 "(with the failure's detection and the restart)")
     t, d = final["test"], final["dev"]

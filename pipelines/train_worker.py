@@ -3,15 +3,21 @@
 :class:`RayTrainRunner` is the adapter: the loop itself (step, evaluation, best epoch) is
 :class:`adasparse.loop.LoopRunner`; this file supplies what only a Ray Train worker has —
 
-* **batches**: this worker's shard of each split (Ray Train's streaming split), in large chunks
-  with a local shuffle buffer (:func:`pipelines.batching.train_batches`); the first epoch's
-  stream starts while the model and the process group are set up;
-* **the gradient exchange**: :class:`adasparse.distributed.GradientAverager` (the mean gradient
-  of every worker each step; see its docstring for why this is not DistributedDataParallel);
+* **batches**: the train split as this worker's own stream (``ingest.train_reader: assigned``,
+  :mod:`pipelines.train_stream`: a seeded deal of row groups, resumable mid-epoch) or its shard
+  of Ray Train's streaming split (:func:`pipelines.batching.train_batches`); dev and test
+  through Ray Data; the first epoch's stream starts while the model and the process group are
+  set up;
+* **the gradient exchange**: :class:`adasparse.distributed.GradientAverager` (every worker's
+  gradient each step, weighted by its rows; a worker out of rows takes part with weight 0 until
+  all are; see its docstring for why this is not DistributedDataParallel);
 * **the metric merge**: every worker's evaluation sums gathered and merged, so dev and test
   metrics are exact over all rows;
 * **the report and the checkpoint**: every worker reports once per epoch (rank 0 with the
-  checkpoint of :mod:`pipelines.checkpoints`), and once more at the end with the final figures.
+  checkpoint of :mod:`pipelines.checkpoints`), within an epoch every ``faults.checkpoint_every_*``
+  (every worker at the same update: the step count, or rank 0's clock carried by the exchange;
+  the checkpoint holds every worker's stream position, its epoch figures so far and its RNG
+  state), and once more at the end with the final figures.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -60,13 +67,49 @@ class RayTrainRunner(LoopRunner):
         self._first_stream = first_stream
         self.start_epoch = start_epoch  # the epoch this worker group started at (its train split: train@start)
         self.restarts: list[dict] = []
+        self.stream = None  # the epoch's WorkerStream (train_reader assigned)
+        self.resume_at: dict | None = None  # the in-progress epoch of a mid-epoch checkpoint: streams and positions
+        self._mid: dict | None = None  # what the mid-epoch checkpoint being written holds of every worker
+        faults = cfg.get("faults") or {}
+        assigned = cfg["ingest"].get("train_reader") == "assigned"
+        self.every_steps = faults.get("checkpoint_every_steps") if assigned else None
+        minutes = faults.get("checkpoint_every_minutes") if assigned else None
+        self.every_s = None if minutes is None else 60.0 * minutes
+        self._last_checkpoint = time.monotonic()
 
     def state_meta(self) -> dict:
         """The loop's checkpoint record, with when it was written, by which launch of the job,
         and the run's restarts so far (:mod:`pipelines.attempts`)."""
-        import time
+        meta = {**super().state_meta(), "written_at": time.time(), "launch": self.cfg.get("launch"), "restarts": self.restarts}
+        if self._mid is not None:  # every worker's part of the epoch in progress
+            meta["in_progress"] = self._mid["meta"]
+        return meta
 
-        return {**super().state_meta(), "written_at": time.time(), "launch": self.cfg.get("launch"), "restarts": self.restarts}
+    def state_tensors(self, with_optimizer: bool = True) -> dict:
+        out = super().state_tensors(with_optimizer)
+        if self._mid is not None:
+            out["rng"] = self._mid["rng"]
+        return out
+
+    def load_state(self, tensors: dict, meta: dict) -> None:
+        """Continue from a checkpoint; a mid-epoch one also gives this worker its part of the
+        epoch in progress (its own figures when the number of workers is the same), the
+        streams' positions and its RNG state."""
+        import torch
+
+        progress = meta.get("in_progress")
+        mine = None
+        if progress:
+            ranks = progress["ranks"]
+            own = ranks[self.rank] if self.rank < len(ranks) and len(ranks) == self.world else None
+            common = {k: ranks[0][k] for k in ("epoch", "steps", "rows_all")}
+            mine = own or {**common, "rows": 0, "local_steps": 0, "loss_sum": 0.0, "train_s": ranks[0]["train_s"]}
+            self.resume_at = {"epoch": progress["epoch"], "streams": progress["streams"],
+                              "positions": {int(k): tuple(v) for k, v in progress["positions"].items()}}
+            rng = tensors.get("rng")
+            if rng is not None and self.rank < len(rng) and len(rng) == self.world:
+                torch.set_rng_state(rng[self.rank])
+        super().load_state(tensors, {**meta, "in_progress": mine})
 
     def checkpoint(self, final: dict | None = None, test_statistics: dict | None = None, test_masks: dict | None = None):
         """Rank 0's checkpoint (the weights with the vocabulary their ids come from); None elsewhere."""
@@ -90,7 +133,17 @@ class RayTrainRunner(LoopRunner):
         if self._first_stream is not None:
             stream, self._first_stream = self._first_stream, None
             return stream
-        return epoch_stream(self.cfg, epoch, self.start_epoch)
+        return self.epoch_batches(epoch)
+
+    def epoch_batches(self, epoch: int):
+        """This worker's train batches of ``epoch`` (from the positions of a mid-epoch checkpoint
+        of that epoch, if the run resumed from one)."""
+        if self.cfg["ingest"].get("train_reader") != "assigned":
+            self.stream = None
+            return epoch_stream(self.cfg, epoch, self.start_epoch)
+        resume = self.resume_at if self.resume_at is not None and self.resume_at["epoch"] == epoch else None
+        self.stream = assigned_stream(self.cfg, epoch, self.rank, self.world, resume)
+        return self.stream
 
     def eval_batches(self, split: str):
         import ray.train
@@ -99,9 +152,49 @@ class RayTrainRunner(LoopRunner):
 
         return train_batches(ray.train.get_dataset_shard(split), max(self.cfg["train"]["batch_size"], EVAL_BATCH_ROWS))
 
-    def sync_gradients(self) -> None:
-        if self.averager is not None:
-            self.averager.average()
+    def sync_gradients(self, rows: int) -> tuple[int, float]:
+        if self.averager is None:
+            return rows, self.step_flag()
+        total, flag = self.averager.average(weight=rows, flag=self.step_flag())
+        return int(round(total)), flag
+
+    def step_flag(self) -> float:
+        """Rank 0's clock asks for a mid-epoch checkpoint (the exchange carries it to all)."""
+        if self.rank != 0 or self.every_s is None:
+            return 0.0
+        return float(time.monotonic() - self._last_checkpoint >= self.every_s)
+
+    def after_step(self, progress, flag: float) -> None:
+        due = flag > 0 or (self.every_steps is not None and progress.steps % self.every_steps == 0)
+        if due and self.stream is not None:
+            self.checkpoint_mid_epoch(progress)
+
+    def checkpoint_mid_epoch(self, progress) -> None:
+        """Every worker at the same update: gather each one's stream position, epoch figures and
+        RNG state; rank 0 writes the checkpoint; every worker reports it."""
+        import torch
+        import torch.distributed as dist
+
+        mine = (self.stream.position(), progress.state(), torch.get_rng_state())
+        parts = [mine]
+        if self.world > 1 and dist.is_initialized():
+            parts = [None] * self.world
+            dist.all_gather_object(parts, mine)
+        positions: dict = {}
+        for pos, _, _ in parts:
+            positions.update({str(s): list(p) for s, p in pos.items()})
+        self._mid = {"meta": {"epoch": progress.epoch, "steps": progress.steps, "streams": len(self.stream.plan.streams),
+                              "positions": positions,
+                              "ranks": [state for _, state, _ in parts]},
+                     "rng": [rng for _, _, rng in parts]}
+        try:
+            checkpoint = self.checkpoint()
+        finally:
+            self._mid = None
+        best = self.best.dev.get("gauc") if self.best.state is not None else None
+        report({"epoch_in_progress": progress.epoch, "step": progress.steps, "mid_epoch": True, "final": False,
+                "dev_gauc": float("nan") if best is None else best, "placement_group": placement_group_hex()}, checkpoint)
+        self._last_checkpoint = time.monotonic()
 
     def evaluate(self, split: str):
         # state not trained by gradients (STAR's running statistics) differs between workers:
@@ -130,15 +223,15 @@ class RayTrainRunner(LoopRunner):
     def on_progress(self, epoch: int, rows: int, elapsed_s: float, loss: float, wait_s: float) -> None:
         if self.rank != 0:
             return
-        total = rows * self.world
+        total = self.progress.rows_all if self.progress is not None else rows * self.world  # every worker's rows
         # sys.stdout, not print: Ray Train's patched print would emit every line twice
         sys.stdout.write(f"[train] epoch {epoch}: {total:,} rows, {total / elapsed_s:,.0f} rows/s, loss {loss:.4f}, "
                          f"waiting for data {100 * wait_s / elapsed_s:.0f}% of the time\n")
         sys.stdout.flush()
 
     def on_epoch_end(self, record: dict, improved: bool) -> None:
-
         checkpoint = self.checkpoint()
+        self._last_checkpoint = time.monotonic()
         metrics = {k: v for k, v in record.items() if k not in ("sparsity", "grad_sync_phases_s")}
         report(metrics | {"final": False, "placement_group": placement_group_hex()}, checkpoint)
         marker = self.cfg.get("fail_marker")
@@ -180,6 +273,25 @@ def epoch_stream(cfg: dict, epoch: int, start_epoch: int):
 
     return train_batches(ray.train.get_dataset_shard(train_split_name(start_epoch)), cfg["train"]["batch_size"],
                          cfg["ingest"]["shuffle_buffer"], cfg["train"]["seed"] + epoch)
+
+
+def assigned_stream(cfg: dict, epoch: int, rank: int, world: int, resume: dict | None):
+    """This worker's :class:`pipelines.train_stream.WorkerStream` for ``epoch``: the epoch dealt to
+    as many streams as workers, or — resuming a mid-epoch checkpoint of this epoch — to the
+    checkpoint's streams, each from its saved position (stream ``s`` read by worker ``s mod world``)."""
+    from adasparse.vocabulary import DomainVocabulary
+    from pipelines.spec import DatasetSpec
+    from pipelines.train_stream import EpochPlan, PieceReader, TrainPieces, WorkerStream
+
+    data = cfg["train_data"]
+    pieces = TrainPieces.from_state(data["pieces"])
+    seed, window = cfg["train"]["seed"], cfg["ingest"]["shuffle_buffer"]
+    streams = world if resume is None else resume["streams"]
+    plan = EpochPlan.make(pieces, seed, epoch, streams, window)
+    vocab = DomainVocabulary.from_json(cfg["vocabulary"]) if cfg.get("vocabulary") else None
+    reader = PieceReader(DatasetSpec.model_validate(data["spec"]), data["fs"], pieces.files, tuple(data["bounds"]), vocab)
+    return WorkerStream(reader, plan, pieces, seed=seed, streams=plan.owned(rank, world), batch_size=cfg["train"]["batch_size"],
+                        start=None if resume is None else resume["positions"], shuffle=window > 0)
 
 
 def run_dir_checkpoint():
@@ -237,23 +349,23 @@ def train_loop(cfg: dict) -> None:
                           f"(ids {resumed[1]['vocabulary']}): restore the file or start a run of another name")
     start = 1 if resumed is None else resumed[1]["epoch"] + 1
     epochs = cfg["train"]["epochs"]
-    # the first epoch's stream starts now, while the model and the process group are set up
-    first_stream = EarlyStart(epoch_stream(cfg, start, start)) if start <= epochs else None
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg["train"]["seed"])
     model_cfg = ModelConfig.model_validate(cfg["model"])
     model = build_model(model_cfg, vocab).to(device)  # STAR: the vocabulary's train domains own their rows
     model.check_ids = False  # ids come from the encoder: always inside their buckets
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    model.clock_in_forward = False  # the schedules advance by each update's rows of all workers (the exchange's)
     node = ray.get_runtime_context().get_node_id()
     torch.set_num_threads(cfg["resources"].get("threads") or node_threads(ctx.get_local_world_size(), cfg.get("node_cpus", {}).get(node)))
     # a step touches at most batch × fields table rows: with that bound small exchanges take one collective
     bounds = model.table_rows_per_step(cfg["train"]["batch_size"])
     averager = GradientAverager(model, max_rows=bounds) if world > 1 else None
     opt = build_optimizer(model, OptimConfig.model_validate(cfg["optim"]))
-    runner = RayTrainRunner(model, opt, cfg, rank=rank, world=world, averager=averager, first_stream=first_stream, vocab=vocab,
-                            start_epoch=start)
+    runner = RayTrainRunner(model, opt, cfg, rank=rank, world=world, averager=averager, vocab=vocab, start_epoch=start)
     if resumed is not None:
         runner.load_state(*resumed)
+    if start <= epochs:  # the first epoch's stream starts now, while the process group and the exchange are set up
+        runner._first_stream = EarlyStart(runner.epoch_batches(start))
     if rank == 0:  # this start of the worker group, recorded: restarts counted, the training they redid measured
         storage = ctx.get_storage()  # a DeveloperAPI of Ray Train: the run's filesystem and path
         runner.restarts = record_attempt(storage.storage_filesystem, storage.experiment_fs_path, cfg["launch"], start,

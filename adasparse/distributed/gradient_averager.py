@@ -29,7 +29,12 @@ barrier): gloo's latency per collective dwarfs a small step's work on CPU (docs/
 ``transport="collectives"`` forces the process group, ``"shared_memory"`` insists (or raises).
 
 The result equals DDP's: every rank ends the step with the mean of the ranks' gradients
-(each rank's loss is its own batch mean). Traffic per step is the touched rows only,
+(each rank's loss is its own batch mean). **Weighted by rows** when the ranks' batches differ
+(``average(weight=rows)``): each rank's gradient counts in proportion to its rows, Σ_r n_r·g_r /
+Σ_r n_r — the gradient of the mean loss over every rank's rows, whatever the split; a rank
+without a batch this step takes part with weight 0 (its zero gradient changes nothing) and
+every rank learns the step's total rows, 0 when every rank is out of data. A flag rides along
+too (summed over ranks), so the ranks decide together, at the same step, e.g. to checkpoint. Traffic per step is the touched rows only,
 O(world · batch · fields · dim), never the table. Works on CPU (gloo or shared memory) and
 GPU (NCCL) alike.
 """
@@ -56,11 +61,12 @@ def _pack_rows(rows: torch.Tensor, values: torch.Tensor, out: torch.Tensor) -> N
     out[: rows.numel(), 2:] = values.float()
 
 
-def _sparse_mean(p: nn.Parameter, blocks: list[torch.Tensor], sizes: list[int], world: int) -> torch.Tensor:
-    """The mean sparse gradient from every rank's packed block (``sizes``: its used rows)."""
+def _sparse_mean(p: nn.Parameter, blocks: list[torch.Tensor], sizes: list[int], total: float) -> torch.Tensor:
+    """The mean sparse gradient from every rank's packed block (``sizes``: its used rows;
+    ``total``: the ranks' summed weights, by which the weighted values are divided)."""
     both = torch.cat([b[:n] for b, n in zip(blocks, sizes)])
     all_rows = both[:, :2].contiguous().view(torch.int64).view(-1)
-    all_values = (both[:, 2:] / world).to(p.dtype)
+    all_values = (both[:, 2:] / total).to(p.dtype)
     return torch.sparse_coo_tensor(all_rows.unsqueeze(0), all_values, p.shape, check_invariants=False).coalesce()
 
 
@@ -104,7 +110,7 @@ class GradientAverager:
             bounds = [min(max_rows.get(p, p.shape[0]), p.shape[0]) for p in sparse]
         else:
             bounds = [min(max_rows, p.shape[0]) for p in sparse]
-        payload = self.n_dense + len(sparse) + sum(b * (p.shape[1] + 2) for b, p in zip(bounds, sparse))
+        payload = self.n_dense + 2 + len(sparse) + sum(b * (p.shape[1] + 2) for b, p in zip(bounds, sparse))
         on_cpu = all(p.device.type == "cpu" for p in self.dense + self.sparse)
         if transport != "collectives" and on_cpu and payload * 4 <= SHARED_MAX_BYTES and all_on_one_host(group):
             self.local = SharedMemoryGather.create(payload, group)
@@ -156,32 +162,50 @@ class GradientAverager:
         self.timings[phase] += now - since
         return now
 
-    def average(self) -> None:
+    def average(self, weight: float = 1.0, flag: float = 0.0) -> tuple[float, float]:
+        """Every rank's gradients → their mean weighted by ``weight`` (e.g. the rank's rows this
+        step; 0: no batch, its gradients are ignored). Returns the ranks' summed weights and
+        summed ``flag``, the same on every rank. Summed weights of 0 leave every gradient None
+        (nothing to step on)."""
         if self.world == 1:
-            return
+            return weight, flag
         t = time.perf_counter()
-        local = [self._local_rows(p) for p in self.sparse]
+        local = [self._local_rows(p, weight) for p in self.sparse]
         t = self._tick("coalesce", t)
         if self.bounds is not None:
-            self._average_fused(local, t)
-            return
-        counts = self._average_dense([rows.numel() for rows, _ in local], t)
+            return self._average_fused(local, weight, flag, t)
+        counts, total, flags = self._average_dense([rows.numel() for rows, _ in local], weight, flag, t)
         for p, (rows, values), sizes in zip(self.sparse, local, counts):
-            self._average_sparse(p, rows, values, sizes)
+            self._average_sparse(p, rows, values, sizes, total)
+        return total, flags
 
-    def _local_rows(self, p: nn.Parameter) -> tuple[torch.Tensor, torch.Tensor]:
-        if p.grad is None:
+    def _local_rows(self, p: nn.Parameter, weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        if p.grad is None or weight == 0:
             return torch.zeros(0, dtype=torch.int64, device=p.device), p.new_zeros(0, p.shape[1])
         g = p.grad.coalesce()
-        return g.indices()[0], g.values()
+        return g.indices()[0], g.values() if weight == 1 else g.values() * weight
 
-    def _average_dense(self, row_counts: list[int], t: float) -> list[list[int]]:
+    def _weighted_dense(self, weight: float) -> list[torch.Tensor]:
+        """This rank's dense gradients × ``weight``, flat (a parameter without a gradient on this
+        rank, or a rank of weight 0, contributes zeros: the others' may not be None)."""
+        if weight == 0:
+            return [torch.zeros(p.numel(), device=p.device) for p in self.dense]
+        grads = [p.grad.reshape(-1).float() if p.grad is not None else torch.zeros(p.numel(), device=p.device) for p in self.dense]
+        return grads if weight == 1 else [g * weight for g in grads]
+
+    def _set_mean(self, summed: torch.Tensor, total: float) -> int:
+        """Dense gradients from their weighted sum (None for all when ``total`` is 0)."""
+        if total == 0:
+            for p in self.dense:
+                p.grad = None
+            return self.n_dense
+        return self._set_dense_grads(summed.div_(total))
+
+    def _average_dense(self, row_counts: list[int], weight: float, flag: float, t: float) -> tuple[list[list[int]], float, float]:
         """One all-reduce for every dense gradient, with each table's row count riding along.
 
         The counts sit in a (tables, world) block, this rank's in its own column, so the sum
         gives every rank every count (exact in float32 up to 2^24 rows per rank and step)."""
-        # a parameter without a gradient on this rank contributes zeros (the others' may not be None)
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.dense]
         device = self.dense[0].device if self.dense else self.sparse[0].device
         block = torch.zeros(len(row_counts), self.world, device=device)
         if row_counts:
@@ -189,14 +213,16 @@ class GradientAverager:
                 raise ValueError(f"{max(row_counts)} embedding rows in one step exceed the 2^24 this exchange counts exactly")
             rank = dist.get_rank(self.group)
             block[:, rank] = torch.tensor(row_counts, dtype=torch.float32, device=device)
-        flat = torch.cat([g.reshape(-1).float() for g in grads] + [block.reshape(-1)])
+        tail = torch.tensor([weight, flag], dtype=torch.float32, device=device)  # rows: exact below 2^24
+        flat = torch.cat(self._weighted_dense(weight) + [block.reshape(-1), tail])
         t = self._tick("merge", t)
         dist.all_reduce(flat, group=self.group)
         t = self._tick("collective", t)
-        offset = self._set_dense_grads(flat[: self.n_dense].div_(self.world))
-        counts = flat[offset:].view(len(row_counts), self.world).long().tolist()
+        total, flags = (float(x) for x in flat[-2:])
+        offset = self._set_mean(flat[: self.n_dense], total)
+        counts = flat[offset:-2].view(len(row_counts), self.world).long().tolist()
         self._tick("merge", t)
-        return counts
+        return counts, total, flags
 
     def _set_dense_grads(self, mean: torch.Tensor) -> int:
         """Each dense parameter's gradient as a view of the flat mean (one division for all);
@@ -208,11 +234,12 @@ class GradientAverager:
             offset += n
         return offset
 
-    def _average_fused(self, local: list[tuple[torch.Tensor, torch.Tensor]], t: float) -> None:
-        """One all-gather of [dense grads | row counts | each table's rows padded to its bound]."""
+    def _average_fused(self, local: list[tuple[torch.Tensor, torch.Tensor]], weight: float, flag: float,
+                       t: float) -> tuple[float, float]:
+        """One all-gather of [dense grads | weight, flag | row counts | each table's rows padded to its bound]."""
         device = self.dense[0].device if self.dense else self.sparse[0].device
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.dense]
-        parts = [g.reshape(-1).float() for g in grads]
+        parts = self._weighted_dense(weight)
+        parts.append(torch.tensor([weight, flag], dtype=torch.float32, device=device))
         parts.append(torch.tensor([rows.numel() for rows, _ in local], dtype=torch.float32, device=device))
         for p, (rows, values), bound in zip(self.sparse, local, self.bounds):
             if rows.numel() > bound:  # cannot happen while the bound holds; never hang the others
@@ -230,17 +257,19 @@ class GradientAverager:
             gathered = torch.empty(self.world, flat.numel(), dtype=flat.dtype, device=device)
             dist.all_gather(list(gathered.unbind(0)), flat, group=self.group)  # rows of one buffer
         t = self._tick("collective", t)
-        offset = self._set_dense_grads(gathered[:, : self.n_dense].sum(0).div_(self.world))
+        total, flags = (float(x) for x in gathered[:, self.n_dense : self.n_dense + 2].sum(0))
+        offset = self._set_mean(gathered[:, : self.n_dense].sum(0), total) + 2
         counts = gathered[:, offset : offset + len(self.sparse)].long().T.tolist()  # (tables, world)
         offset += len(self.sparse)
         for p, bound, sizes in zip(self.sparse, self.bounds, counts):
             width = p.shape[1] + 2
             blocks = gathered[:, offset : offset + bound * width].reshape(self.world, bound, width)
             offset += bound * width
-            p.grad = None if max(sizes) == 0 else _sparse_mean(p, list(blocks.unbind(0)), sizes, self.world)
+            p.grad = None if max(sizes) == 0 else _sparse_mean(p, list(blocks.unbind(0)), sizes, total)
         self._tick("merge", t)
+        return total, flags
 
-    def _average_sparse(self, p: nn.Parameter, rows: torch.Tensor, values: torch.Tensor, sizes: list[int]) -> None:
+    def _average_sparse(self, p: nn.Parameter, rows: torch.Tensor, values: torch.Tensor, sizes: list[int], total: float) -> None:
         if max(sizes) == 0:  # no rank touched the table this step (every rank knows it)
             p.grad = None
             return
@@ -252,7 +281,7 @@ class GradientAverager:
         t = self._tick("merge", t)
         dist.all_gather(gathered, packed, group=self.group)
         t = self._tick("collective", t)
-        p.grad = _sparse_mean(p, gathered, sizes, self.world)
+        p.grad = _sparse_mean(p, gathered, sizes, total)
         self._tick("merge", t)
 
 

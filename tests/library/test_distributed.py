@@ -65,6 +65,27 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, max_rows, trans
                         for n, p in model.named_parameters() if p.grad is not None})
             expected.append({n: sum(ref[n] for ref in reference) / world for n in reference[0]})
         sparse_is_sparse = model.embedding.table.weight.grad.is_sparse
+        # weighted by rows: rank r's batch counts n_r / Σn (one step), a rank without a batch
+        # (weight 0, no backward: its gradients are None) changes nothing, none at all: total 0
+        weighted = []
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        sizes = [64 + 16 * r for r in range(world)]
+        batches = [random_batch(cfg, n=sizes[r], seed=500 + r) for r in range(world)]
+        reference = []
+        for b in batches:
+            model.load_state_dict(start)
+            reference.append(_grads(model, b))
+        for active in (list(range(world)), [0], []):
+            model.load_state_dict(start)
+            model.zero_grad(set_to_none=True)
+            if rank in active:
+                _grads(model, batches[rank])
+            total, flag = avg.average(weight=sizes[rank] if rank in active else 0, flag=float(rank == 1))
+            n = sum(sizes[r] for r in active)
+            expect = {k: sum(sizes[r] * reference[r][k] for r in active) / n for k in reference[0]} if active else {}
+            weighted.append({"total": total, "flag": flag, "rows": n, "expected": expect,
+                             "got": {k: (p.grad.to_dense() if p.grad.is_sparse else p.grad).clone()
+                                     for k, p in model.named_parameters() if p.grad is not None}})
         if kind == "maml":  # each rank's support rows are its own batches' until the broadcast
             model.objective(model(*batches[rank][:2]), batches[rank][2])
         buffers_before = {n: b.clone() for n, b in model.named_buffers()}
@@ -75,7 +96,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, max_rows, trans
         avg.close()
         torch.save({"got": got, "expected": expected, "sparse": sparse_is_sparse, "fused": fused,
                     "transport": transport_used, "timings": timings, "after_reset": dict(avg.timings), "params": params,
-                    "buffers_before": buffers_before, "buffers": buffers},
+                    "buffers_before": buffers_before, "buffers": buffers, "weighted": weighted},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -121,6 +142,21 @@ def test_every_gradient_is_the_mean_of_the_ranks(two_ranks):
             for name, g in got.items():
                 torch.testing.assert_close(g, expected[name], rtol=1e-6, atol=1e-7, msg=name)
         assert res["sparse"], "the table's gradient must stay sparse for the sparse optimiser"
+
+
+def test_the_mean_is_weighted_by_rows_and_a_rank_without_a_batch_counts_for_nothing(two_ranks):
+    """``average(weight=rows)``: Σ n_r g_r / Σ n_r (the gradient of the mean loss over all the
+    ranks' rows); a rank out of data (weight 0) leaves the others' mean; every rank out: total 0
+    and no gradient (the epoch's end). The flag is summed over the ranks."""
+    results, _ = two_ranks
+    for res in results:
+        assert [w["total"] for w in res["weighted"]] == [w["rows"] for w in res["weighted"]] == [64 + 80, 64, 0]
+        assert all(w["flag"] == 1.0 for w in res["weighted"])
+        for w in res["weighted"][:2]:
+            assert set(w["got"]) == set(w["expected"])
+            for name, g in w["got"].items():
+                torch.testing.assert_close(g, w["expected"][name], rtol=1e-5, atol=1e-7, msg=name)
+        assert res["weighted"][2]["got"] == {}
 
 
 def test_ranks_start_from_rank_zero_parameters(two_ranks):

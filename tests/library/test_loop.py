@@ -87,12 +87,15 @@ class ZeroGradients(InMemoryRunner):
         super().__init__(*a, **kw)
         self.syncs = 0
 
-    def sync_gradients(self):
+    def sync_gradients(self, rows):
+        if rows == 0:  # the epoch's last call: no batch left (one worker: the epoch ends)
+            return 0, 0.0
         self.syncs += 1
         dense = [p for p in self.model.parameters() if p.grad is not None and not p.grad.is_sparse]
         assert dense and any(bool(p.grad.abs().sum() > 0) for p in dense)  # after backward
         for p in self.model.parameters():
             p.grad = None  # before the optimiser step: nothing is applied
+        return rows, 0.0
 
 
 def test_the_gradient_sync_hook_runs_between_backward_and_the_step():
@@ -192,3 +195,53 @@ def test_per_domain_sparsity_is_each_domains_share_of_pruned_neurons():
     merged = DomainSparsity.merge([a, b])
     assert merged.keys.tolist() == whole.keys.tolist() and merged.rows.tolist() == whole.rows.tolist()
     assert merged.sums == pytest.approx(whole.sums)
+
+
+class Lockstep(InMemoryRunner):
+    """As one of two workers whose other worker holds 3 more batches of 32 rows than this one
+    (the exchange's answer: this worker's rows plus the other's while it has some)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.model.clock_in_forward = False
+        self.other_left, self.calls, self.at_checkpoint = 8 + 3, [], []
+
+    def sync_gradients(self, rows):
+        other = 32 if self.other_left > 0 else 0
+        self.other_left -= 1
+        self.calls.append(rows)
+        return rows + other, float(len(self.calls) == 5)  # the other worker asks for a checkpoint after update 5
+
+    def after_step(self, progress, flag):
+        if flag:
+            self.at_checkpoint.append(progress.state())
+
+
+def test_a_worker_out_of_rows_steps_with_the_others_until_all_are_out():
+    runner = make_runner(Lockstep, epochs=1)
+    before = {k: v.clone() for k, v in runner.model.state_dict().items()}
+    stats = runner.train_epoch(1)
+    # 8 own batches, 3 updates without a batch (the other worker's), then the closing exchange
+    assert runner.calls == [32] * 8 + [0] * 3 + [0]
+    assert (stats["steps"], stats["rows"], stats["rows_all_workers"]) == (11, 256, 256 + 11 * 32)
+    # the schedules' clock runs on both workers' rows, one update per step, idle ones included
+    assert (int(runner.model.num_updates), int(runner.model.num_samples)) == (11, 256 + 11 * 32)
+    after = runner.model.state_dict()
+    assert not torch.equal(before["num_samples"], after["num_samples"])
+    assert runner.at_checkpoint == [{"epoch": 1, "steps": 5, "rows_all": 5 * 64, "rows": 5 * 32, "local_steps": 5,
+                                     "loss_sum": pytest.approx(runner.at_checkpoint[0]["loss_sum"]),
+                                     "train_s": pytest.approx(runner.at_checkpoint[0]["train_s"])}]
+
+
+def test_an_epoch_resumed_from_its_progress_counts_the_part_trained_before():
+    """A mid-epoch checkpoint's progress loaded: the epoch's figures are those of both parts."""
+    from adasparse.loop import EpochProgress
+
+    runner = make_runner(epochs=1)
+    runner.progress = EpochProgress.from_state({"epoch": 1, "steps": 5, "rows_all": 160, "rows": 160, "local_steps": 5,
+                                                "loss_sum": 5 * 0.7, "train_s": 2.0})
+    stats = runner.train_epoch(1)  # the in-memory stream has all 8 batches: 13 in all
+    assert (stats["steps"], stats["rows"], stats["rows_all_workers"]) == (13, 160 + 256, 160 + 256)
+    assert stats["train_s"] > 2.0 and runner.rows_trained == 256 and runner.progress is None
+    meta = runner.state_meta()
+    assert "in_progress" not in meta  # after the epoch: an epoch-end checkpoint

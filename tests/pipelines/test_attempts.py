@@ -5,9 +5,9 @@ from pyarrow.fs import LocalFileSystem
 from pipelines.attempts import record_attempt, restarts_of
 
 
-def _m(attempt, at, epoch, written=None, launch="L2", ck_launch=None, final=False):
+def _m(attempt, at, epoch, written=None, launch="L2", ck_launch=None, final=False, step=0):
     return {"launch": launch, "attempt": attempt, "started_at": at, "from_epoch": epoch, "checkpoint_written_at": written,
-            "checkpoint_launch": ck_launch, "checkpoint_final": final}
+            "checkpoint_launch": ck_launch, "checkpoint_final": final, "from_step": step}
 
 
 def test_failures_reruns_and_the_work_each_redid():
@@ -15,12 +15,12 @@ def test_failures_reruns_and_the_work_each_redid():
                {"kind": "worker_failure", "launch": "L2", "from_epoch": 1, "lost_s": 9.0}]  # stale: rebuilt from markers
     markers = [_m(0, 100.0, 3, written=90.0, ck_launch="L1"),  # the command rerun: resumes L1's epoch-2 checkpoint
                _m(1, 160.0, 3, written=90.0, ck_launch="L1"),  # a failure before any new checkpoint: 60 s since the start
-               _m(2, 400.0, 5, written=380.0, ck_launch="L2")]  # a failure 20 s after the epoch-4 checkpoint
+               _m(2, 400.0, 5, written=380.0, ck_launch="L2", step=70)]  # 20 s after a checkpoint at step 70 of epoch 5
     assert restarts_of(markers, earlier) == [
         {"kind": "worker_failure", "launch": "L1", "from_epoch": 2, "lost_s": 5.0},
-        {"kind": "rerun", "launch": "L2", "from_epoch": 3},
-        {"kind": "worker_failure", "launch": "L2", "from_epoch": 3, "lost_s": 60.0},
-        {"kind": "worker_failure", "launch": "L2", "from_epoch": 5, "lost_s": 20.0},
+        {"kind": "rerun", "launch": "L2", "from_epoch": 3, "from_step": 0},
+        {"kind": "worker_failure", "launch": "L2", "from_epoch": 3, "from_step": 0, "lost_s": 60.0},
+        {"kind": "worker_failure", "launch": "L2", "from_epoch": 5, "from_step": 70, "lost_s": 20.0},
     ]
     # a first start from scratch, or re-testing a finished run, restarts nothing
     assert restarts_of([_m(0, 1.0, 1)], []) == []

@@ -64,7 +64,8 @@ def test_two_workers_train_and_write_metrics(odd_rows, tmp_path):
     # the schedules run on the samples of both workers: α rises over a quarter of the planned
     # run (train rows × 2 epochs, half of epoch 1) and ends at its cap
     planned = dom["train_rows"] * 2
-    seen = saved["history"][0]["rows"] * 2  # each worker's rows × 2 workers
+    seen = saved["history"][0]["rows_all_workers"]  # both workers' rows
+    assert seen == dom["train_rows"]
     assert saved["history"][0]["alpha"] == pytest.approx(0.1 + 4.9 * min(1.0, seen / (0.25 * planned))) == pytest.approx(5.0)
     assert saved["history"][-1]["alpha"] == pytest.approx(5.0)
     assert set(saved["test"]) >= {"logloss", "auc", "gauc"} and 0.3 < saved["test"]["auc"] < 1
@@ -296,6 +297,36 @@ def test_the_in_memory_loop_and_a_one_worker_ray_job_agree(ray_local, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_worker_without_train_rows_takes_every_step_with_weight_zero_and_changes_nothing(ray_local, tmp_path):
+    """Deliberately unequal shards: one row group holds the whole train split, so of two workers
+    one reads every row and the other none. It takes part in every update with weight 0 (no
+    hang, no row dropped), and the run is the one-worker run: the same updates on the same
+    batches (the row-weighted mean of one batch and nothing is that batch's gradient). The
+    two-worker run also checkpoints within epochs by rank 0's clock (every 60 ms: rank 0's flag
+    carried by the exchange, so both workers checkpoint at the same update), which changes nothing."""
+    from pipelines.generate import generate
+
+    generate(str(tmp_path / "data"), rows=6000, domains=30, seed=5, chunk_rows=6000)  # one file, one row group
+    common = ["--data", str(tmp_path / "data" / "spec.yaml"), "--epochs", "2", "--batch-size", "128", "--hidden-units", "16,8",
+              "--seed", "4", "--out", str(tmp_path / "runs"), "--threads", "1"]
+    two = run(parse_args(common + ["--workers", "2", "--name", "two", "--faults.checkpoint_every_minutes", "0.001",
+                                   "--faults.keep_checkpoints", "1000"]), log=lambda s: None)
+    one = run(parse_args(common + ["--workers", "1", "--name", "one"]), log=lambda s: None)
+    metas = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "two").glob("checkpoint_*/meta.json")]
+    mid = [m["in_progress"] for m in metas if "in_progress" in m]
+    assert len(mid) >= 2 and {m["epoch"] for m in mid} <= {1, 2}
+    for m in mid:  # both workers' parts at the same update: worker 1's stream (no pieces) is done at once
+        assert [r["steps"] for r in m["ranks"]] == [m["steps"]] * 2 and m["ranks"][1]["rows"] == 0
+    train_rows = two["domains"]["train_rows"]
+    for a, b in zip(two["history"], one["history"], strict=True):
+        assert a["rows"] == a["rows_all_workers"] == b["rows"] == train_rows  # rank 0 read them all
+        assert a["steps"] == b["steps"] == -(-train_rows // 128)
+        for k in ("dev_logloss", "dev_auc", "dev_gauc", "train_loss"):
+            assert a[k] == pytest.approx(b[k], abs=1e-5), k
+    assert two["test"]["auc"] == pytest.approx(one["test"]["auc"], abs=1e-5)
+
+
+@pytest.mark.slow
 def test_bad_data_met_inside_a_worker_is_one_line(generated, tmp_path, capsys):
     """A DataError raised while a Ray Train worker streams its shard (the check before training
     turned off) comes back wrapped by Ray Train; the command finds it by type and prints its one
@@ -309,7 +340,8 @@ def test_bad_data_met_inside_a_worker_is_one_line(generated, tmp_path, capsys):
                  "--hidden-units", "8", "--out", str(tmp_path / "runs"), "--ingest.check_data", "false"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert err[-1] == f"adasparse train: {data}/part-000000.parquet: column 'label': label 2 is not 0 or 1"
+    # the worker's own stream reads row groups: the line names the group too
+    assert err[-1] == f"adasparse train: {data}/part-000000.parquet (row group 0): column 'label': label 2 is not 0 or 1"
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ from adasparse.config import (
 
 
 class IngestOptions(StrictModel):
-    """How the train split streams into the workers (:mod:`pipelines.batching`)."""
+    """How the train split streams into the workers (:mod:`pipelines.train_stream`, :mod:`pipelines.batching`)."""
 
     train_reader: Literal["assigned", "streaming_split"] = Field(
         default="assigned",

@@ -155,3 +155,48 @@ def test_an_unreadable_piece_is_one_line_naming_the_file_and_group(dataset, tmp_
     reader = PieceReader(source.spec, source.fs, [str(tmp_path / "gone.parquet")], (-np.inf, np.inf))
     with pytest.raises(Exception, match=r"gone\.parquet \(row group 2\): unreadable"):
         reader.read(np.array([0, 2, 64]))
+
+
+def test_csv_files_are_whole_pieces_and_every_train_row_comes_once(tmp_path):
+    """CSV has no row groups or footers: each file is one piece of unknown rows (balanced as
+    the mean), read whole."""
+    import pyarrow.csv as pacsv
+
+    start = 0
+    for i, n in enumerate([120, 7, 300]):
+        uid = np.arange(start, start + n)
+        pacsv.write_csv(pa.table({"uid": uid.astype(np.float64), "ts": (uid * 7919) % 1000, "y": uid % 2, "dom": uid % 5}),
+                        tmp_path / f"part-{i}.csv")
+        start += n
+    spec = DatasetSpec(location=str(tmp_path), format="csv", label="y", time="ts",
+                       domain_fields=[{"name": "dom", "buckets": 8}], numeric_fields=["uid"])
+    source = open_source(spec)
+    pieces = TrainPieces.of(source, "train", (-np.inf, TRAIN_BEFORE))
+    assert pieces.pieces.tolist() == [[0, -1, -1], [1, -1, -1], [2, -1, -1]]
+    uid = np.arange(start)
+    want = np.sort(uid[(uid * 7919) % 1000 < TRAIN_BEFORE])
+    got = _epoch(source, 2)
+    assert np.sort(np.concatenate([np.concatenate(b) for b in got])).tolist() == want.tolist()
+
+
+def test_windows_without_rows_of_the_split_are_passed_and_positions_still_resume(dataset):
+    """A narrow time range: most windows hold none of its rows (their statistics overlap it, their
+    rows do not); batches span the windows that do, and a resumed stream gives the same rest."""
+    source, _ = dataset
+    bounds = (700, 720)
+    pieces = TrainPieces.of(source, "train", bounds)
+    plan = EpochPlan.make(pieces, seed=5, epoch=1, streams=2, window_rows=10)  # a window per row group
+    reader = PieceReader(source.spec, source.fs, source.files, bounds)
+    whole = [[b["numeric"][:, 0].astype(np.int64).tolist() for b in
+              WorkerStream(reader, plan, pieces, seed=5, streams=[r], batch_size=3)] for r in range(2)]
+    got = sorted(sum(sum(whole, []), []))
+    table = pa.concat_tables([pq.read_table(f) for f in source.files])
+    ts, uid = table["ts"].to_numpy(), table["uid"].to_numpy().astype(np.int64)
+    assert got == sorted(uid[(ts >= 700) & (ts < 720)].tolist()) and len(got) > 3
+    for rank in range(2):
+        s = WorkerStream(reader, plan, pieces, seed=5, streams=[rank], batch_size=3)
+        it = iter(s)
+        next(it)
+        rest = WorkerStream(reader, plan, pieces, seed=5, streams=[rank], batch_size=3, start=s.position())
+        it.close()
+        assert [b["numeric"][:, 0].astype(np.int64).tolist() for b in rest] == whole[rank][1:]

@@ -82,7 +82,8 @@ class TrainPieces:
         return w
 
     def to_state(self) -> dict:
-        return {"files": self.files, "pieces": self.pieces.tolist()}
+        """Plain data for the workers' config (the pieces stay one int64 array: 24 bytes each)."""
+        return {"files": self.files, "pieces": self.pieces}
 
     @classmethod
     def from_state(cls, d: dict) -> "TrainPieces":
@@ -92,14 +93,17 @@ class TrainPieces:
 def expected_rows(rows: int, lo: float | None, hi: float | None, bounds: tuple[float, float]) -> int:
     """Rows of a row group expected in the time range ``bounds`` = [start, stop): 0 when its
     times [lo, hi] lie wholly outside (exact: nothing of it is read), else its rows times the
-    share of its (integer) time range inside, at least 1; all its rows without statistics."""
+    share of its time range inside, at least 1; all its rows without statistics. Times are
+    compared as the split compares them, truncated to integers: a fractional time x counts as
+    int(x), which lies in (x − 1, x + 1)."""
     if rows <= 0 or lo is None or hi is None:
         return rows
     start, stop = bounds
-    if hi < start or lo >= stop:
+    whole = float(lo).is_integer() and float(hi).is_integer()
+    if (hi < start or lo >= stop) if whole else (hi <= start - 1 or lo >= stop + 1):
         return 0
     inside = min(stop, hi + 1) - max(start, lo)
-    return max(1, int(round(rows * inside / (hi + 1 - lo))))
+    return max(1, int(round(rows * max(inside, 0) / (hi + 1 - lo))))
 
 
 def deal(weights: np.ndarray, seed: int, epoch: int, streams: int) -> list[np.ndarray]:

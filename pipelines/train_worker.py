@@ -59,12 +59,12 @@ class RayTrainRunner(LoopRunner):
 
     progress_every_s = 15.0  # rank 0 prints rows/s, loss and data wait this often
 
-    def __init__(self, model, optimizer, cfg: dict, *, rank: int, world: int, averager=None, first_stream=None, vocab=None,
+    def __init__(self, model, optimizer, cfg: dict, *, rank: int, world: int, averager=None, vocab=None,
                  start_epoch: int = 1):
         super().__init__(model, optimizer, epochs=cfg["train"]["epochs"], precision=cfg["train"]["precision"],
                          rows_per_epoch=cfg.get("train_rows"), workers=world)
         self.cfg, self.rank, self.world, self.averager, self.vocab = cfg, rank, world, averager, vocab
-        self._first_stream = first_stream
+        self._first_stream = None  # the first epoch's batches, started early (start_first_epoch)
         self.start_epoch = start_epoch  # the epoch this worker group started at (its train split: train@start)
         self.restarts: list[dict] = []
         self.stream = None  # the epoch's WorkerStream (train_reader assigned)
@@ -129,6 +129,13 @@ class RayTrainRunner(LoopRunner):
         return int(per.rows[~self.vocab.seen_in_train(per.domain)].sum())
 
     # -- hooks ------------------------------------------------------------------------------
+    def start_first_epoch(self, epoch: int) -> None:
+        """Start fetching ``epoch``'s first batch now, in the background (:class:`EarlyStart`),
+        while the rest of the worker's set-up runs."""
+        from pipelines.batching import EarlyStart
+
+        self._first_stream = EarlyStart(self.epoch_batches(epoch))
+
     def train_batches(self, epoch: int):
         if self._first_stream is not None:
             stream, self._first_stream = self._first_stream, None
@@ -326,7 +333,6 @@ def train_loop(cfg: dict) -> None:
     from adasparse.config import ConfigError
     from adasparse.vocabulary import DomainVocabulary
     from pipelines.attempts import record_attempt
-    from pipelines.batching import EarlyStart
     from pipelines.checkpoints import mask_domains, read_resumable, mask_arrays
 
     _quiet_report_log()
@@ -365,7 +371,7 @@ def train_loop(cfg: dict) -> None:
     if resumed is not None:
         runner.load_state(*resumed)
     if start <= epochs:  # the first epoch's stream starts now, while the process group and the exchange are set up
-        runner._first_stream = EarlyStart(runner.epoch_batches(start))
+        runner.start_first_epoch(start)
     if rank == 0:  # this start of the worker group, recorded: restarts counted, the training they redid measured
         storage = ctx.get_storage()  # a DeveloperAPI of Ray Train: the run's filesystem and path
         runner.restarts = record_attempt(storage.storage_filesystem, storage.experiment_fs_path, cfg["launch"], start,

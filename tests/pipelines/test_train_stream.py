@@ -77,6 +77,9 @@ def test_expected_rows_of_a_group_in_a_time_range():
     assert expected_rows(100, 60, 99, (-np.inf, 50)) == 0 and expected_rows(100, 0, 49, (50, 80)) == 0
     assert expected_rows(100, 0, 99, (99, 100)) == 1
     assert expected_rows(100, None, None, (0, 1)) == 100  # no statistics: every row may be inside
+    # fractional times count as their integer part (toward 0): -0.5 is time 0, 49.5 is 49
+    assert expected_rows(10, -0.5, -0.2, (0, 50)) >= 1 and expected_rows(10, 49.5, 49.9, (-np.inf, 50)) >= 1
+    assert expected_rows(10, -1.0, -1.0, (0, 50)) == 0 and expected_rows(10, 51.0, 60.5, (-np.inf, 50)) == 0
 
 
 def test_the_deal_is_balanced_seeded_and_changes_with_the_epoch():

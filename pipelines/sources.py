@@ -113,10 +113,9 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def _time_stats(meta, spec: DatasetSpec, group: int) -> tuple[float | None, float | None]:
-    """A row group's time column min and max from the footer (None: no numeric statistics)."""
-    schema = meta.schema.to_arrow_schema()
-    idx = schema.get_field_index(spec.time) if spec.time else -1
+def _time_stats(meta, idx: int, group: int) -> tuple[float | None, float | None]:
+    """A row group's min and max of column ``idx`` (the time; -1: none) from the footer (None:
+    no numeric statistics)."""
     if idx < 0:
         return None, None
     st = meta.row_group(group).column(idx).statistics
@@ -130,8 +129,10 @@ def _read_schema(spec: DatasetSpec, fs, path: str) -> tuple[pa.Schema, int, list
         with fs.open(path, "rb") as fh:
             if spec.format == "parquet":
                 meta = pq.ParquetFile(fh).metadata
-                groups = [[meta.row_group(g).num_rows, *_time_stats(meta, spec, g)] for g in range(meta.num_row_groups)]
-                return meta.schema.to_arrow_schema(), meta.num_rows, groups
+                schema = meta.schema.to_arrow_schema()
+                idx = schema.get_field_index(spec.time) if spec.time else -1
+                groups = [[meta.row_group(g).num_rows, *_time_stats(meta, idx, g)] for g in range(meta.num_row_groups)]
+                return schema, meta.num_rows, groups
             reader = pacsv.open_csv(fh)
             return reader.schema, -1, [[-1, None, None]]
     except PermissionError as err:

@@ -71,9 +71,9 @@ class RayTrainRunner(LoopRunner):
         self.resume_at: dict | None = None  # the in-progress epoch of a mid-epoch checkpoint: streams and positions
         self._mid: dict | None = None  # what the mid-epoch checkpoint being written holds of every worker
         faults = cfg.get("faults") or {}
-        assigned = cfg["ingest"].get("train_reader") == "assigned"
-        self.every_steps = faults.get("checkpoint_every_steps") if assigned else None
-        minutes = faults.get("checkpoint_every_minutes") if assigned else None
+        self.assigned = cfg["ingest"].get("train_reader") == "assigned"  # its own stream (else Ray Data's split)
+        self.every_steps = faults.get("checkpoint_every_steps") if self.assigned else None
+        minutes = faults.get("checkpoint_every_minutes") if self.assigned else None
         self.every_s = None if minutes is None else 60.0 * minutes
         self._last_checkpoint = time.monotonic()
 
@@ -145,7 +145,7 @@ class RayTrainRunner(LoopRunner):
     def epoch_batches(self, epoch: int):
         """This worker's train batches of ``epoch`` (from the positions of a mid-epoch checkpoint
         of that epoch, if the run resumed from one)."""
-        if self.cfg["ingest"].get("train_reader") != "assigned":
+        if not self.assigned:
             self.stream = None
             return epoch_stream(self.cfg, epoch, self.start_epoch)
         resume = self.resume_at if self.resume_at is not None and self.resume_at["epoch"] == epoch else None

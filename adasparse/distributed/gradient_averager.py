@@ -185,13 +185,18 @@ class GradientAverager:
         g = p.grad.coalesce()
         return g.indices()[0], g.values() if weight == 1 else g.values() * weight
 
-    def _weighted_dense(self, weight: float) -> list[torch.Tensor]:
-        """This rank's dense gradients × ``weight``, flat (a parameter without a gradient on this
-        rank, or a rank of weight 0, contributes zeros: the others' may not be None)."""
+    def _dense_parts(self, weight: float) -> list[torch.Tensor]:
+        """This rank's dense gradients, flat (a parameter without a gradient on this rank, or a
+        rank of weight 0, contributes zeros: the others' may not be None); the caller scales
+        them by ``weight`` once they are one buffer (:meth:`_scale_dense`)."""
         if weight == 0:
             return [torch.zeros(p.numel(), device=p.device) for p in self.dense]
-        grads = [p.grad.reshape(-1).float() if p.grad is not None else torch.zeros(p.numel(), device=p.device) for p in self.dense]
-        return grads if weight == 1 else [g * weight for g in grads]
+        return [p.grad.reshape(-1).float() if p.grad is not None else torch.zeros(p.numel(), device=p.device) for p in self.dense]
+
+    def _scale_dense(self, buffer: torch.Tensor, weight: float) -> None:
+        """The dense part of a packed buffer × ``weight``, in place: one op for all parameters."""
+        if weight not in (0, 1):
+            buffer[: self.n_dense].mul_(weight)
 
     def _set_mean(self, summed: torch.Tensor, total: float) -> int:
         """Dense gradients from their weighted sum (None for all when ``total`` is 0)."""
@@ -214,7 +219,8 @@ class GradientAverager:
             rank = dist.get_rank(self.group)
             block[:, rank] = torch.tensor(row_counts, dtype=torch.float32, device=device)
         tail = torch.tensor([weight, flag], dtype=torch.float32, device=device)  # rows: exact below 2^24
-        flat = torch.cat(self._weighted_dense(weight) + [block.reshape(-1), tail])
+        flat = torch.cat(self._dense_parts(weight) + [block.reshape(-1), tail])
+        self._scale_dense(flat, weight)
         t = self._tick("merge", t)
         dist.all_reduce(flat, group=self.group)
         t = self._tick("collective", t)
@@ -238,7 +244,7 @@ class GradientAverager:
                        t: float) -> tuple[float, float]:
         """One all-gather of [dense grads | weight, flag | row counts | each table's rows padded to its bound]."""
         device = self.dense[0].device if self.dense else self.sparse[0].device
-        parts = self._weighted_dense(weight)
+        parts = self._dense_parts(weight)
         parts.append(torch.tensor([weight, flag], dtype=torch.float32, device=device))
         parts.append(torch.tensor([rows.numel() for rows, _ in local], dtype=torch.float32, device=device))
         for p, (rows, values), bound in zip(self.sparse, local, self.bounds):
@@ -248,11 +254,14 @@ class GradientAverager:
             _pack_rows(rows, values, block)
             parts.append(block.reshape(-1))
         if self.local is not None:
-            torch.cat(parts, out=self.local.next_slot())  # packed straight into shared memory
+            slot = self.local.next_slot()
+            torch.cat(parts, out=slot)  # packed straight into shared memory
+            self._scale_dense(slot, weight)
             t = self._tick("merge", t)
             gathered = self.local.gather()  # a view of shared memory, read before the next step
         else:
             flat = torch.cat(parts)
+            self._scale_dense(flat, weight)
             t = self._tick("merge", t)
             gathered = torch.empty(self.world, flat.numel(), dtype=flat.dtype, device=device)
             dist.all_gather(list(gathered.unbind(0)), flat, group=self.group)  # rows of one buffer

@@ -1,13 +1,15 @@
 """GPU check (one script, a few minutes on one GPU): the public config at a large batch with
 bfloat16 autocast, from Parquet through Ray Data into a Ray Train GPU worker, with GPU
-utilisation sampled while it trains.
+utilisation sampled while it trains; then ``adasparse predict --gpu`` of the test split (its
+actor pool on the GPU), whose AUC must equal the job's.
 
     python benchmarks/gpu_check.py                       # on a GPU machine (make TORCH_SPEC=<CUDA torch> install first)
     python benchmarks/gpu_check.py --cpu --rows 60000    # the same path on CPU, as a smoke test
 
 Prints: rows, batch, samples/s of the train loop (the job's own figure), share of loop time
 waiting for data, mean and peak GPU utilisation (nvidia-smi, sampled every 0.5 s), peak GPU
-memory, and test AUC/GAUC so that a broken run cannot pass as a fast one.
+memory, and test AUC/GAUC so that a broken run cannot pass as a fast one; predict's rows/s and
+its AUC beside the job's.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
     from pipelines.generate import generate
+    from pipelines.predict import predict
     from pipelines.ray_env import init_ray
     from pipelines.job_config import job_config
     from pipelines.train import run
@@ -77,6 +80,8 @@ def main() -> None:
                       "train.batch_size": args.batch_size, "output.dir": str(tmp / "runs"), "output.name": "gpu-check"})
     with GpuSampler() as gpu:
         final = run(job, log=lambda s: None)
+    pred = predict(str(tmp / "runs" / "gpu-check"), str(tmp / "data" / "spec.yaml"), str(tmp / "predictions"),
+                   split="test", gpu=not args.cpu, log=lambda s: None)
     h = final["history"][-1]
     report = {
         "device": "cpu" if args.cpu else "cuda (bfloat16 autocast)",
@@ -88,6 +93,9 @@ def main() -> None:
         "gpu_mem_peak_mib": max(gpu.mem) if gpu.mem else None,
         "test_auc": round(final["test"]["auc"], 4), "test_gauc": round(final["test"]["gauc"], 4),
         "wall_s": round(final["wall_s"], 1),
+        "predict_rows": pred["rows"], "predict_rows_per_s": round(pred["rows_per_s"]),
+        "predict_auc": round(pred.get("auc", float("nan")), 4),
+        "predict_auc_equals_job": abs(pred.get("auc", float("nan")) - final["test"]["auc"]) < 1e-4,
     }
     print(json.dumps(report, indent=2))
     import ray

@@ -102,7 +102,7 @@ def _predict(args: argparse.Namespace) -> int:
     from pipelines.predict import predict
 
     predict(args.run, args.data, args.out, split=args.split, workers=args.workers, batch_size=args.batch_size, gpu=args.gpu,
-            address=args.address, overwrite=args.overwrite)
+            address=args.address, overwrite=args.overwrite, storage_endpoint=args.storage_endpoint)
     return 0
 
 
@@ -197,11 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", required=True, help="dataset spec YAML (the run's fields)")
     r.add_argument("--split", choices=["train", "dev", "test", "all"], default="test")
     r.add_argument("--out", required=True, help="directory or s3://bucket/prefix for the Parquet predictions")
-    r.add_argument("--workers", type=int, default=2, help="scoring actors (each holds one copy of the model)")
+    r.add_argument("--workers", type=int, default=None,
+                   help="CPU: at most this many scoring tasks at once, one CPU each (default: every CPU of the cluster); "
+                        "--gpu: scoring actors, one GPU and one copy of the model each (default: every GPU)")
     r.add_argument("--batch-size", type=int, default=4096)
     r.add_argument("--gpu", action="store_true", help="one GPU per scoring actor")
     r.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     r.add_argument("--overwrite", action="store_true", help="replace predictions already in --out")
+    r.add_argument("--storage-endpoint", help="S3-compatible endpoint URL for an s3:// --out (default: AWS)")
     r.set_defaults(func=_predict)
 
     v = sub.add_parser("validate", help="check every file of a dataset: labels, times, numeric values, readable pages, "

@@ -1,12 +1,24 @@
 """``adasparse predict --run RUN_DIR --data SPEC --out DIR``: batch scoring on Ray Data.
 
-The dataset's shards stream through the training job's reader and encoder
-(:func:`pipelines.reading.read_split` with the run's vocabulary: the same ids as in training) into
-``map_batches`` on a pool of actors, each holding the run's tested model (loaded once per
-actor); the scored blocks stream into Parquet files. Memory is bounded by Ray Data's streaming
-executor, not by the dataset. Each output row: ``domain`` (the run's domain key), ``label`` (when
-the data has it), ``probability``. Every input row of the split is scored exactly once: the
-written rows are counted against the split's.
+The dataset's shards are read with the training job's reader and encoder
+(:func:`pipelines.reading.read_split` with the run's vocabulary: the same ids as in training),
+scored by the run's tested model, and written as Parquet. The driver loads the model once and
+puts it in Ray's object store, so workers on any node score with it (the run directory need not
+be visible to them).
+
+* CPU (the default): scoring is a ``map_batches`` task fused with the read and the encoding, one
+  task per shard, one CPU each, so no raw or encoded block crosses the object store; by default
+  as many run at once as the cluster has CPUs (and the Parquet write fuses in too), or at most
+  ``--workers`` (the write then runs as tasks of its own: Ray 2.60 fuses no capped write). The
+  model is fetched once per Ray worker process (:func:`score_block`'s cache, keyed by the
+  object's id), not once per shard.
+* GPU (``--gpu``): an actor pool, one GPU and one model copy per actor (``--workers``, default
+  the cluster's GPUs), fed by read tasks on the CPUs; a block goes only to a free actor.
+
+Memory is bounded by Ray Data's streaming executor, not by the dataset. Each output row:
+``domain`` (the run's domain key), ``label`` (when the data has it), ``probability``. Every
+input row of the split is scored exactly once: the written rows are counted against the split's.
+Why tasks and not an actor pool on CPU: measured in docs/serving.md.
 """
 
 from __future__ import annotations
@@ -21,15 +33,18 @@ from pipelines.run_files import RunFiles
 
 
 class Scorer:
-    """map_batches callable (one per actor): encoded rows → domain key, label, probability."""
+    """Encoded rows → domain key, label, probability, with the model in ``model_ref`` (an
+    object-store reference, or the model itself); the map_batches callable of each GPU actor."""
 
-    def __init__(self, run_dir: str, device: str = "cpu", batch_size: int = 4096):
+    def __init__(self, model_ref, device: str = "cpu", batch_size: int = 4096):
+        import ray
         import torch
 
         self.torch = torch
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.model = RunFiles(run_dir).load_model().to(self.device)
+        model = ray.get(model_ref) if isinstance(model_ref, ray.ObjectRef) else model_ref
+        self.model = model.to(self.device).eval()
         self.model.check_ids = False  # ids come from the run's own vocabulary and buckets
 
     def __call__(self, table: pa.Table) -> pa.Table:
@@ -45,6 +60,21 @@ class Scorer:
                 z = self.model(cat, num if num.shape[1] else None).logits.float()
                 p[lo : lo + self.batch_size] = torch.sigmoid(z).cpu().numpy()
         return pa.table({"domain": cols["domain"], "label": cols["label"], "probability": p})
+
+
+_SCORERS: dict[str, Scorer] = {}  # per Ray worker process: the model of the latest predict call
+
+
+def score_block(table: pa.Table, model_ref, batch_size: int) -> pa.Table:
+    """map_batches function of CPU scoring (fused into the read task): ``table`` scored with
+    the model in ``model_ref``, fetched once per worker process. One model is kept: a later call
+    with another model (a new predict, another run) replaces it, so no stale model is used."""
+    key = model_ref.hex()
+    scorer = _SCORERS.get(key)
+    if scorer is None:
+        _SCORERS.clear()
+        scorer = _SCORERS[key] = Scorer(model_ref, "cpu", batch_size)
+    return scorer(table)
 
 
 def check_features(run: RunFiles, spec) -> None:
@@ -67,8 +97,9 @@ def check_features(run: RunFiles, spec) -> None:
             raise ConfigError(f"categorical field {f.name!r}: {f.buckets} buckets in the data spec, {buckets[f.name]} in the run")
 
 
-def predict(run_dir: str, data: str, out: str, *, split: str = "test", workers: int = 2, batch_size: int = 4096,
-            gpu: bool = False, address: str | None = None, overwrite: bool = False, log=print) -> dict:
+def predict(run_dir: str, data: str, out: str, *, split: str = "test", workers: int | None = None, batch_size: int = 4096,
+            gpu: bool = False, address: str | None = None, overwrite: bool = False, storage_endpoint: str | None = None,
+            log=print) -> dict:
     import ray
 
     from pipelines.output import OutputLocation
@@ -79,12 +110,12 @@ def predict(run_dir: str, data: str, out: str, *, split: str = "test", workers: 
     from pipelines.time_split import time_cuts
 
     run = RunFiles(run_dir)
-    run.load_model()  # a run without a loadable checkpoint fails here, in one line
+    model = run.load_model()  # a run without a loadable checkpoint fails here, in one line
     spec = load_spec(data)
     check_features(run, spec)
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise ConfigError("--workers must be at least 1")
-    location = OutputLocation.of(out)
+    location = OutputLocation.of(out, storage_endpoint)
     if location.fs.exists(out) and location.fs.ls(out) and not overwrite:
         raise ConfigError(f"{out}: not empty; pass --overwrite to replace its predictions, or choose another --out")
     location.check_writable()
@@ -92,20 +123,30 @@ def predict(run_dir: str, data: str, out: str, *, split: str = "test", workers: 
     init_ray(address)
     if gpu and not ray.cluster_resources().get("GPU"):
         raise ConfigError("--gpu: the Ray cluster has no GPU")
+    units = int(ray.cluster_resources().get("GPU" if gpu else "CPU", 1))
+    # CPU: a cap below the cluster's CPUs only (uncapped, the dataset also grows onto nodes an
+    # autoscaler adds, and Ray Data fuses the write into the scoring task)
+    cap = workers if workers is not None and workers < units and not gpu else None
     cuts = time_cuts(source) if spec.split_files is None and split != "all" else None
     t0 = time.perf_counter()
-    ds = read_split(source, split, cuts, vocab=run.vocab)
-    cpus = max(0.1, min(1.0, (ray.cluster_resources().get("CPU", 1) - 1) / workers))  # a CPU stays with the readers
-    # whole blocks (bounded by Ray Data's block size) to each actor call, scored in batches
-    # inside it: per-call overhead and output files stay per block, not per batch. A block goes
-    # to a free actor (one in flight each), and Ray Data's per-operator CPU reservation is off:
-    # with it, on a small cluster the pool's share of the CPUs let one actor score at a time
-    # while the others idled (measured: 7 of 8 blocks on one of two actors, docs/serving.md)
+    ds = read_split(source, split, cuts, vocab=run.vocab, concurrency=cap)
+    model_ref = ray.put(model)
+    # Ray Data's per-operator resource reservation is off: with it, on a small cluster, the
+    # second task of the fused read-to-write operator started only as the first ended, and one
+    # actor of a GPU-style pool scored while the others idled (docs/serving.md)
     ds.context.op_resource_reservation_enabled = False
-    scored = ds.map_batches(Scorer, fn_constructor_args=(str(run.dir), "cuda" if gpu else "cpu", batch_size), batch_size=None,
-                            batch_format="pyarrow",
-                            compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
-                            num_cpus=0 if gpu else cpus, num_gpus=1 if gpu else 0)
+    if gpu:
+        # reads on the CPUs feed one actor per GPU; a block goes only to a free actor
+        scored = ds.map_batches(Scorer, fn_constructor_args=(model_ref, "cuda", batch_size), batch_size=None,
+                                batch_format="pyarrow", num_cpus=0, num_gpus=1,
+                                compute=ray.data.ActorPoolStrategy(size=workers or units, max_tasks_in_flight_per_actor=1))
+    else:
+        # whole blocks (batch_size=None), a task like the read's, the read's cap: Ray Data fuses
+        # read, encode and score into one task per shard (scored in batches of batch_size in
+        # it), and the write too when uncapped. (Capped, Ray 2.60's fused score->write op loses
+        # its cap, and ops of different caps never fuse: the read would stay apart instead.)
+        scored = ds.map_batches(score_block, fn_args=(model_ref, batch_size), batch_size=None, batch_format="pyarrow",
+                                concurrency=cap)
     if overwrite and location.fs.exists(out):
         location.fs.rm(out, recursive=True)
     scored.write_parquet(out, filesystem=location.arrow_fs())
@@ -118,8 +159,11 @@ def predict(run_dir: str, data: str, out: str, *, split: str = "test", workers: 
     if expected is not None and expected != rows:
         raise RuntimeError(f"{out}: {rows:,} predictions for {expected:,} rows of the {split} split")
     result = {"rows": rows, "wall_s": wall, "rows_per_s": rows / max(wall, 1e-9), "out": out, **metrics}
+    how = (f"{workers or units} scoring actors" if gpu else f"at most {cap} scoring tasks at once" if cap
+           else f"scoring tasks on the cluster's {units} CPUs")
+    scores = f"; AUC {result['auc']:.4f} GAUC {result['gauc']:.4f}" if "auc" in result else ""
     log(f"predicted {result['rows']:,} rows of the {split} split in {wall:.1f} s ({result['rows_per_s']:,.0f} rows/s, "
-        f"{workers} scoring actors) -> {out}" + (f"; AUC {result['auc']:.4f} GAUC {result['gauc']:.4f}" if "auc" in result else ""))
+        f"{how}) -> {out}{scores}")
     return result
 
 
@@ -144,4 +188,4 @@ def read_back(location, out: str) -> tuple[int, dict]:
     return rows, {k: v for k, v in m.compute().items() if k in ("auc", "gauc", "logloss")}
 
 
-__all__ = ["Scorer", "check_features", "predict", "read_back"]
+__all__ = ["Scorer", "check_features", "score_block", "predict", "read_back"]

@@ -37,10 +37,11 @@ def _arrow_fs(source: DataSource):
 
 def read_raw(
     source: DataSource, columns: list[str], *, split: str = "all", shuffle_files: bool = False, with_paths: bool = True,
-    seed: int | None = None,
+    seed: int | None = None, concurrency: int | None = None,
 ) -> ray.data.Dataset:
     """A lazy Ray dataset over the files of ``split`` with only ``columns`` (+ ``path``);
-    ``shuffle_files``: a new file order every execution (epoch), derived from ``seed`` when given."""
+    ``shuffle_files``: a new file order every execution (epoch), derived from ``seed`` when given;
+    ``concurrency``: at most this many read tasks at once (default: as many as the CPUs allow)."""
     all_files, rows = source.files_for(split)
     files = [f for f, n in zip(all_files, rows) if n != 0]  # zero-row shards hold nothing to read
     if not files:
@@ -51,7 +52,7 @@ def read_raw(
     if shuffle_files:  # the seed and the execution's index (the epoch) fix the order: reruns read alike
         shuffle = "files" if seed is None else ray.data.FileShuffleConfig(seed=seed, reseed_after_execution=True)
     kw = dict(filesystem=_arrow_fs(source), include_paths=with_paths, shuffle=shuffle,
-              override_num_blocks=len(files))
+              override_num_blocks=len(files), concurrency=concurrency)
     if source.spec.format == "parquet":
         # select_columns is pushed down into the read: only these columns leave the files
         try:
@@ -82,18 +83,21 @@ class _Encode:
 
 
 def read_split(source: DataSource, split: str, cuts: TimeCuts | None, *, shuffle_files: bool = False,
-               vocab: DomainVocabulary | None = None, seed: int | None = None) -> ray.data.Dataset:
+               vocab: DomainVocabulary | None = None, seed: int | None = None,
+               concurrency: int | None = None) -> ray.data.Dataset:
     """The encoded rows of one split (``train``/``dev``/``test``, or ``all``) as a lazy dataset.
 
     ``cuts`` comes from :func:`time_cuts`; pre-split datasets (``split_files``) need none.
     ``vocab``: the domain-aware fields' vocabulary (:mod:`pipelines.vocabulary_pass`); without
-    it they are hashed like the other fields."""
+    it they are hashed like the other fields. ``concurrency``: at most this many read tasks at
+    once (a map_batches with the same ``concurrency`` still fuses into them)."""
     lo, hi = split_bounds(source, split, cuts)
-    ds = read_raw(source, source.spec.columns, split=split, shuffle_files=shuffle_files, seed=seed)
+    ds = read_raw(source, source.spec.columns, split=split, shuffle_files=shuffle_files, seed=seed, concurrency=concurrency)
     # whole blocks (batch_size=None): a block is bounded by the configured block size
     # (pipelines/ray_env.py), and without a batch size Ray Data fuses the encoder into the
     # read task, so raw rows never pass through the object store
-    return ds.map_batches(_Encode(source.spec, lo, hi, vocab), batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
+    return ds.map_batches(_Encode(source.spec, lo, hi, vocab), batch_format="pyarrow", batch_size=None, zero_copy_batch=True,
+                          concurrency=concurrency)
 
 
 def from_epoch(ds: ray.data.Dataset, epoch: int) -> ray.data.Dataset:

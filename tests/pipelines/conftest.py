@@ -1,5 +1,5 @@
-"""Fixtures of the Ray side's tests: one private local Ray for the whole session, and a small
-generated dataset shared by the tests that stream it."""
+"""Fixtures of the Ray side's tests: one private local Ray for the whole session, a small
+generated dataset shared by the tests that stream it, and moto's S3 server on loopback."""
 
 from __future__ import annotations
 
@@ -29,3 +29,23 @@ def generated(ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("gen")
     generate(str(out), rows=12_000, domains=60, seed=7, chunk_rows=3_000)
     return out
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """moto's S3 server on a free loopback port (a real HTTP endpoint), per test module."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(monkeypatch):
+    """Credentials moto accepts, for one test."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")

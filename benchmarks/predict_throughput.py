@@ -97,6 +97,7 @@ def predict_with_actor_pool(run_dir: str, data: str, out: str, *, split: str, wo
     from pipelines.predict import Scorer, read_back
     from pipelines.reading import read_split
     from pipelines.run_files import RunFiles
+    from pipelines.shared_model import SharedModel
     from pipelines.sources import open_source
     from pipelines.spec import load_spec
     from pipelines.time_split import time_cuts
@@ -104,7 +105,7 @@ def predict_with_actor_pool(run_dir: str, data: str, out: str, *, split: str, wo
     run = RunFiles(run_dir)
     source = open_source(load_spec(data))
     cuts = time_cuts(source) if source.split_files is None and split != "all" else None
-    model_ref = ray.put(run.load_model())
+    model_ref = ray.put(SharedModel(run.load_model()))
     t0 = time.perf_counter()
     ds = read_split(source, split, cuts, vocab=run.vocab)
     ds.context.op_resource_reservation_enabled = False

@@ -3,8 +3,9 @@
 The dataset's shards are read with the training job's reader and encoder
 (:func:`pipelines.reading.read_split` with the run's vocabulary: the same ids as in training),
 scored by the run's tested model, and written as Parquet. The driver loads the model once and
-puts it in Ray's object store, so workers on any node score with it (the run directory need not
-be visible to them).
+puts it in Ray's object store (:class:`pipelines.shared_model.SharedModel`: the processes of a
+node map one copy of the weights), so workers on any node score with it (the run directory need
+not be visible to them).
 
 * CPU (the default): scoring is a ``map_batches`` task fused with the read and the encoding, one
   task per shard, one CPU each, so no raw or encoded block crosses the object store; by default
@@ -30,11 +31,12 @@ import pyarrow as pa
 
 from adasparse.config import ConfigError
 from pipelines.run_files import RunFiles
+from pipelines.shared_model import SharedModel
 
 
 class Scorer:
-    """Encoded rows → domain key, label, probability, with the model in ``model_ref`` (an
-    object-store reference, or the model itself); the map_batches callable of each GPU actor."""
+    """Encoded rows → domain key, label, probability, with the model of ``model_ref`` (an
+    object-store reference to a :class:`SharedModel`); the map_batches callable of each GPU actor."""
 
     def __init__(self, model_ref, device: str = "cpu", batch_size: int = 4096):
         import ray
@@ -43,8 +45,7 @@ class Scorer:
         self.torch = torch
         self.device = torch.device(device)
         self.batch_size = batch_size
-        model = ray.get(model_ref) if isinstance(model_ref, ray.ObjectRef) else model_ref
-        self.model = model.to(self.device).eval()
+        self.model = ray.get(model_ref).materialize().to(self.device)
         self.model.check_ids = False  # ids come from the run's own vocabulary and buckets
 
     def __call__(self, table: pa.Table) -> pa.Table:
@@ -130,7 +131,7 @@ def predict(run_dir: str, data: str, out: str, *, split: str = "test", workers: 
     cuts = time_cuts(source) if spec.split_files is None and split != "all" else None
     t0 = time.perf_counter()
     ds = read_split(source, split, cuts, vocab=run.vocab, concurrency=cap)
-    model_ref = ray.put(model)
+    model_ref = ray.put(SharedModel(model))
     # Ray Data's per-operator resource reservation is off: with it, on a small cluster, the
     # second task of the fused read-to-write operator started only as the first ended, and one
     # actor of a GPU-style pool scored while the others idled (docs/serving.md)

@@ -18,6 +18,7 @@ from pipelines.cli import main
 from pipelines.job_flags import parse_job_args
 from pipelines.predict import predict
 from pipelines.run_files import RunFiles
+from pipelines.shared_model import SharedModel
 from pipelines.train import run
 
 from test_s3 import upload
@@ -161,7 +162,7 @@ def test_score_block_fetches_a_model_once_per_process_and_never_a_stale_one(trai
         return torch.sigmoid(z).numpy()
 
     predict_mod._SCORERS.clear()
-    ref_a, ref_b = ray.put(model), ray.put(other)
+    ref_a, ref_b = ray.put(SharedModel(model)), ray.put(SharedModel(other))
     a1 = predict_mod.score_block(block, ref_a, 1000)
     scorer = predict_mod._SCORERS[ref_a.hex()]
     a2 = predict_mod.score_block(block, ref_a, 1000)

@@ -1,7 +1,7 @@
 """GPU check (one script, a few minutes on one GPU): the public config at a large batch with
 bfloat16 autocast, from Parquet through Ray Data into a Ray Train GPU worker, with GPU
 utilisation sampled while it trains; then ``adasparse predict --gpu`` of the test split (its
-actor pool on the GPU), whose AUC must equal the job's.
+actor pool on the GPU), whose AUC is set beside the job's.
 
     python benchmarks/gpu_check.py                       # on a GPU machine (make TORCH_SPEC=<CUDA torch> install first)
     python benchmarks/gpu_check.py --cpu --rows 60000    # the same path on CPU, as a smoke test
@@ -95,7 +95,8 @@ def main() -> None:
         "wall_s": round(final["wall_s"], 1),
         "predict_rows": pred["rows"], "predict_rows_per_s": round(pred["rows_per_s"]),
         "predict_auc": round(pred.get("auc", float("nan")), 4),
-        "predict_auc_equals_job": abs(pred.get("auc", float("nan")) - final["test"]["auc"]) < 1e-4,
+        # the job evaluates under its autocast (bfloat16 on a GPU), predict in float32: near, not equal
+        "predict_auc_minus_job": round(pred.get("auc", float("nan")) - final["test"]["auc"], 6),
     }
     print(json.dumps(report, indent=2))
     import ray

@@ -122,9 +122,10 @@ def predict(run_dir: str, data: str, out: str, *, split: str = "test", workers: 
     location.check_writable()
     source = open_source(spec)
     init_ray(address)
-    if gpu and not ray.cluster_resources().get("GPU"):
+    resources = ray.cluster_resources()
+    if gpu and not resources.get("GPU"):
         raise ConfigError("--gpu: the Ray cluster has no GPU")
-    units = int(ray.cluster_resources().get("GPU" if gpu else "CPU", 1))
+    units = int(resources.get("GPU" if gpu else "CPU", 1))
     # CPU: a cap below the cluster's CPUs only (uncapped, the dataset also grows onto nodes an
     # autoscaler adds, and Ray Data fuses the write into the scoring task)
     cap = workers if workers is not None and workers < units and not gpu else None

@@ -12,7 +12,7 @@
 
 Where the batches come from, how gradients and metrics travel between workers, and what
 happens after an epoch are hooks, overridden by a subclass: :class:`InMemoryRunner` below (one
-process, encoded arrays in memory) and the Ray Train worker in ``pipelines/train_worker.py``.
+process, encoded arrays in memory) and the Ray Train worker in ``pipelines/train/worker.py``.
 Adding a model does not touch this file: a model is anything with ``forward(cat_ids, numeric)``
 → :class:`adasparse.model.ModelOutput` and ``objective(output, labels)``.
 

@@ -63,11 +63,11 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-    from pipelines.generate import generate
-    from pipelines.predict import predict
-    from pipelines.ray_env import init_ray
-    from pipelines.job_config import job_config
-    from pipelines.train import run
+    from pipelines.data.generate import generate
+    from pipelines.serve.predict import predict
+    from pipelines.runtime.ray_env import init_ray
+    from pipelines.train.job_config import job_config
+    from pipelines.train.driver import run
 
     tmp = Path(tempfile.mkdtemp(prefix="adasparse-gpu-check-"))
     init_ray("local")

@@ -15,7 +15,7 @@ Each measured pass runs in a fresh subprocess so that peaks do not carry over.
 
 ``--batch-cost`` measures instead what cutting training batches costs, in CPU time per row of
 the consuming process and of the whole machine: Ray Data's own ``iter_batches(batch,
-local_shuffle_buffer_size=...)`` against ``pipelines.batching.train_batches`` (large chunks from
+local_shuffle_buffer_size=...)`` against ``pipelines.train.batching.train_batches`` (large chunks from
 Ray Data, batches cut and shuffled in the consumer), alternating, on generated rows:
 
     python benchmarks/ingest.py --batch-cost --sizes 1000000
@@ -77,8 +77,8 @@ def _child(args: list[str]) -> dict:
 
 
 def step_generate(out: str, rows: int) -> dict:
-    from pipelines.generate import generate
-    from pipelines.ray_env import init_ray
+    from pipelines.data.generate import generate
+    from pipelines.runtime.ray_env import init_ray
 
     init_ray("local", num_cpus=os.cpu_count())
     t0 = time.perf_counter()
@@ -88,8 +88,8 @@ def step_generate(out: str, rows: int) -> dict:
 
 def _stream(src) -> dict:
     """One pass over every row (train_batches of 4096 rows): rows, seconds, first batch, rate after it."""
-    from pipelines.batching import train_batches
-    from pipelines.reading import read_split
+    from pipelines.train.batching import train_batches
+    from pipelines.data.reading import read_split
 
     t0 = time.perf_counter()
     rows, first, first_rows = 0, None, 0
@@ -105,9 +105,9 @@ def _stream(src) -> dict:
 def step_ray_ingest(spec_path: str, sample_memory: bool) -> dict:
     from contextlib import nullcontext
 
-    from pipelines.sources import open_source
-    from pipelines.ray_env import init_ray
-    from pipelines.spec import load_spec
+    from pipelines.data.sources import open_source
+    from pipelines.runtime.ray_env import init_ray
+    from pipelines.data.spec import load_spec
 
     init_ray("local", num_cpus=os.cpu_count())
     src = open_source(load_spec(spec_path))
@@ -127,9 +127,9 @@ def step_ray_ingest(spec_path: str, sample_memory: bool) -> dict:
 def step_pyarrow(spec_path: str) -> dict:
     import pyarrow.parquet as pq
 
-    from pipelines.sources import open_source
-    from pipelines.spec import load_spec
-    from pipelines.transforms import encode_table
+    from pipelines.data.sources import open_source
+    from pipelines.data.spec import load_spec
+    from pipelines.data.encoding import encode_table
 
     src = open_source(load_spec(spec_path))
     t0 = time.perf_counter()
@@ -143,7 +143,7 @@ def step_pyarrow(spec_path: str) -> dict:
 
 
 def step_convert(raw: str, out: str) -> dict:
-    from pipelines.convert_ijcai18 import convert
+    from pipelines.data.convert_ijcai18 import convert
 
     with PeakMemory() as mem:
         t0 = time.perf_counter()
@@ -161,13 +161,13 @@ def _machine_cpu_s() -> float:
 
 def batch_cost(spec_path: str, rounds: int = 2, buffer: int = 20_000) -> None:
     """Prints µs of CPU per row (consumer process, machine) and rows/s of both batch paths."""
-    from pipelines.arrow_columns import arrow_to_columns
-    from pipelines.batching import train_batches
-    from pipelines.reading import read_split
-    from pipelines.sources import open_source
-    from pipelines.time_split import time_cuts
-    from pipelines.ray_env import init_ray
-    from pipelines.spec import load_spec
+    from pipelines.data.arrow_columns import arrow_to_columns
+    from pipelines.train.batching import train_batches
+    from pipelines.data.reading import read_split
+    from pipelines.data.sources import open_source
+    from pipelines.data.time_split import time_cuts
+    from pipelines.runtime.ray_env import init_ray
+    from pipelines.data.spec import load_spec
 
     def ray_batches(it, batch, buf, seed):
         for t in it.iter_batches(batch_size=batch, batch_format="pyarrow", local_shuffle_buffer_size=buf, local_shuffle_seed=seed):
@@ -203,7 +203,7 @@ def main() -> None:
         print(json.dumps({"generate": lambda: step_generate(rest[0], int(rest[1])), "ray": lambda: step_ray_ingest(rest[0], rest[1] == "memory"),
                           "pyarrow": lambda: step_pyarrow(rest[0]), "convert": lambda: step_convert(rest[0], rest[1])}[name]()))
         return
-    from pipelines.convert_ijcai18 import write_sample
+    from pipelines.data.convert_ijcai18 import write_sample
 
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.batch_cost:

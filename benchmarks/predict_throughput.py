@@ -33,12 +33,12 @@ import torch
 
 def loop(run_dir: str, spec_path: str, split: str, out: str, batch_size: int) -> dict:
     from adasparse.metrics import CTRMetrics
-    from pipelines.reading import keep_split, split_bounds
-    from pipelines.run_files import RunFiles
-    from pipelines.sources import open_source
-    from pipelines.spec import load_spec
-    from pipelines.time_split import time_cuts
-    from pipelines.transforms import encode_table
+    from pipelines.data.reading import keep_split, split_bounds
+    from pipelines.runtime.run_directory import RunFiles
+    from pipelines.data.sources import open_source
+    from pipelines.data.spec import load_spec
+    from pipelines.data.time_split import time_cuts
+    from pipelines.data.encoding import encode_table
 
     torch.set_num_threads(1)
     run = RunFiles(run_dir)
@@ -71,8 +71,8 @@ def half_spec(spec_path: str, out_dir: str) -> str:
     """A spec over links to the first half of ``spec_path``'s shards (a local dataset)."""
     import yaml
 
-    from pipelines.sources import open_source
-    from pipelines.spec import load_spec
+    from pipelines.data.sources import open_source
+    from pipelines.data.spec import load_spec
 
     spec = load_spec(spec_path)
     if spec.is_s3 or spec.split_files is not None:
@@ -94,13 +94,13 @@ def predict_with_actor_pool(run_dir: str, data: str, out: str, *, split: str, wo
     ``workers`` scoring actors sharing the CPUs the readers leave, then Parquet write tasks."""
     import ray
 
-    from pipelines.predict import Scorer, read_back
-    from pipelines.reading import read_split
-    from pipelines.run_files import RunFiles
-    from pipelines.shared_model import SharedModel
-    from pipelines.sources import open_source
-    from pipelines.spec import load_spec
-    from pipelines.time_split import time_cuts
+    from pipelines.serve.predict import Scorer, read_back
+    from pipelines.data.reading import read_split
+    from pipelines.runtime.run_directory import RunFiles
+    from pipelines.serve.shared_model import SharedModel
+    from pipelines.data.sources import open_source
+    from pipelines.data.spec import load_spec
+    from pipelines.data.time_split import time_cuts
 
     run = RunFiles(run_dir)
     source = open_source(load_spec(data))
@@ -119,7 +119,7 @@ def predict_with_actor_pool(run_dir: str, data: str, out: str, *, split: str, wo
         shutil.rmtree(out)
     scored.write_parquet(out)
     wall = time.perf_counter() - t0
-    from pipelines.output import OutputLocation
+    from pipelines.runtime.output_location import OutputLocation
 
     rows, metrics = read_back(OutputLocation.of(out), out)
     return {"rows": rows, "wall_s": wall, "rows_per_s": rows / wall, **metrics}
@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    from pipelines.predict import predict
-    from pipelines.ray_env import init_ray
+    from pipelines.serve.predict import predict
+    from pipelines.runtime.ray_env import init_ray
 
     variants = [("predict", w, predict) for w in map(int, a.workers.split(","))]
     if a.actors:

@@ -5,7 +5,7 @@ Both train the same model (AdaSparse Fusion on the DNN backbone by default) with
 for the table. The plain loop runs one epoch (twice, see below) and uses every core for PyTorch's intra-op threads
 (``torch.set_num_threads(cores)``); the Ray job runs ``--epochs`` epochs (default 2) and spreads
 the same cores over its train workers and Ray Data; rows are identical (the train split,
-encoded by the same :func:`pipelines.transforms.encode_table`). Figures:
+encoded by the same :func:`pipelines.data.encoding.encode_table`). Figures:
 
 * samples/s of the plain loop (the faster of a run before and one after the Ray job) and of
   the Ray train loop in its first epoch (which carries the job's one-time start-up:
@@ -44,12 +44,12 @@ import torch
 def load_train_split(spec_path: str):
     """The train split encoded in memory (pyarrow; the domain vocabulary from the job's own
     Ray Data pass), as the plain loop's input; also the features with the vocabulary's sizes."""
-    from pipelines.sources import open_source
-    from pipelines.spec import load_spec
-    from pipelines.time_split import time_cuts
-    from pipelines.transforms import encode_table, time_values
+    from pipelines.data.sources import open_source
+    from pipelines.data.spec import load_spec
+    from pipelines.data.time_split import time_cuts
+    from pipelines.data.encoding import encode_table, time_values
 
-    from pipelines.vocabulary_pass import build_vocabulary
+    from pipelines.data.vocabulary_pass import build_vocabulary
 
     src = open_source(load_spec(spec_path))
     cuts = time_cuts(src)
@@ -100,10 +100,10 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-    from pipelines.generate import generate
-    from pipelines.ray_env import init_ray
-    from pipelines.job_config import job_config
-    from pipelines.train import run
+    from pipelines.data.generate import generate
+    from pipelines.runtime.ray_env import init_ray
+    from pipelines.train.job_config import job_config
+    from pipelines.train.driver import run
 
     tmp = Path(tempfile.mkdtemp(prefix="adasparse-bench-"))
     init_ray("local")

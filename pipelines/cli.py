@@ -1,8 +1,8 @@
 """The ``adasparse`` command line (the application layer; the model library has none).
 
 Each subcommand's module is imported only when it runs, so ``adasparse demo --in-memory``
-never imports Ray. ``train``, ``tune`` and ``compare`` own their options (:mod:`pipelines.job_flags`).
-Every command ends through :func:`pipelines.command.run_command`: bad input is one line.
+never imports Ray. ``train``, ``tune`` and ``compare`` own their options (:mod:`pipelines.train.job_flags`).
+Every command ends through :func:`pipelines.runtime.exit_status.run_command`: bad input is one line.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipelines.command import run_command
+from pipelines.runtime.exit_status import run_command
 
 # the README's first command: 2M rows, 2 workers (docs/training.md has its measured time)
 DEMO_ROWS = 2_000_000
@@ -33,9 +33,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from pipelines.dataset_output import prepare_dataset_dir
-    from pipelines.generate import check_generate_args, generate
-    from pipelines.ray_env import init_ray
+    from pipelines.data.dataset_writer import prepare_dataset_dir
+    from pipelines.data.generate import check_generate_args, generate
+    from pipelines.runtime.ray_env import init_ray
 
     check_generate_args(args.rows, args.domains, args.chunk_rows, args.preset)  # before Ray starts
     if not args.overwrite:
@@ -51,7 +51,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from pipelines.convert_ijcai18 import convert
+    from pipelines.data.convert_ijcai18 import convert
 
     res = convert(args.input, args.out, shard_rows=args.shard_rows, overwrite=args.overwrite)
     print(f"converted {res['rows']:,} rows into {res['files']} shards under {args.out}; spec: {args.out.rstrip('/')}/spec.yaml")
@@ -59,7 +59,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from pipelines.analyze import analyze
+    from pipelines.analysis.analyze import analyze
 
     analyze(args.runs, args.out, bins=args.bins, layer=args.layer, top=args.top)
     return 0
@@ -68,10 +68,10 @@ def _analyze(args: argparse.Namespace) -> int:
 def _summary(args: argparse.Namespace) -> int:
     import json
 
-    from pipelines.ray_env import init_ray
-    from pipelines.sources import open_source
-    from pipelines.spec import load_spec
-    from pipelines.summary import domain_summary
+    from pipelines.runtime.ray_env import init_ray
+    from pipelines.data.sources import open_source
+    from pipelines.data.spec import load_spec
+    from pipelines.analysis.domain_summary import domain_summary
 
     source = open_source(load_spec(args.data))
     init_ray(args.address)
@@ -92,14 +92,14 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pipelines.export_run import export_run
+    from pipelines.serve.export_run import export_run
 
     export_run(args.run, args.out, overwrite=args.overwrite, check_rows=args.check_rows)
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from pipelines.predict import predict
+    from pipelines.serve.predict import predict
 
     predict(args.run, args.data, args.out, split=args.split, workers=args.workers, batch_size=args.batch_size, gpu=args.gpu,
             address=args.address, overwrite=args.overwrite, storage_endpoint=args.storage_endpoint)
@@ -109,11 +109,11 @@ def _predict(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     import time
 
-    from pipelines.ray_env import init_ray
-    from pipelines.sources import open_source
-    from pipelines.spec import load_spec
-    from pipelines.time_split import time_cuts
-    from pipelines.validation import validate_source
+    from pipelines.runtime.ray_env import init_ray
+    from pipelines.data.sources import open_source
+    from pipelines.data.spec import load_spec
+    from pipelines.data.time_split import time_cuts
+    from pipelines.data.validation import validate_source
 
     spec = load_spec(args.data)
     source = open_source(spec)  # paths, schemas and column types: before Ray starts
@@ -227,16 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:  # the Ray Train job owns its options (pipelines/train.py)
-        from pipelines.train import main as train_main
+    if argv[:1] == ["train"]:  # the Ray Train job owns its options (pipelines/train/driver.py)
+        from pipelines.train.driver import main as train_main
 
         return train_main(argv[1:])
-    if argv[:1] == ["tune"]:  # so does the sweep (pipelines/tune.py)
-        from pipelines.tune import main as tune_main
+    if argv[:1] == ["tune"]:  # so does the sweep (pipelines/sweep/tune.py)
+        from pipelines.sweep.tune import main as tune_main
 
         return tune_main(argv[1:])
-    if argv[:1] == ["compare"]:  # and the comparison (pipelines/compare.py)
-        from pipelines.compare import main as compare_main
+    if argv[:1] == ["compare"]:  # and the comparison (pipelines/sweep/compare.py)
+        from pipelines.sweep.compare import main as compare_main
 
         return compare_main(argv[1:])
     args = build_parser().parse_args(argv)

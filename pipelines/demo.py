@@ -2,7 +2,7 @@
 
 Generates ``rows`` rows of synthetic multi-domain data as Parquet shards on local Ray (kept
 under ``OUT/data`` and reused while rows and seed match), trains the plain DNN and AdaSparse
-(Fusion) with the distributed job (:func:`pipelines.train.run`, ``workers`` Ray Train
+(Fusion) with the distributed job (:func:`pipelines.train.driver.run`, ``workers`` Ray Train
 workers, both with the same epochs, batch size and learning rate), and prints their test
 LogLoss / AUC / GAUC side by side. Everything is written under ``OUT``: one directory per
 model (``metrics.json``, checkpoints) and ``comparison.json``.
@@ -23,7 +23,7 @@ MODELS = (("dnn", {"model.kind": "plain", "model.backbone": "dnn"}),
 
 
 def _dataset(out: Path, rows: int, seed: int, log) -> str:
-    from pipelines.generate import generate
+    from pipelines.data.generate import generate
 
     data = out / "data"
     marker = data / "generated.json"
@@ -43,9 +43,9 @@ def _dataset(out: Path, rows: int, seed: int, log) -> str:
 
 def run_demo(out: str, rows: int, epochs: int, batch_size: int, workers: int, seed: int, address: str | None = None,
              log=print) -> dict:
-    from pipelines.ray_env import init_ray
-    from pipelines.job_config import job_config
-    from pipelines.train import run
+    from pipelines.runtime.ray_env import init_ray
+    from pipelines.train.job_config import job_config
+    from pipelines.train.driver import run
 
     out_dir = Path(out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)

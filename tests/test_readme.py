@@ -22,7 +22,7 @@ def test_readme_python_example_runs():
 
 
 def test_readme_run_config_example_is_a_valid_run_config(tmp_path):
-    from pipelines.job_config import load_config_file, job_config
+    from pipelines.train.job_config import load_config_file, job_config
 
     block = re.search(r"```yaml\n(.*?)\n```", README.read_text(), re.S).group(1)
     path = tmp_path / "run.yaml"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from pipelines.spec import DatasetSpec, load_spec, parse_spec
+from pipelines.data.spec import DatasetSpec, load_spec, parse_spec
 
 
 def copy_with_bad_label(generated: Path, out: Path, shard: str, row: int, label: float) -> DatasetSpec:

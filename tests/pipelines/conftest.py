@@ -14,7 +14,7 @@ def ray_local():
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    from pipelines.ray_env import init_ray
+    from pipelines.runtime.ray_env import init_ray
 
     init_ray("local", num_cpus=2)
     yield ray
@@ -24,7 +24,7 @@ def ray_local():
 @pytest.fixture(scope="session")
 def generated(ray_local, tmp_path_factory):
     """A small generated dataset (4 shards) shared by the pipeline tests."""
-    from pipelines.generate import generate
+    from pipelines.data.generate import generate
 
     out = tmp_path_factory.mktemp("gen")
     generate(str(out), rows=12_000, domains=60, seed=7, chunk_rows=3_000)

@@ -19,9 +19,9 @@ from adasparse.metrics import CTRMetrics
 from adasparse.model import build_model
 from adasparse.optim import build_optimizer
 from adasparse.synthetic import SyntheticSpec
-from pipelines.analyze import analyze, equal_row_bins, subset_metrics, weighted_jaccard
-from pipelines.run_files import TEST_METRICS_FILE
-from pipelines.checkpoints import mask_domains, mask_arrays
+from pipelines.analysis.analyze import analyze, equal_row_bins, subset_metrics, weighted_jaccard
+from pipelines.runtime.run_directory import TEST_METRICS_FILE
+from pipelines.train.checkpoints import mask_domains, mask_arrays
 from pipelines.cli import main
 
 

@@ -1,8 +1,8 @@
-"""Restarts rebuilt from the worker-group start markers (pipelines/attempts.py)."""
+"""Restarts rebuilt from the worker-group start markers (pipelines/train/attempts.py)."""
 
 from pyarrow.fs import LocalFileSystem
 
-from pipelines.attempts import record_attempt, restarts_of
+from pipelines.train.attempts import record_attempt, restarts_of
 
 
 def _m(attempt, at, epoch, written=None, launch="L2", ck_launch=None, final=False, step=0):

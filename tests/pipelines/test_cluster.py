@@ -71,7 +71,7 @@ def test_aws_launcher_config_passes_rays_validation():
                  "sweeps/a/tuner.pkl", "comparisons/table1/table.md", ".env", "keys/node.pem", ".aws/credentials",
                  "adasparse/__pycache__/model.cpython-311.pyc", "my_secret_token.txt"]:
         assert _rsync_skips(skip, path), path
-    for path in ["adasparse/model.py", "pipelines/train.py", "pyproject.toml", "constraints.txt", "cluster/aws.yaml",
+    for path in ["adasparse/model.py", "pipelines/train/driver.py", "pyproject.toml", "constraints.txt", "cluster/aws.yaml",
                  "tune_spaces/defaults.yaml"]:
         assert not _rsync_skips(skip, path), path
     bad = copy.deepcopy(cfg)
@@ -150,7 +150,7 @@ def test_kuberay_manifests_have_the_fields_the_operator_requires():
     assert job["spec"]["shutdownAfterJobFinishes"] is True
     _check_cluster_spec(job["spec"]["rayClusterSpec"], "RayJob.spec.rayClusterSpec")
     # the entry point's options are the training job's own
-    from pipelines.job_flags import parse_job_args
+    from pipelines.train.job_flags import parse_job_args
 
     opts = job["spec"]["entrypoint"].split()[3:]
     spec = parse_job_args(opts)

@@ -7,8 +7,8 @@ import pytest
 
 from adasparse.config import ConfigError
 from adasparse.errors import UserError, find_user_error
-from pipelines.command import run_command
-from pipelines.sources import DataError
+from pipelines.runtime.exit_status import run_command
+from pipelines.data.sources import DataError
 
 
 class WorkerGroupError(RuntimeError):

@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.cli import main
 from adasparse.config import ConfigError
-from pipelines.compare import comparison_table, compare_space, paired_p_value, tuned_options
+from pipelines.sweep.compare import comparison_table, compare_space, paired_p_value, tuned_options
 
 
 def _cells(model, backbone, gaucs, shift=0.0):

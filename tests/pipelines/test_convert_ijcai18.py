@@ -3,12 +3,12 @@
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.convert_ijcai18 import COLUMNS, convert, write_sample
-from pipelines.reading import read_split
-from pipelines.sources import open_source
-from pipelines.time_split import time_cuts
-from pipelines.sources import DataError
-from pipelines.spec import load_spec
+from pipelines.data.convert_ijcai18 import COLUMNS, convert, write_sample
+from pipelines.data.reading import read_split
+from pipelines.data.sources import open_source
+from pipelines.data.time_split import time_cuts
+from pipelines.data.sources import DataError
+from pipelines.data.spec import load_spec
 
 from test_ingest import collect
 
@@ -37,7 +37,7 @@ def test_converts_streaming_into_shards_with_the_papers_domain_key(ray_local, tm
 def test_list_fields_are_parsed():
     import pyarrow as pa
 
-    from pipelines.convert_ijcai18 import transform
+    from pipelines.data.convert_ijcai18 import transform
 
     cols = {c: [0, 0] for c in COLUMNS}
     cols.update(

@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from adasparse.config import ConfigError
-from pipelines.sources import DataError, open_source
-from pipelines.spec import load_spec, parse_spec
+from pipelines.data.sources import DataError, open_source
+from pipelines.data.spec import load_spec, parse_spec
 
 SPEC = {
     "location": ".",
@@ -101,7 +101,7 @@ def test_zero_row_shard_is_accepted(tmp_path):
 
 def test_another_partition_into_domains_keeps_every_field_as_an_input():
     from adasparse.config import ConfigError
-    from pipelines.spec import parse_spec
+    from pipelines.data.spec import parse_spec
 
     spec = parse_spec({"location": "x", "label": "y", "time": "t",
                        "domain_fields": [{"name": "g", "buckets": 4}, {"name": "a", "buckets": 8}],

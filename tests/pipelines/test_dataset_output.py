@@ -1,12 +1,12 @@
-"""A dataset directory is complete or absent (pipelines/dataset_output.py): the old spec goes
+"""A dataset directory is complete or absent (pipelines/data/dataset_writer.py): the old spec goes
 before anything else, the new one is published last and whole."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipelines.dataset_output import prepare_dataset_dir, publish_spec
-from pipelines.sources import DataError
+from pipelines.data.dataset_writer import prepare_dataset_dir, publish_spec
+from pipelines.data.sources import DataError
 
 
 def _old_dataset(d):

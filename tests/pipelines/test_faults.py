@@ -65,7 +65,7 @@ def _figures(run_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def data(ray_local, tmp_path_factory):
-    from pipelines.generate import generate
+    from pipelines.data.generate import generate
 
     out = tmp_path_factory.mktemp("faults-data")
     generate(str(out), rows=40_000, domains=60, seed=3, chunk_rows=10_000)
@@ -243,7 +243,7 @@ def test_the_driver_killed_mid_epoch_and_the_command_rerun_goes_on_from_its_mid_
 def test_a_sweep_trials_worker_killed_is_retried_and_the_sweep_says_which(generated, tmp_path, capsys):
     """A training worker of a running trial SIGKILLed by PID: with --max-failures 1 its run
     restarts from its checkpoint, every trial finishes, and the summary names the trial."""
-    from pipelines.tune import main as tune_main
+    from pipelines.sweep.tune import main as tune_main
 
     space = tmp_path / "space.yaml"
     space.write_text("name: f\nsearch: random\nscheduler: null\nfixed: {model: adasparse}\n"

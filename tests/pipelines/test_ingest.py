@@ -12,12 +12,12 @@ from adasparse.model import build_model
 from adasparse.optim import build_optimizer
 from adasparse.errors import find_user_error
 from adasparse.loop import InMemoryRunner
-from pipelines.batching import train_batches
-from pipelines.reading import read_split
-from pipelines.sources import open_source
-from pipelines.time_split import time_cuts
-from pipelines.sources import DataError
-from pipelines.spec import load_spec, parse_spec
+from pipelines.train.batching import train_batches
+from pipelines.data.reading import read_split
+from pipelines.data.sources import open_source
+from pipelines.data.time_split import time_cuts
+from pipelines.data.sources import DataError
+from pipelines.data.spec import load_spec, parse_spec
 
 ALI_CCP = Path(__file__).resolve().parents[3] / "shared" / "data" / "ali-ccp"
 
@@ -42,7 +42,7 @@ def test_generator_writes_shards_and_a_loadable_spec(generated):
 
 
 def test_generator_is_deterministic_for_a_seed(generated, tmp_path):
-    from pipelines.generate import generate
+    from pipelines.data.generate import generate
 
     generate(str(tmp_path), rows=12_000, domains=60, seed=7, chunk_rows=3_000)
     for name in ("part-000002.parquet", "spec.yaml"):
@@ -58,7 +58,7 @@ def test_generator_presets_write_their_fields(ray_local, tmp_path):
     --domains a preset keeps its own domain fields."""
     import yaml
 
-    from pipelines.generate import generate
+    from pipelines.data.generate import generate
 
     res = generate(str(tmp_path / "u"), rows=3000, seed=1, chunk_rows=3000, preset="users")
     spec = yaml.safe_load((tmp_path / "u" / "spec.yaml").read_text())
@@ -76,7 +76,7 @@ def test_generator_presets_write_their_fields(ray_local, tmp_path):
 
 def test_generate_refuses_an_existing_dataset_and_overwrite_replaces_it(ray_local, tmp_path, capsys):
     from pipelines.cli import main
-    from pipelines.generate import generate
+    from pipelines.data.generate import generate
 
     out = tmp_path / "d"
     generate(str(out), rows=3000, domains=10, chunk_rows=1000)
@@ -121,7 +121,7 @@ def test_an_empty_split_is_found_when_the_split_is_cut(generated, tmp_path):
     import pyarrow as pa
     import yaml
 
-    from pipelines.sources import DataError
+    from pipelines.data.sources import DataError
 
     t = pq.read_table(generated / "part-000000.parquet")
     time = t["time"].to_numpy().copy()
@@ -182,7 +182,7 @@ def test_ali_ccp_trains_through_a_spec_alone(ray_local):
 
 
 def test_summary_counts_domains(generated):
-    from pipelines.summary import domain_summary
+    from pipelines.analysis.domain_summary import domain_summary
 
     s = domain_summary(open_source(load_spec(generated / "spec.yaml")))
     assert s["rows"] == 12_000 and 1 < s["domains"] <= 60
@@ -193,7 +193,7 @@ def test_summary_counts_domains(generated):
 def test_early_start_fetches_the_first_batch_in_the_background():
     import threading
 
-    from pipelines.batching import EarlyStart
+    from pipelines.train.batching import EarlyStart
 
     fetched = threading.Event()
     threads = []
@@ -215,7 +215,7 @@ def test_early_start_fetches_the_first_batch_in_the_background():
 
 
 def test_early_start_raises_the_streams_error_when_iterated():
-    from pipelines.batching import EarlyStart
+    from pipelines.train.batching import EarlyStart
 
     def broken():
         raise DataError("part-0.parquet: column 'label' holds nulls")
@@ -250,7 +250,7 @@ def test_train_batches_have_the_sizes_of_iter_batches_and_keep_order_without_a_b
 
 
 def test_train_batches_shuffle_draws_each_batch_from_a_buffer_of_rows(monkeypatch):
-    import pipelines.batching as batching
+    import pipelines.train.batching as batching
 
     monkeypatch.setattr(batching, "CHUNK_ROWS", 1000)
     stream = _Stream(20_000)
@@ -281,7 +281,7 @@ def test_train_batches_shuffle_draws_each_batch_from_a_buffer_of_rows(monkeypatc
 def test_local_cluster_object_store_is_sized_to_the_ingest_budget(ray_local, monkeypatch):
     """The embedded cluster's store holds one stream budget per CPU (min 2), not 30 % of RAM:
     the store keeps every page it ever wrote resident, so its size bounds a stream's footprint."""
-    from pipelines.ray_env import INGEST_OBJECT_STORE_BUDGET, local_object_store_bytes
+    from pipelines.runtime.ray_env import INGEST_OBJECT_STORE_BUDGET, local_object_store_bytes
 
     monkeypatch.delenv("ADASPARSE_LOCAL_OBJECT_STORE_BYTES", raising=False)
     assert local_object_store_bytes(2) == 2 * INGEST_OBJECT_STORE_BUDGET

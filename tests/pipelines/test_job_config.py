@@ -7,8 +7,8 @@ import pytest
 
 from adasparse.config import ConfigError, ModelSpec
 from pipelines.cli import main
-from pipelines.job_config import ALIASES, job_config
-from pipelines.job_flags import config_leaves, job_parser, parse_job_args
+from pipelines.train.job_config import ALIASES, job_config
+from pipelines.train.job_flags import config_leaves, job_parser, parse_job_args
 
 ROUND1 = ["--data", "d.yaml", "--model", "adasparse", "--formulation", "scaling", "--backbone", "dcnv2", "--epochs", "3",
           "--batch-size", "512", "--lr", "0.01", "--workers", "2", "--gpu", "--out", "o", "--name", "n", "--seed", "7",
@@ -100,12 +100,12 @@ def _tiny_dataset(tmp_path):
 
 def _no_ray(monkeypatch):
     """Make starting or joining Ray fail loudly: what the test checks happens before it."""
-    import pipelines.ray_env
+    import pipelines.runtime.ray_env
 
     def refuse(*args, **kwargs):
         raise AssertionError("Ray was started before the error")
 
-    monkeypatch.setattr(pipelines.ray_env, "init_ray", refuse)
+    monkeypatch.setattr(pipelines.runtime.ray_env, "init_ray", refuse)
 
 
 @pytest.mark.parametrize("command", ["train", "tune"])
@@ -173,8 +173,8 @@ def test_workers_that_cannot_fit_the_local_ray_are_one_line_not_a_wait(tmp_path)
 
 
 def test_a_start_that_timed_out_is_translated_and_other_errors_are_not():
-    from pipelines.job_config import job_config
-    from pipelines.train import startup_error
+    from pipelines.train.job_config import job_config
+    from pipelines.train.driver import startup_error
 
     class WorkerGroupStartupTimeoutError(RuntimeError):
         pass

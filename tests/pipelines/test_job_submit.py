@@ -49,7 +49,7 @@ def test_ray_job_submit_runs_the_training_job(generated, ray_local, tmp_path):
     before = cluster_file.read_text() if cluster_file.exists() else None
     with head_node(tmp_path) as (url, env, _):
         # two clusters on this machine now: the session's local Ray must still find its own
-        # State API (without pipelines.ray_env's fix: "Found multiple active Ray instances",
+        # State API (without pipelines.runtime.ray_env's fix: "Found multiple active Ray instances",
         # or the other cluster, which `ray start` recorded as the latest, answers None)
         assert _state_api_lookup_from_the_session_cluster(ray_local) == "ALIVE"
         # without the token the cluster refuses the client

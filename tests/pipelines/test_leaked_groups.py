@@ -7,7 +7,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from pipelines.leaked_groups import NIL_ACTOR, ActorRecord, GroupRecord, _cluster_records, free_leaked_placement_groups, orphaned
+from pipelines.runtime.leaked_groups import NIL_ACTOR, ActorRecord, GroupRecord, _cluster_records, free_leaked_placement_groups, orphaned
 
 ROOT = Path(__file__).resolve().parents[2]
 DEAD, LIVE = "02000000", "01000000"

@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from pipelines.cli import main
-from pipelines.run_identity import difference, flatten
+from pipelines.train.run_identity import difference, flatten
 
 
 def _files(run_dir):

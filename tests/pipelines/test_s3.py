@@ -2,9 +2,9 @@
 
 import pytest
 
-from pipelines.reading import read_split
-from pipelines.sources import DataError, open_source
-from pipelines.spec import load_spec, parse_spec
+from pipelines.data.reading import read_split
+from pipelines.data.sources import DataError, open_source
+from pipelines.data.spec import load_spec, parse_spec
 
 from test_ingest import collect
 
@@ -57,9 +57,9 @@ def test_training_job_writes_checkpoints_and_metrics_to_s3(generated, s3_endpoin
 
     import boto3
 
-    from pipelines.sources import s3_filesystem
-    from pipelines.job_flags import parse_job_args as parse_args
-    from pipelines.train import run
+    from pipelines.data.sources import s3_filesystem
+    from pipelines.train.job_flags import parse_job_args as parse_args
+    from pipelines.train.driver import run
 
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket="runs")
     spec = parse_args(["--data", str(generated / "spec.yaml"), "--workers", "2", "--epochs", "1", "--batch-size", "512",
@@ -80,7 +80,7 @@ def test_an_s3_out_that_cannot_be_written_is_one_line_before_training(s3_endpoin
     import time
 
     from adasparse.config import ConfigError
-    from pipelines.output import OutputLocation
+    from pipelines.runtime.output_location import OutputLocation
 
     with pytest.raises(ConfigError) as err:
         OutputLocation.of("s3://no-such-bucket/runs", s3_endpoint).check_writable()

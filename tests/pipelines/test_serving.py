@@ -15,11 +15,11 @@ import torch
 import yaml
 
 from pipelines.cli import main
-from pipelines.job_flags import parse_job_args
-from pipelines.predict import predict
-from pipelines.run_files import RunFiles
-from pipelines.shared_model import SharedModel
-from pipelines.train import run
+from pipelines.train.job_flags import parse_job_args
+from pipelines.serve.predict import predict
+from pipelines.runtime.run_directory import RunFiles
+from pipelines.serve.shared_model import SharedModel
+from pipelines.train.driver import run
 
 from test_s3 import upload
 
@@ -58,7 +58,7 @@ def test_an_export_loaded_without_the_project_predicts_raw_rows_as_the_run(train
     subprocess.run([sys.executable, "-c", FRESH, str(out), str(got), *files], check=True, timeout=300)
     served = np.load(got)
     # the training job's own encoding and model on the same raw rows
-    from pipelines.transforms import encode_table
+    from pipelines.data.encoding import encode_table
 
     runfiles = RunFiles(run_dir)
     model = runfiles.load_model()
@@ -113,8 +113,8 @@ def test_predict_reads_and_writes_s3(trained, generated, tmp_path, s3_endpoint, 
     probabilities as from local files to a local directory."""
     import boto3
 
-    from pipelines.sources import s3_filesystem
-    from pipelines.spec import load_spec
+    from pipelines.data.sources import s3_filesystem
+    from pipelines.data.spec import load_spec
 
     run_dir, _ = trained
     upload(s3_endpoint, generated, "serve", "data")
@@ -141,9 +141,9 @@ def test_score_block_fetches_a_model_once_per_process_and_never_a_stale_one(trai
     predict call) → that model's predictions, not the cached one's."""
     import ray
 
-    from pipelines import predict as predict_mod
-    from pipelines.arrow_columns import columns_to_arrow
-    from pipelines.transforms import encode_table
+    from pipelines.serve import predict as predict_mod
+    from pipelines.data.arrow_columns import columns_to_arrow
+    from pipelines.data.encoding import encode_table
 
     run_dir, _ = trained
     runfiles = RunFiles(run_dir)

@@ -1,4 +1,4 @@
-"""A model through Ray's object store as :class:`pipelines.shared_model.SharedModel`: the same
+"""A model through Ray's object store as :class:`pipelines.serve.shared_model.SharedModel`: the same
 predictions, parameters that view the object's shared memory (no copy), buffers of its own."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 
 from adasparse.model import build_model
 from model_helpers import make_model_config, random_batch
-from pipelines.shared_model import SharedModel
+from pipelines.serve.shared_model import SharedModel
 
 
 @pytest.mark.parametrize("kind, formulation", [("adasparse", "fusion"), ("adasparse", "scaling"), ("dnn", "fusion")])

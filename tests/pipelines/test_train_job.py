@@ -8,8 +8,8 @@ import pytest
 
 from adasparse.errors import find_user_error
 from adasparse.host import usable_cores
-from pipelines.job_flags import parse_job_args as parse_args
-from pipelines.train import run
+from pipelines.train.job_flags import parse_job_args as parse_args
+from pipelines.train.driver import run
 
 
 @pytest.fixture(scope="module")
@@ -19,10 +19,10 @@ def odd_rows(ray_local, tmp_path_factory):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines.generate import generate
-    from pipelines.sources import open_source
-    from pipelines.spec import load_spec
-    from pipelines.time_split import time_cuts
+    from pipelines.data.generate import generate
+    from pipelines.data.sources import open_source
+    from pipelines.data.spec import load_spec
+    from pipelines.data.time_split import time_cuts
 
     out = tmp_path_factory.mktemp("odd")
     generate(str(out), rows=6007, domains=40, seed=11, chunk_rows=3100)
@@ -230,7 +230,7 @@ def test_worker_killed_mid_run_restarts_from_checkpoint_and_rerun_resumes(genera
 def test_worker_threads_share_the_node_cpus_known_to_the_driver():
     """Threads per worker: the node's CPUs (as the driver read them once) over the workers on
     it, capped by the cores the process may use; a node the driver did not see uses the cores."""
-    from pipelines.train_worker import node_threads
+    from pipelines.train.worker import node_threads
 
     cores = usable_cores()
     assert node_threads(1, None) == cores
@@ -247,9 +247,9 @@ def _in_memory_splits(spec_path, cuts, vocab):
     import pyarrow.parquet as pq
 
     from adasparse.encoding import EncodedBatch
-    from pipelines.sources import open_source
-    from pipelines.spec import load_spec
-    from pipelines.transforms import encode_table, time_values
+    from pipelines.data.sources import open_source
+    from pipelines.data.spec import load_spec
+    from pipelines.data.encoding import encode_table, time_values
 
     src = open_source(load_spec(spec_path))
     table = pa.concat_tables([pq.read_table(f, columns=src.spec.columns) for f in src.files])
@@ -270,10 +270,10 @@ def test_the_in_memory_loop_and_a_one_worker_ray_job_agree(ray_local, tmp_path):
     from adasparse.model import build_model
     from adasparse.vocabulary import DomainVocabulary
     from adasparse.optim import build_optimizer
-    from pipelines.generate import generate
-    from pipelines.sources import open_source
-    from pipelines.spec import load_spec
-    from pipelines.time_split import time_cuts
+    from pipelines.data.generate import generate
+    from pipelines.data.sources import open_source
+    from pipelines.data.spec import load_spec
+    from pipelines.data.time_split import time_cuts
 
     generate(str(tmp_path / "data"), rows=6000, domains=30, seed=5, chunk_rows=6000)  # one shard: one stream order
     spec_path = str(tmp_path / "data" / "spec.yaml")
@@ -304,7 +304,7 @@ def test_a_worker_without_train_rows_takes_every_step_with_weight_zero_and_chang
     batches (the row-weighted mean of one batch and nothing is that batch's gradient). The
     two-worker run also checkpoints within epochs by rank 0's clock (every 60 ms: rank 0's flag
     carried by the exchange, so both workers checkpoint at the same update), which changes nothing."""
-    from pipelines.generate import generate
+    from pipelines.data.generate import generate
 
     generate(str(tmp_path / "data"), rows=6000, domains=30, seed=5, chunk_rows=6000)  # one file, one row group
     common = ["--data", str(tmp_path / "data" / "spec.yaml"), "--epochs", "2", "--batch-size", "128", "--hidden-units", "16,8",

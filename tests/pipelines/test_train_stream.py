@@ -1,4 +1,4 @@
-"""Each worker's own train stream (pipelines/train_stream.py): every train row exactly once per
+"""Each worker's own train stream (pipelines/data/train_stream.py): every train row exactly once per
 epoch for any number of workers, the same batches when resumed from any position, every row
 still exactly once when resumed with another number of workers. No Ray."""
 
@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.sources import open_source
-from pipelines.spec import DatasetSpec
-from pipelines.train_stream import EpochPlan, PieceReader, TrainPieces, WorkerStream, deal, expected_rows, windows
+from pipelines.data.sources import open_source
+from pipelines.data.spec import DatasetSpec
+from pipelines.data.train_stream import EpochPlan, PieceReader, TrainPieces, WorkerStream, deal, expected_rows, windows
 
 TRAIN_BEFORE = 700  # rows with time < 700 are the train split below
 

@@ -6,9 +6,9 @@ import pytest
 
 from adasparse.encoding import field_hashes
 from adasparse.portable.hashing import hash_to_buckets
-from pipelines.sources import DataError
-from pipelines.spec import parse_spec
-from pipelines.transforms import encode_table
+from pipelines.data.sources import DataError
+from pipelines.data.spec import parse_spec
+from pipelines.data.encoding import encode_table
 
 from test_data_spec import SPEC, table
 

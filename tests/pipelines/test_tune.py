@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from adasparse.config import ConfigError
-from pipelines.job_flags import parse_job_args as parse_args
-from pipelines.tune import concurrency, main
-from pipelines.tune_space import load_space
+from pipelines.train.job_flags import parse_job_args as parse_args
+from pipelines.sweep.tune import concurrency, main
+from pipelines.sweep.tune_space import load_space
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -148,7 +148,7 @@ def test_an_interrupted_sweep_resumes_when_rerun(generated, tmp_path, ray_local,
             "--batch-size", "512", "--hidden-units", "16", "--workers", "1", "--out", str(tmp_path / "sweeps"), "--name", "i"]
     address = ray_local.get_runtime_context().gcs_address  # the first run joins this test session's cluster
     env = {**os.environ, "RAY_ADDRESS": address}
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.tune", *argv], env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.sweep.tune", *argv], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, cwd=ROOT)
     trials = tmp_path / "sweeps" / "i" / "trials"
     try:
@@ -177,7 +177,7 @@ def test_an_interrupted_sweep_resumes_when_rerun(generated, tmp_path, ray_local,
 
 
 def test_domain_partitions_plot_and_its_space(tmp_path):
-    from pipelines.tune import _domain_partitions
+    from pipelines.sweep.tune import _domain_partitions
 
     rows = [{"finished": True, "ingest.domain_fields": ["a"], "train_domains": 4, "test_auc": 0.70, "test_gauc": 0.66},
             {"finished": True, "ingest.domain_fields": ["a", "b"], "train_domains": 120, "test_auc": 0.72, "test_gauc": 0.67},
@@ -199,7 +199,7 @@ def test_a_sweep_is_restored_only_from_files_no_one_else_can_write(tmp_path):
     import os
 
     from adasparse.config import ConfigError
-    from pipelines.tune import check_restorable
+    from pipelines.sweep.tune import check_restorable
 
     sweep = tmp_path / "s"
     sweep.mkdir(mode=0o700)

@@ -1,4 +1,4 @@
-"""The check before training (pipelines/validation.py, ``adasparse validate``): every bad value
+"""The check before training (pipelines/data/validation.py, ``adasparse validate``): every bad value
 found in one pass, each reported as one line with its file, column, first row and count; the
 training job refuses bad data before it trains."""
 
@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from pipelines.cli import main
-from pipelines.sources import open_source
-from pipelines.spec import load_spec
-from pipelines.validation import validate_source
+from pipelines.data.sources import open_source
+from pipelines.data.spec import load_spec
+from pipelines.data.validation import validate_source
 
 
 def _copy(generated, out):

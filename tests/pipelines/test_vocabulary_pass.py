@@ -8,11 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.reading import read_split
-from pipelines.sources import DataError, open_source
-from pipelines.spec import load_spec, parse_spec
-from pipelines.time_split import time_cuts
-from pipelines.vocabulary_pass import build_vocabulary
+from pipelines.data.reading import read_split
+from pipelines.data.sources import DataError, open_source
+from pipelines.data.spec import load_spec, parse_spec
+from pipelines.data.time_split import time_cuts
+from pipelines.data.vocabulary_pass import build_vocabulary
 from test_ingest import collect
 
 
@@ -51,7 +51,7 @@ def test_generated_data_every_train_domain_told_apart(ray_local, generated):
 
 
 def test_converted_ijcai_data_every_train_domain_told_apart(ray_local, tmp_path):
-    from pipelines.convert_ijcai18 import convert, write_sample
+    from pipelines.data.convert_ijcai18 import convert, write_sample
 
     raw = tmp_path / "round1_ijcai_18_train.txt"
     write_sample(str(raw), 3000)

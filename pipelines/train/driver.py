@@ -1,0 +1,311 @@
+"""The distributed training job (Ray Train ``TorchTrainer``, data parallel): the driver.
+
+    adasparse train --data DIR/spec.yaml --model adasparse --pruner.formulation fusion --workers 2 --out runs
+    adasparse train --config run.yaml        # the same keys in YAML (pipelines/train/job_config.py)
+    python -m pipelines.train ...            # the same, e.g. under ``ray job submit``
+
+The driver reads the dataset spec, cuts the train/dev/test split by time, and starts the
+workers (:mod:`pipelines.train.worker`: the library's training loop with Ray's shards, gradient
+exchange, metric merge and reports). Each epoch's dev LogLoss/AUC/GAUC is exact over all rows;
+the best epoch by dev GAUC is evaluated on test at the end and written with everything else to
+``OUT/NAME/metrics.json`` (and the config to ``config.json``).
+
+Resume: rerunning with the same ``--name`` (and ``--out``) continues from the run's latest
+checkpoint (Ray Train's run snapshot); with ``--max-failures`` > 0 a dead worker makes the
+run restart from the last checkpoint (``--fail-at-epoch`` injects such a failure once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import threading
+import time
+import uuid
+
+from adasparse.config import ConfigError, ModelConfig
+from adasparse.model import with_domain_rows
+from pipelines.train.job_config import JobConfig, dump_config
+from pipelines.train.job_flags import parse_job_args
+from pipelines.runtime.leaked_groups import freeing_leaked_groups
+from pipelines.runtime.output_location import OutputLocation
+
+
+def node_cpus() -> dict[str, float]:
+    """Every live node's Ray CPU resource, read once by the driver (one GCS call for the whole
+    run, not one per worker); a node that joins later is looked up as unknown."""
+    import ray
+
+    return {n["NodeID"]: n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive", True)}
+
+
+STARTUP_ATTEMPT_S = 60.0  # Ray Train's wait for a worker group before it retries (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S)
+
+
+def _request(job: JobConfig, per_worker: float) -> str:
+    """The workers' request in words: ``4 workers × 1 CPU + 1 GPU``."""
+    return f"{job.resources.workers} workers × {per_worker:g} CPU{' + 1 GPU' if job.resources.gpu else ''}"
+
+
+def check_resources(job: JobConfig, per_worker: float, cluster: dict, fixed_size: bool, log) -> int:
+    """The workers' request against the cluster. On a cluster that cannot grow (the private local
+    Ray) a request larger than it is one line now, instead of a wait that never ends; on a cluster
+    given by address (it may autoscale) the wait is bounded by ``resources.startup_timeout_s``.
+    Returns the number of worker-group start attempts Ray Train may make."""
+    res = job.resources
+    cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    need_cpu, need_gpu = res.workers * per_worker, res.workers if res.gpu else 0
+    short = need_cpu > cpus + 1e-9 or need_gpu > gpus + 1e-9
+    what = _request(job, per_worker)
+    have = f"{cpus:g} CPUs" + (f", {gpus:g} GPUs" if res.gpu else "")
+    if short and fixed_size:
+        raise ConfigError(f"resources: {what} do not fit this machine's local Ray ({have}); lower --workers or "
+                          "--cpus-per-worker, or give --address of a larger cluster")
+    if short:
+        log(f"the cluster has {have} now; waiting up to {res.startup_timeout_s:.0f} s for it to grow to {what}")
+    return max(1, math.ceil(res.startup_timeout_s / STARTUP_ATTEMPT_S))
+
+
+def fit_interruptibly(trainer):
+    """``trainer.fit()``, stopped by Ctrl-C at any moment. Ray Train's own SIGINT handler asks
+    its controller to abort and waits for it, which takes as long as the controller's current
+    step (a minute while it waits for workers' resources) and then exits with status 0; so in
+    the main thread the fit runs in a thread of its own and Ctrl-C ends the command at once with
+    one line and status 130: the run's actors and placement group are released with the driver,
+    and its last checkpoint stays for a rerun to resume."""
+    from adasparse.errors import Interrupted
+
+    if threading.current_thread() is not threading.main_thread():  # e.g. a Tune trial
+        return trainer.fit()
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["result"] = trainer.fit()
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            box["error"] = err
+
+    thread = threading.Thread(target=target, name="adasparse-fit", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted (Ctrl-C): the run stops here; its last checkpoint stays, and the same command "
+                          "resumes it") from None
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def check_model_for(job: JobConfig, data) -> None:
+    """The model's options that depend on the data's fields (e.g. ``pepnet.persona_fields``),
+    checked before Ray starts: one line naming the option."""
+    from pydantic import ValidationError
+
+    from adasparse.config import format_validation_error
+
+    try:
+        job.model_for(data.features)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, "options").replace("options: ", "options: model.", 1)) from None
+
+
+def startup_error(err: BaseException, job: JobConfig, per_worker: float) -> ConfigError | None:
+    """The one line for a run whose workers never got their resources (Ray Train's worker-group
+    start timed out on every attempt); None for any other error."""
+    from adasparse.errors import wrapped_errors
+
+    for e in wrapped_errors(err):
+        if type(e).__name__ == "WorkerGroupStartupTimeoutError" or "worker group startup timed out" in str(e):
+            return ConfigError(f"resources: {_request(job, per_worker)} could not be placed within "
+                               f"{job.resources.startup_timeout_s:.0f} s (resources.startup_timeout_s); "
+                               "the cluster did not grow to fit them")
+    return None
+
+
+def cpus_per_worker(job: JobConfig, cluster_cpus: float) -> float:
+    """CPUs each worker reserves: given, 1 with a GPU, else the cluster's CPUs less about one
+    for Ray Data's read/encode tasks (without it the workers starve ingest forever), shared."""
+    res = job.resources
+    if res.cpus_per_worker is not None:  # e.g. on an autoscaling cluster: ask, and nodes are added to fit
+        return res.cpus_per_worker
+    if res.gpu:
+        return 1.0
+    return max(0.1, min(1.0, (cluster_cpus - 1) / res.workers))
+
+
+VOCABULARY_FILE = "vocabulary.json"
+
+
+def run_vocabulary(out: OutputLocation, name: str, source, cuts, min_count: int, log):
+    """The run's domain vocabulary: the one stored with the run (a rerun resumes with the same
+    ids), else built from the train split and stored before training starts."""
+    from adasparse.vocabulary import DomainVocabulary
+    from pipelines.data.vocabulary_pass import build_vocabulary
+
+    path = out.join(name, VOCABULARY_FILE)
+    if out.fs.exists(path):
+        vocab = DomainVocabulary.from_json(out.fs.cat(path).decode(), out.url(path))
+        if vocab.min_count != min_count:
+            raise ConfigError(f"{out.url(path)}: built with domain_min_count {vocab.min_count}, not {min_count}; "
+                              "use another --name for a new run")
+        vocab.features(source.spec.features)  # the data's domain fields must be the vocabulary's
+        return vocab
+    t0 = time.perf_counter()
+    vocab = build_vocabulary(source, cuts, min_count)
+    out.write_text(path, vocab.to_json())
+    sizes = ", ".join(f"{f.name} {len(f.values):,}" for f in vocab.fields)
+    log(f"{name}: domain vocabulary from the train split in {time.perf_counter() - t0:.1f} s: {sizes} values; "
+        f"{vocab.train_tuples:,} domains, {vocab.distinguished:,} told apart")
+    return vocab
+
+
+def worker_config(job: JobConfig, features, fail_marker: str | None, cpus: dict[str, float]) -> dict:
+    """What every worker receives: the job's parts as plain data, the model with its features."""
+    return {
+        "model": job.model_for(features).model_dump(mode="json"),
+        "optim": job.optim.model_dump(mode="json"),
+        "train": job.train.model_dump(mode="json"),
+        "ingest": job.ingest.model_dump(mode="json"),
+        "resources": job.resources.model_dump(mode="json"),
+        "faults": job.faults.model_dump(mode="json"),
+        "node_cpus": cpus,
+        "launch": uuid.uuid4().hex,  # this start of the job: a checkpoint of the same launch means a worker restart
+        "fail_at_epoch": job.faults.fail_at_epoch,
+        "fail_marker": fail_marker,
+    }
+
+
+def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: float | None = None) -> dict:
+    """Train, pick the best epoch, test it, write ``OUT/NAME/metrics.json``; returns its content.
+
+    ``callbacks``: extra Ray Train callbacks (``adasparse tune`` forwards reports to Tune);
+    ``cpu_budget``: CPUs this run may use (default: the whole cluster)."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.train.checkpoints import read_final, set_aside_unreadable_snapshot
+    from pipelines.runtime.run_directory import DATA_SPEC_FILE
+    from pipelines.train.run_identity import check_run_identity, run_identity
+    from pipelines.runtime.ray_env import init_ray
+    from pipelines.data.reading import from_epoch, read_split, split_bounds
+    from pipelines.data.train_stream import TrainPieces
+    from pipelines.train.eval_splits import EVAL_SPLITS, ExactEvaluationSplits, train_split_name
+    from pipelines.data.sources import open_source
+    from pipelines.data.spec import load_spec
+    from pipelines.data.time_split import time_cuts
+    from pipelines.train.worker import train_loop
+    from pipelines.data.validation import locate_read_error
+
+    data = load_spec(job.data)
+    if job.ingest.domain_fields is not None:  # another partition of the same data into domains
+        data = data.with_domain_fields(job.ingest.domain_fields, "ingest.domain_fields")
+    source = open_source(data)
+    check_model_for(job, data)
+    out = OutputLocation.of(job.output.dir, job.output.storage_endpoint)
+    out.check_writable()
+    # a rerun of OUT/NAME must be the same run (its data and result-changing options)
+    check_run_identity(out, job.run_name, run_identity(dump_config(job), data, source), log)
+    # no address and no Ray yet: the private local Ray this run starts, which cannot grow
+    fixed_size = not ray.is_initialized() and not (job.resources.address or os.environ.get("RAY_ADDRESS"))
+    init_ray(job.resources.address)
+    if job.resources.gpu and not ray.cluster_resources().get("GPU"):
+        raise ConfigError("--gpu: the Ray cluster has no GPU")
+    if job.ingest.check_data:  # bad rows found now, in one line, not an epoch into the run
+        from pipelines.data.validation import validate_source
+
+        t0 = time.perf_counter()
+        report = validate_source(source)
+        report.raise_if_bad(job.data)
+        log(f"{job.run_name}: {report.rows:,} rows in {len(report.files)} files checked in {time.perf_counter() - t0:.1f} s")
+    cuts = time_cuts(source) if data.split_files is None else None
+    name = job.run_name
+    out.fs.makedirs(out.join(name), exist_ok=True)
+    vocab = run_vocabulary(out, name, source, cuts, job.ingest.domain_min_count, log)
+    set_aside = set_aside_unreadable_snapshot(out, name, log)
+    datasets = {s: read_split(source, s, cuts, vocab=vocab) for s in EVAL_SPLITS}
+    if job.ingest.train_reader == "streaming_split":
+        train = read_split(source, "train", cuts, shuffle_files=True, vocab=vocab, seed=job.train.seed)
+        # one lazy copy per epoch a worker group may start at; only the one an attempt starts at is read
+        datasets |= {train_split_name(e): from_epoch(train, e) for e in range(1, job.train.epochs + 1)}
+    per_worker = cpus_per_worker(job, cpu_budget or ray.cluster_resources().get("CPU", 1))
+    attempts = check_resources(job, per_worker, ray.cluster_resources(), fixed_size, log)
+    cfg = worker_config(job, vocab.features(data.features), out.fault_marker(name) if job.faults.fail_at_epoch else None,
+                        node_cpus() if job.resources.threads is None else {})
+    cfg["model"] = with_domain_rows(ModelConfig.model_validate(cfg["model"]), vocab).model_dump(mode="json")  # STAR's rows
+    cfg["vocabulary"] = vocab.to_json()
+    cfg["train_rows"] = vocab.train_rows  # the schedules' plan: α anneals over a fraction of rows × epochs
+    cfg["resume_from_run_dir"] = set_aside  # Ray's list of checkpoints is gone: find the newest directory
+    if job.ingest.train_reader == "assigned":  # every worker reads its own deal of the train row groups
+        bounds = split_bounds(source, "train", cuts)
+        cfg["train_data"] = {"pieces": TrainPieces.of(source, "train", bounds).to_state(), "spec": data.model_dump(mode="json"),
+                             "fs": source.fs, "bounds": list(bounds)}
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=cfg,
+        scaling_config=ScalingConfig(num_workers=job.resources.workers, use_gpu=job.resources.gpu,
+                                     resources_per_worker={"CPU": per_worker}),
+        run_config=RunConfig(
+            name=name,
+            storage_path=out.root,
+            storage_filesystem=out.arrow_fs(),
+            # the newest K: every checkpoint holds the best epoch's weights beside the latest
+            checkpoint_config=CheckpointConfig(num_to_keep=job.faults.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=job.faults.max_failures, controller_failure_limit=attempts),
+            callbacks=list(callbacks or []),
+        ),
+        datasets=datasets,
+        dataset_config=ExactEvaluationSplits(),
+    )
+    t0 = time.perf_counter()
+    # a sweep's driver watches for its trials; a run on its own watches for itself
+    watch = freeing_leaked_groups(log) if threading.current_thread() is threading.main_thread() else contextlib.nullcontext()
+    try:
+        with watch:
+            result = fit_interruptibly(trainer)
+    except Exception as err:  # translated only when it is the startup wait or unreadable data
+        found = startup_error(err, job, per_worker) or locate_read_error(source, err)
+        if found is None:
+            raise
+        raise found from None
+    if result.error:
+        raise startup_error(result.error, job, per_worker) or locate_read_error(source, result.error) or result.error
+    final = read_final(result.checkpoint)
+    final["best_checkpoint"] = out.url(result.checkpoint.path)
+    final["wall_s"] = time.perf_counter() - t0
+    final["domains"] = {**vocab.summary(), **final.pop("domains", {})}
+    final["config"] = dump_config(job)
+    final["model_config"] = cfg["model"]
+    out.write_text(out.join(name, "metrics.json"), json.dumps(final, indent=2, default=str))
+    out.write_text(out.join(name, "config.json"), json.dumps(dump_config(job), indent=2))
+    out.write_text(out.join(name, DATA_SPEC_FILE), json.dumps(data.model_dump(mode="json"), indent=2))  # for export/predict
+    for r in final.get("restarts", []):
+        if r["kind"] == "worker_failure":
+            where = f"its epoch-{r['from_epoch'] - 1} checkpoint" if r["from_epoch"] > 1 else "the start (no checkpoint yet)"
+            if r.get("from_step"):
+                where = f"its checkpoint at update {r['from_step']:,} of epoch {r['from_epoch']}"
+            log(f"{name}: a worker failed; the run went on from {where}, redoing {r['lost_s']:.1f} s of training "
+                "(with the failure's detection and the restart)")
+    t, d = final["test"], final["dev"]
+    speed = f"{final['samples_per_s']:,.0f} samples/s" if final.get("samples_per_s") else "resumed after training"
+    log(f"{name}: best epoch {final['best_epoch']}  dev GAUC {d['gauc']:.4f}  test logloss {t['logloss']:.5f} "
+        f"AUC {t['auc']:.4f} GAUC {t['gauc']:.4f}  ({speed})  -> {out.url(out.join(name, 'metrics.json'))}")
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines.runtime.exit_status import run_command
+
+    def body() -> None:
+        run(parse_job_args(argv))
+
+    return run_command("adasparse train", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,421 @@
+"""Inside each Ray Train worker: the library's training loop with Ray's shards, exchange and reports.
+
+:class:`RayTrainRunner` is the adapter: the loop itself (step, evaluation, best epoch) is
+:class:`adasparse.loop.LoopRunner`; this file supplies what only a Ray Train worker has —
+
+* **batches**: the train split as this worker's own stream (``ingest.train_reader: assigned``,
+  :mod:`pipelines.data.train_stream`: a seeded deal of row groups, resumable mid-epoch) or its shard
+  of Ray Train's streaming split (:func:`pipelines.train.batching.train_batches`); dev and test
+  through Ray Data; the first epoch's stream starts while the model and the process group are
+  set up;
+* **the gradient exchange**: :class:`adasparse.distributed.GradientAverager` (every worker's
+  gradient each step, weighted by its rows; a worker out of rows takes part with weight 0 until
+  all are; see its docstring for why this is not DistributedDataParallel);
+* **the metric merge**: every worker's evaluation sums gathered and merged, so dev and test
+  metrics are exact over all rows;
+* **the report and the checkpoint**: every worker reports once per epoch (rank 0 with the
+  checkpoint of :mod:`pipelines.train.checkpoints`), within an epoch every ``faults.checkpoint_every_*``
+  (every worker at the same update: the step count, or rank 0's clock carried by the exchange;
+  the checkpoint holds every worker's stream position, its epoch figures so far and its RNG
+  state), and once more at the end with the final figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+
+from adasparse.host import usable_cores
+from adasparse.loop import EVAL_BATCH_ROWS, EvalSums, LoopRunner
+
+
+def node_threads(local_workers: int, node_cpus: float | None) -> int:
+    """Intra-op threads for one of ``local_workers`` train workers on this node: the node's CPUs
+    (``node_cpus``, its Ray CPU resource; None: not known) shared among them, never more than
+    the cores this process may run on. The CPUs a worker *reserves* can be a fraction (a CPU is
+    left to Ray Data), but ingest needs only a few percent of a core at training speed, so
+    threads follow the node's CPUs, not the reservation (docs/training.md)."""
+    cores = usable_cores()
+    cpus = cores if node_cpus is None else min(node_cpus, cores)
+    return max(1, int(cpus) // max(1, local_workers))
+
+
+def _quiet_report_log() -> None:
+    """Ray Train logs every report (all metrics, every rank) at INFO: noise beside our progress
+    lines. Its logger is named by the module's file path (Ray 2.60); nothing else is silenced."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+class RayTrainRunner(LoopRunner):
+    """The loop's hooks for one Ray Train worker (``cfg``: the driver's worker config)."""
+
+    progress_every_s = 15.0  # rank 0 prints rows/s, loss and data wait this often
+
+    def __init__(self, model, optimizer, cfg: dict, *, rank: int, world: int, averager=None, vocab=None,
+                 start_epoch: int = 1):
+        super().__init__(model, optimizer, epochs=cfg["train"]["epochs"], precision=cfg["train"]["precision"],
+                         rows_per_epoch=cfg.get("train_rows"), workers=world)
+        self.cfg, self.rank, self.world, self.averager, self.vocab = cfg, rank, world, averager, vocab
+        self._first_stream = None  # the first epoch's batches, started early (start_first_epoch)
+        self.start_epoch = start_epoch  # the epoch this worker group started at (its train split: train@start)
+        self.restarts: list[dict] = []
+        self.stream = None  # the epoch's WorkerStream (train_reader assigned)
+        self.resume_at: dict | None = None  # the in-progress epoch of a mid-epoch checkpoint: streams and positions
+        self._mid: dict | None = None  # what the mid-epoch checkpoint being written holds of every worker
+        faults = cfg.get("faults") or {}
+        self.assigned = cfg["ingest"].get("train_reader") == "assigned"  # its own stream (else Ray Data's split)
+        self.every_steps = faults.get("checkpoint_every_steps") if self.assigned else None
+        minutes = faults.get("checkpoint_every_minutes") if self.assigned else None
+        self.every_s = None if minutes is None else 60.0 * minutes
+        self._last_checkpoint = time.monotonic()
+
+    def state_meta(self) -> dict:
+        """The loop's checkpoint record, with when it was written, by which launch of the job,
+        and the run's restarts so far (:mod:`pipelines.train.attempts`)."""
+        meta = {**super().state_meta(), "written_at": time.time(), "launch": self.cfg.get("launch"), "restarts": self.restarts}
+        if self._mid is not None:  # every worker's part of the epoch in progress
+            meta["in_progress"] = self._mid["meta"]
+        return meta
+
+    def state_tensors(self, with_optimizer: bool = True) -> dict:
+        out = super().state_tensors(with_optimizer)
+        if self._mid is not None:
+            out["rng"] = self._mid["rng"]
+        return out
+
+    def load_state(self, tensors: dict, meta: dict) -> None:
+        """Continue from a checkpoint; a mid-epoch one also gives this worker its part of the
+        epoch in progress (its own figures when the number of workers is the same), the
+        streams' positions and its RNG state."""
+        import torch
+
+        progress = meta.get("in_progress")
+        mine = None
+        if progress:
+            ranks = progress["ranks"]
+            own = ranks[self.rank] if self.rank < len(ranks) and len(ranks) == self.world else None
+            common = {k: ranks[0][k] for k in ("epoch", "steps", "rows_all")}
+            mine = own or {**common, "rows": 0, "local_steps": 0, "loss_sum": 0.0, "train_s": ranks[0]["train_s"]}
+            self.resume_at = {"epoch": progress["epoch"], "streams": progress["streams"],
+                              "positions": {int(k): tuple(v) for k, v in progress["positions"].items()}}
+            rng = tensors.get("rng")
+            if rng is not None and self.rank < len(rng) and len(rng) == self.world:
+                torch.set_rng_state(rng[self.rank])
+        super().load_state(tensors, {**meta, "in_progress": mine})
+
+    def checkpoint(self, final: dict | None = None, test_statistics: dict | None = None, test_masks: dict | None = None):
+        """Rank 0's checkpoint (the weights with the vocabulary their ids come from); None elsewhere."""
+        from pipelines.train.checkpoints import write_checkpoint
+
+        if self.rank != 0:
+            return None
+        return write_checkpoint(self, final, self.cfg.get("vocabulary"), self.vocab.fingerprint() if self.vocab else None,
+                                test_statistics, test_masks)
+
+    def unseen_rows(self, split: str) -> int | None:
+        """Rows of the split's latest evaluation whose domain was not a domain of the train split."""
+        ev = self.last_eval.get(split)
+        if self.vocab is None or ev is None or ev.domains is None:
+            return None
+        per = ev.domains.per_domain()
+        return int(per.rows[~self.vocab.seen_in_train(per.domain)].sum())
+
+    # -- hooks ------------------------------------------------------------------------------
+    def start_first_epoch(self, epoch: int) -> None:
+        """Start fetching ``epoch``'s first batch now, in the background (:class:`EarlyStart`),
+        while the rest of the worker's set-up runs."""
+        from pipelines.train.batching import EarlyStart
+
+        self._first_stream = EarlyStart(self.epoch_batches(epoch))
+
+    def train_batches(self, epoch: int):
+        if self._first_stream is not None:
+            stream, self._first_stream = self._first_stream, None
+            return stream
+        return self.epoch_batches(epoch)
+
+    def epoch_batches(self, epoch: int):
+        """This worker's train batches of ``epoch`` (from the positions of a mid-epoch checkpoint
+        of that epoch, if the run resumed from one)."""
+        if not self.assigned:
+            self.stream = None
+            return epoch_stream(self.cfg, epoch, self.start_epoch)
+        resume = self.resume_at if self.resume_at is not None and self.resume_at["epoch"] == epoch else None
+        self.stream = assigned_stream(self.cfg, epoch, self.rank, self.world, resume)
+        return self.stream
+
+    def eval_batches(self, split: str):
+        import ray.train
+
+        from pipelines.train.batching import train_batches
+
+        return train_batches(ray.train.get_dataset_shard(split), max(self.cfg["train"]["batch_size"], EVAL_BATCH_ROWS))
+
+    def sync_gradients(self, rows: int) -> tuple[int, float]:
+        if self.averager is None:
+            return rows, self.step_flag()
+        total, flag = self.averager.average(weight=rows, flag=self.step_flag())
+        return int(round(total)), flag
+
+    def step_flag(self) -> float:
+        """Rank 0's clock asks for a mid-epoch checkpoint (the exchange carries it to all)."""
+        if self.rank != 0 or self.every_s is None:
+            return 0.0
+        return float(time.monotonic() - self._last_checkpoint >= self.every_s)
+
+    def after_step(self, progress, flag: float) -> None:
+        due = flag > 0 or (self.every_steps is not None and progress.steps % self.every_steps == 0)
+        if due and self.stream is not None:
+            self.checkpoint_mid_epoch(progress)
+
+    def checkpoint_mid_epoch(self, progress) -> None:
+        """Every worker at the same update: gather each one's stream position, epoch figures and
+        RNG state; rank 0 writes the checkpoint; every worker reports it."""
+        import torch
+        import torch.distributed as dist
+
+        mine = (self.stream.position(), progress.state(), torch.get_rng_state())
+        parts = [mine]
+        if self.world > 1 and dist.is_initialized():
+            parts = [None] * self.world
+            dist.all_gather_object(parts, mine)
+        positions: dict = {}
+        for pos, _, _ in parts:
+            positions.update({str(s): list(p) for s, p in pos.items()})
+        self._mid = {"meta": {"epoch": progress.epoch, "steps": progress.steps, "streams": len(self.stream.plan.streams),
+                              "positions": positions,
+                              "ranks": [state for _, state, _ in parts]},
+                     "rng": [rng for _, _, rng in parts]}
+        try:
+            checkpoint = self.checkpoint()
+        finally:
+            self._mid = None
+        best = self.best.dev.get("gauc") if self.best.state is not None else None
+        report({"epoch_in_progress": progress.epoch, "step": progress.steps, "mid_epoch": True, "final": False,
+                "dev_gauc": float("nan") if best is None else best, "placement_group": placement_group_hex()}, checkpoint)
+        self._last_checkpoint = time.monotonic()
+
+    def evaluate(self, split: str):
+        # state not trained by gradients (STAR's running statistics) differs between workers:
+        # score every row with rank 0's, so the merged metrics are one model's
+        if self.averager is not None:
+            self.averager.broadcast_buffers(self.model)
+        return super().evaluate(split)
+
+    def merge_eval(self, sums: EvalSums) -> EvalSums:
+        import torch.distributed as dist
+
+        if self.world == 1 or not dist.is_initialized():
+            return sums
+        from adasparse.metrics import CTRMetrics
+
+        parts: list = [None] * self.world
+        dist.all_gather_object(parts, (sums.metrics.state(), sums.pruned, sums.rows, sums.domain_pruned, sums.masks))
+        return EvalSums.merge([EvalSums(CTRMetrics.from_states([m]), p, r, d, k) for m, p, r, d, k in parts])
+
+    def epoch_extras(self) -> dict:
+        import torch
+
+        return {"grad_sync_phases_s": self.averager.reset_timings() if self.averager is not None else {},
+                "threads": torch.get_num_threads()}
+
+    def on_progress(self, epoch: int, rows: int, elapsed_s: float, loss: float, wait_s: float) -> None:
+        if self.rank != 0:
+            return
+        total = self.progress.rows_all if self.progress is not None else rows * self.world  # every worker's rows
+        # sys.stdout, not print: Ray Train's patched print would emit every line twice
+        sys.stdout.write(f"[train] epoch {epoch}: {total:,} rows, {total / elapsed_s:,.0f} rows/s, loss {loss:.4f}, "
+                         f"waiting for data {100 * wait_s / elapsed_s:.0f}% of the time\n")
+        sys.stdout.flush()
+
+    def on_epoch_end(self, record: dict, improved: bool) -> None:
+        checkpoint = self.checkpoint()
+        self._last_checkpoint = time.monotonic()
+        metrics = {k: v for k, v in record.items() if k not in ("sparsity", "grad_sync_phases_s")}
+        report(metrics | {"final": False, "placement_group": placement_group_hex()}, checkpoint)
+        marker = self.cfg.get("fail_marker")
+        if self.cfg.get("fail_at_epoch") == record["epoch"] and self.rank == self.world - 1 and marker and not os.path.exists(marker):
+            open(marker, "w").close()  # fault injection (tests): this worker dies once, after the checkpoint
+            os._exit(1)
+
+
+def across_domains(result) -> dict | None:
+    """How r^l varies between the test domains: per pruned layer, the min, mean and max of the
+    domains' sparsity (each domain weighted once) — the spread of the structures AdaSparse learned."""
+    ds = result.domain_sparsity
+    if ds is None or not len(ds.keys):
+        return None
+    m = ds.mean
+    return {"domains": int(len(ds.keys)), "min": m.min(0).tolist(), "mean": m.mean(0).tolist(), "max": m.max(0).tolist()}
+
+
+def report(metrics: dict, checkpoint) -> None:
+    """``ray.train.report``; a checkpoint's staging directory (a whole model and optimiser state,
+    gigabytes for real models) is removed once Ray has persisted it, where Ray offers that."""
+    import inspect
+
+    import ray.train
+
+    kw = {}
+    if checkpoint is not None and "delete_local_checkpoint_after_upload" in inspect.signature(ray.train.report).parameters:
+        kw["delete_local_checkpoint_after_upload"] = True
+    ray.train.report(metrics, checkpoint=checkpoint, **kw)
+
+
+def epoch_stream(cfg: dict, epoch: int, start_epoch: int):
+    """This worker's batches of the train split for ``epoch`` in a worker group that started at
+    ``start_epoch`` (file order and shuffle seeded by the epoch: the same after a restart)."""
+    import ray.train
+
+    from pipelines.train.batching import train_batches
+    from pipelines.train.eval_splits import train_split_name
+
+    return train_batches(ray.train.get_dataset_shard(train_split_name(start_epoch)), cfg["train"]["batch_size"],
+                         cfg["ingest"]["shuffle_buffer"], cfg["train"]["seed"] + epoch)
+
+
+def assigned_stream(cfg: dict, epoch: int, rank: int, world: int, resume: dict | None):
+    """This worker's :class:`pipelines.data.train_stream.WorkerStream` for ``epoch``: the epoch dealt to
+    as many streams as workers, or — resuming a mid-epoch checkpoint of this epoch — to the
+    checkpoint's streams, each from its saved position (stream ``s`` read by worker ``s mod world``)."""
+    from adasparse.vocabulary import DomainVocabulary
+    from pipelines.data.spec import DatasetSpec
+    from pipelines.data.train_stream import EpochPlan, PieceReader, TrainPieces, WorkerStream
+
+    data = cfg["train_data"]
+    pieces = TrainPieces.from_state(data["pieces"])
+    seed, window = cfg["train"]["seed"], cfg["ingest"]["shuffle_buffer"]
+    streams = world if resume is None else resume["streams"]
+    plan = EpochPlan.make(pieces, seed, epoch, streams, window)
+    vocab = DomainVocabulary.from_json(cfg["vocabulary"]) if cfg.get("vocabulary") else None
+    reader = PieceReader(DatasetSpec.model_validate(data["spec"]), data["fs"], pieces.files, tuple(data["bounds"]), vocab)
+    return WorkerStream(reader, plan, pieces, seed=seed, streams=plan.owned(rank, world), batch_size=cfg["train"]["batch_size"],
+                        start=None if resume is None else resume["positions"], shuffle=window > 0)
+
+
+def run_dir_checkpoint():
+    """The newest checkpoint directory in the run's storage, through Ray Train's own storage
+    filesystem and path (its credentials), or None."""
+    import ray.train
+
+    from pipelines.train.checkpoints import newest_checkpoint
+
+    storage = ray.train.get_context().get_storage()  # a DeveloperAPI of Ray Train
+    return newest_checkpoint(storage.storage_filesystem, storage.experiment_fs_path)
+
+
+def placement_group_hex() -> str:
+    """This run's placement group, reported so that a sweep can free it if Tune stops the run."""
+    import ray
+
+    pg = ray.util.get_current_placement_group()
+    return pg.id.hex() if pg is not None else ""
+
+
+def train_loop(cfg: dict) -> None:
+    """The function every Ray Train worker runs (``cfg``: see :func:`pipelines.train.worker_config`)."""
+    import ray.train
+    import torch
+    import torch.distributed as dist
+
+    from adasparse.config import ModelConfig, OptimConfig
+    from adasparse.distributed import GradientAverager
+    from adasparse.model import build_model
+    from adasparse.optim import build_optimizer
+    from adasparse.config import ConfigError
+    from adasparse.vocabulary import DomainVocabulary
+    from pipelines.train.attempts import record_attempt
+    from pipelines.train.checkpoints import mask_domains, read_resumable, mask_arrays
+
+    _quiet_report_log()
+    device = ray.train.torch.get_device()
+    ctx = ray.train.get_context()
+
+    def say(line: str) -> None:
+        if ctx.get_world_rank() == 0:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    # a rerun of the same run name, or a restart (an unreadable newest checkpoint: the one before)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and cfg.get("resume_from_run_dir"):  # Ray's list of checkpoints was unreadable and set
+        checkpoint = run_dir_checkpoint()  # aside (only then: a directory Ray never registered may be half-written)
+    resumed = read_resumable(checkpoint, device, say)
+    vocab = DomainVocabulary.from_json(cfg["vocabulary"]) if cfg.get("vocabulary") else None
+    if resumed is not None and vocab is not None and resumed[1].get("vocabulary") not in (None, vocab.fingerprint()):
+        raise ConfigError(f"the run's vocabulary.json (ids {vocab.fingerprint()}) does not match its checkpoint's "
+                          f"(ids {resumed[1]['vocabulary']}): restore the file or start a run of another name")
+    start = 1 if resumed is None else resumed[1]["epoch"] + 1
+    epochs = cfg["train"]["epochs"]
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg["train"]["seed"])
+    model_cfg = ModelConfig.model_validate(cfg["model"])
+    model = build_model(model_cfg, vocab).to(device)  # STAR: the vocabulary's train domains own their rows
+    model.check_ids = False  # ids come from the encoder: always inside their buckets
+    model.clock_in_forward = False  # the schedules advance by each update's rows of all workers (the exchange's)
+    node = ray.get_runtime_context().get_node_id()
+    torch.set_num_threads(cfg["resources"].get("threads") or node_threads(ctx.get_local_world_size(), cfg.get("node_cpus", {}).get(node)))
+    # a step touches at most batch × fields table rows: with that bound small exchanges take one collective
+    bounds = model.table_rows_per_step(cfg["train"]["batch_size"])
+    averager = GradientAverager(model, max_rows=bounds) if world > 1 else None
+    opt = build_optimizer(model, OptimConfig.model_validate(cfg["optim"]))
+    runner = RayTrainRunner(model, opt, cfg, rank=rank, world=world, averager=averager, vocab=vocab, start_epoch=start)
+    if resumed is not None:
+        runner.load_state(*resumed)
+    if start <= epochs:  # the first epoch's stream starts now, while the process group and the exchange are set up
+        runner.start_first_epoch(start)
+    if rank == 0:  # this start of the worker group, recorded: restarts counted, the training they redid measured
+        storage = ctx.get_storage()  # a DeveloperAPI of Ray Train: the run's filesystem and path
+        runner.restarts = record_attempt(storage.storage_filesystem, storage.experiment_fs_path, cfg["launch"], start,
+                                         None if resumed is None else resumed[1])
+    if averager is not None:
+        averager.broadcast_parameters(model)
+    result = runner.fit()  # restores the best epoch's weights
+    exchange = "none (one worker)"
+    if averager is not None:
+        exchange = averager.transport
+        averager.close()
+    runner.mask_domains = mask_domains(vocab)  # Fig. 3(a): mean masks of the largest train domains
+    test = runner.evaluate("test")
+    per = test.domains.per_domain()
+    spars = {}
+    if test.domain_sparsity is not None:
+        ds = test.domain_sparsity
+        spars = dict(zip(ds.keys.tolist(), ds.mean.tolist()))
+    samples = torch.tensor([runner.rows_trained, runner.train_seconds], dtype=torch.float64)
+    if world > 1 and dist.is_initialized():
+        dist.all_reduce(samples)
+    final = {
+        "best_epoch": result.best_epoch,
+        "dev": result.dev.metrics,
+        "test": test.metrics,
+        "sparsity": {"dev": result.dev.sparsity, "test": test.sparsity, "test_across_domains": across_domains(test)},
+        "samples_per_s": float(samples[0] / max(samples[1] / world, 1e-9)) if samples[1] > 0 else None,
+        "grad_exchange": exchange,
+        "domains": {"unseen_rows": {"dev": runner.unseen_rows("dev"), "test": runner.unseen_rows("test")}},
+        "history": runner.history,
+        "restarts": runner.restarts,
+        "test_per_domain": [
+            {"domain": int(d), "rows": int(r), "ctr": float(c), "auc": None if np.isnan(a) else float(a),
+             **({"sparsity": spars[int(d)]} if int(d) in spars else {})}
+            for d, r, c, a in zip(per.domain, per.rows, per.ctr, per.auc)
+        ],
+    }
+    # The final report carries a checkpoint (the best epoch's weights and every final figure,
+    # per-domain rows included) so the driver reads them from storage, not from the metrics
+    # stream; its reported metrics stay small. Rerunning a finished run re-evaluates from it.
+    checkpoint = runner.checkpoint(final, test.domains.state(), mask_arrays(test, model))
+    # no "epoch" key: an epoch-based scheduler (ASHA in adasparse tune) must not read this as one
+    report({"final": True, "best_epoch": result.best_epoch, "dev_gauc": result.dev.metrics["gauc"], "test_gauc": test.metrics["gauc"]},
+           checkpoint)
+
+
+__all__ = ["RayTrainRunner", "node_threads", "train_loop"]

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from adasparse.config import CategoricalField, ConfigError, FeatureConfig
-from adasparse.portable.columns import OOV, domain_keys, key_radix, lookup_ids
+from adasparse.portable.columns import OOV, lookup_ids
+from adasparse.portable.domain_keys import domain_keys, key_radix
 
 FORMAT_VERSION = 1
 

@@ -15,7 +15,7 @@ Each measured pass runs in a fresh subprocess so that peaks do not carry over.
 
 ``--batch-cost`` measures instead what cutting training batches costs, in CPU time per row of
 the consuming process and of the whole machine: Ray Data's own ``iter_batches(batch,
-local_shuffle_buffer_size=...)`` against ``pipelines.train.batching.train_batches`` (large chunks from
+...)`` against ``pipelines.train.batching.split_batches`` (large chunks from
 Ray Data, batches cut and shuffled in the consumer), alternating, on generated rows:
 
     python benchmarks/ingest.py --batch-cost --sizes 1000000
@@ -87,13 +87,13 @@ def step_generate(out: str, rows: int) -> dict:
 
 
 def _stream(src) -> dict:
-    """One pass over every row (train_batches of 4096 rows): rows, seconds, first batch, rate after it."""
-    from pipelines.train.batching import train_batches
+    """One pass over every row (split_batches of 4096 rows): rows, seconds, first batch, rate after it."""
+    from pipelines.train.batching import split_batches
     from pipelines.data.reading import read_split
 
     t0 = time.perf_counter()
     rows, first, first_rows = 0, None, 0
-    for b in train_batches(read_split(src, "all", None, shuffle_files=True), 4096):
+    for b in split_batches(read_split(src, "all", None), 4096):
         if first is None:
             first, first_rows = time.perf_counter(), len(b["label"])
         rows += len(b["label"])
@@ -159,30 +159,30 @@ def _machine_cpu_s() -> float:
     return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def batch_cost(spec_path: str, rounds: int = 2, buffer: int = 20_000) -> None:
+def batch_cost(spec_path: str, rounds: int = 2) -> None:
     """Prints µs of CPU per row (consumer process, machine) and rows/s of both batch paths."""
     from pipelines.data.arrow_columns import arrow_to_columns
-    from pipelines.train.batching import train_batches
+    from pipelines.train.batching import split_batches
     from pipelines.data.reading import read_split
     from pipelines.data.sources import open_source
     from pipelines.data.time_split import time_cuts
     from pipelines.runtime.ray_env import init_ray
     from pipelines.data.spec import load_spec
 
-    def ray_batches(it, batch, buf, seed):
-        for t in it.iter_batches(batch_size=batch, batch_format="pyarrow", local_shuffle_buffer_size=buf, local_shuffle_seed=seed):
+    def ray_batches(it, batch):
+        for t in it.iter_batches(batch_size=batch, batch_format="pyarrow"):
             yield arrow_to_columns(t)
 
     init_ray("local", num_cpus=os.cpu_count())
     src = open_source(load_spec(spec_path))
     cuts = time_cuts(src)
-    _ = sum(len(b["label"]) for b in train_batches(read_split(src, "train", cuts), 65536))  # warm the read workers
+    _ = sum(len(b["label"]) for b in split_batches(read_split(src, "train", cuts), 65536))  # warm the read workers
     for r in range(rounds):
         for batch in (256, 8192):
-            for name, fn in (("Ray Data iter_batches + local shuffle", ray_batches), ("train_batches", train_batches)):
-                it = read_split(src, "train", cuts, shuffle_files=True).iterator()
+            for name, fn in (("Ray Data iter_batches", ray_batches), ("split_batches", split_batches)):
+                it = read_split(src, "train", cuts).iterator()
                 c0, p0, t0 = _machine_cpu_s(), time.process_time(), time.perf_counter()
-                rows = sum(len(b["label"]) for b in fn(it, batch, buffer, r))
+                rows = sum(len(b["label"]) for b in fn(it, batch))
                 secs = time.perf_counter() - t0
                 print(f"round {r + 1} batch {batch:>5} {name:<38}: {rows / secs:>10,.0f} rows/s | CPU per row: consumer "
                       f"{1e6 * (time.process_time() - p0) / rows:.2f} us, machine {1e6 * (_machine_cpu_s() - c0) / rows:.2f} us", flush=True)

@@ -33,7 +33,7 @@ import torch
 
 def loop(run_dir: str, spec_path: str, split: str, out: str, batch_size: int) -> dict:
     from adasparse.metrics import CTRMetrics
-    from pipelines.data.reading import keep_split, split_bounds
+    from pipelines.data.splits import keep_split, split_bounds
     from pipelines.runtime.run_directory import RunFiles
     from pipelines.data.sources import open_source
     from pipelines.data.spec import load_spec

@@ -18,12 +18,10 @@ encoded by the same :func:`pipelines.data.encoding.encode_table`). Figures:
   by phase (coalesce / collective incl. waiting for the other worker / merge,
   ``GradientAverager.timings``); and the first epoch's wait for its first batch.
 
-With ``--readers assigned,streaming_split`` the Ray job runs once per way of reading the
-train split (``ingest.train_reader``: each worker's own seeded deal of row groups, or Ray
-Data's streaming split), side by side against the same plain loop.
+The Ray job's workers read their own streams of the train split (pipelines/data/train_stream.py);
+the figures of Ray Data's streaming split, the reader it replaced, are kept in docs/training.md.
 
     python benchmarks/train_throughput.py --rows 1000000 --batch-sizes 256,8192 --workers 2
-    python benchmarks/train_throughput.py --rows 1000000 --batch-sizes 256,8192 --readers assigned,streaming_split
 """
 
 from __future__ import annotations
@@ -47,7 +45,8 @@ def load_train_split(spec_path: str):
     from pipelines.data.sources import open_source
     from pipelines.data.spec import load_spec
     from pipelines.data.time_split import time_cuts
-    from pipelines.data.encoding import encode_table, time_values
+    from adasparse.portable.rules import time_values
+    from pipelines.data.encoding import encode_table
 
     from pipelines.data.vocabulary_pass import build_vocabulary
 
@@ -96,7 +95,6 @@ def main() -> None:
     p.add_argument("--model", default="adasparse")
     p.add_argument("--formulation", default="fusion")
     p.add_argument("--epochs", type=int, default=2, help="Ray job epochs (the last one is the steady state)")
-    p.add_argument("--readers", default="assigned", help="ingest.train_reader values to run, comma-separated")
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -114,11 +112,11 @@ def main() -> None:
     data, features = load_train_split(spec_path)
     print(f"train split: {len(data['label']):,} rows; {os.cpu_count()} cores; {args.workers} Ray Train workers")
     rows, exchange_split = [], {}
-    readers = args.readers.split(",")
+    readers = ["stream"]  # each worker's own stream, the job's one train reader
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
         jobs = {r: job_config({"data": spec_path, "model.kind": args.model, "model.pruner.formulation": args.formulation,
                                "train.epochs": args.epochs, "train.batch_size": bs, "resources.workers": args.workers,
-                               "resources.threads": args.threads, "ingest.train_reader": r, "output.dir": str(tmp / "runs"),
+                               "resources.threads": args.threads, "output.dir": str(tmp / "runs"),
                                "output.name": f"bench-{bs}-{r}"}) for r in readers}
         model_cfg = jobs[readers[0]].model_for(features)
         before = plain_loop(model_cfg, data, bs)

@@ -13,15 +13,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from adasparse.portable.domain_keys import KEY_LIMIT, key_radix
+
 
 def mixed_radix(domain_buckets: list[int]) -> torch.Tensor | None:
-    """The weights that make ids · radix an exact key of a domain-field tuple; None when
-    Π buckets does not fit below 2^62."""
-    radix, mult = [], 1
-    for b in domain_buckets:
-        radix.append(mult)
-        mult *= b
-    return torch.tensor(radix, dtype=torch.int64) if mult < 2**62 else None
+    """:func:`adasparse.portable.domain_keys.key_radix` as a tensor (the one derivation of the
+    domain key; None when Π buckets reaches its limit, 2^63)."""
+    radix = key_radix(domain_buckets)
+    return None if radix is None else torch.from_numpy(radix)
 
 
 def distinct_domains(domain_ids: torch.Tensor, radix: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -48,7 +47,7 @@ class DomainIndex(nn.Module):
         super().__init__()
         radix = mixed_radix(domain_buckets)
         if radix is None:
-            raise ValueError("per-domain parameters need the domain fields' sizes to multiply below 2^62")
+            raise ValueError(f"per-domain parameters need the domain fields' sizes to multiply below {KEY_LIMIT:.3g} (2^63)")
         self.register_buffer("radix", radix, persistent=False)
         self.slots = slots
         # the sorted keys of the domains that own rows 1..slots-1 (a row's key: ids · radix)

@@ -162,7 +162,7 @@ class DomainAdaptivePruner(nn.Module):
             layer_mean[start : start + n, l] = 1.0 / n
             start += n
         self.register_buffer("layer_mean", layer_mean, persistent=False)
-        # mixed-radix key of the domain-field tuple (exact while Π buckets < 2^62)
+        # mixed-radix key of the domain-field tuple (adasparse/portable/domain_keys.py)
         self.register_buffer("radix", mixed_radix(self.domain_buckets), persistent=False)  # None if it cannot fit
 
     @torch.no_grad()

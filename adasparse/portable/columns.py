@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .hashing import domain_id_from_hashes, field_hashes, hash_values
+from .hashing import field_hashes, hash_values
 
 OOV = 0  # the id of a value outside a field's vocabulary
 
@@ -70,31 +70,3 @@ def lookup_ids(sorted_hashes: np.ndarray, sorted_ids: np.ndarray, hashes: np.nda
         return np.zeros(len(hashes), dtype=np.int64)
     pos = np.minimum(np.searchsorted(sorted_hashes, hashes), len(sorted_hashes) - 1)
     return np.where(sorted_hashes[pos] == hashes, sorted_ids[pos], OOV).astype(np.int64)
-
-
-def numeric_values(arr, name: str) -> np.ndarray:
-    """A numeric column as float32: nulls and NaN as 0 (as training reads them); an infinite
-    value is refused (ValueError naming the column)."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    vals = pc.fill_null(arr, 0).to_numpy(zero_copy_only=False).astype(np.float64) if len(arr) else np.zeros(0)
-    if np.isinf(vals).any():
-        raise ValueError(f"column {name!r}: infinite value")
-    return np.nan_to_num(vals, nan=0.0).astype(np.float32)
-
-
-def key_radix(sizes: list[int]) -> np.ndarray | None:
-    """The weights that make an id tuple · radix an exact int64 key of a domain (fields of
-    ``sizes`` ids each); None when the product of the sizes does not fit in 63 bits."""
-    if float(np.prod([float(s) for s in sizes])) >= 2.0**63:
-        return None
-    return np.cumprod([1] + list(sizes[:-1])).astype(np.int64)
-
-
-def domain_keys(ids: np.ndarray, radix: np.ndarray | None) -> np.ndarray:
-    """(n, k) vocabulary ids → (n,) int64 domain keys: the mixed-radix number of the tuple, or a
-    64-bit hash of it when ``radix`` is None (the product of the sizes does not fit)."""
-    ids = np.asarray(ids, dtype=np.int64).reshape(len(ids), -1)
-    if radix is not None:
-        return ids @ radix
-    return domain_id_from_hashes([ids[:, j].astype(np.uint64) for j in range(ids.shape[1])])

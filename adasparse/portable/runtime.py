@@ -32,7 +32,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from .columns import categorical_hashes, domain_keys, key_radix, lookup_ids, numeric_values
+from .columns import categorical_hashes, lookup_ids
+from .domain_keys import domain_keys, key_radix
+from .rules import numeric_values
 
 FORMAT = 1
 MANIFEST = "manifest.json"

@@ -1,18 +1,21 @@
-"""Vectorised batch transforms (pyarrow/numpy): raw rows → model inputs, with validation.
+"""The training job's encoder (pyarrow/numpy): raw rows → model inputs.
 
-Run inside Ray Data's ``map_batches`` but free of Ray, so they are tested on plain tables.
-String columns are dictionary-encoded first, so each distinct value is hashed once per batch.
-Errors name the file (Ray Data's ``path`` column, when the read adds it) and the column.
+Run inside Ray Data's ``map_batches`` and each worker's train stream, but free of Ray, so it is
+tested on plain tables. What a value may be and what it becomes is :mod:`adasparse.portable.rules`
+(the rules validation and the exported runtime apply too); categorical columns are hashed by
+:mod:`adasparse.portable.columns` (strings dictionary-encoded first: each distinct value hashed
+once per batch). Errors name the file (Ray Data's ``path`` column, or the stream's file and row
+group) and the column.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from adasparse.portable.columns import categorical_hashes, numeric_values
+from adasparse.portable.columns import categorical_hashes
 from adasparse.portable.hashing import domain_id_from_hashes
+from adasparse.portable.rules import RuleError, checked_time_values, label_values, numeric_values
 from adasparse.vocabulary import DomainVocabulary
 from pipelines.data.sources import DataError
 from pipelines.data.spec import DatasetSpec
@@ -42,20 +45,14 @@ def encode_table(table: pa.Table, spec: DatasetSpec, vocab: DomainVocabulary | N
     are hashed into the spec's buckets like the other fields, and ``domain`` is a hash of the
     raw values."""
     n = table.num_rows
-    label = table[spec.label]
-    if label.null_count:
-        raise DataError(f"{_where(table, label.is_null().to_numpy(zero_copy_only=False))}: column {spec.label!r}: null label")
-    y = label.to_numpy().astype(np.float32) if n else np.zeros(0, np.float32)
-    bad = (y != 0) & (y != 1)
-    if bad.any():
-        raise DataError(f"{_where(table, bad)}: column {spec.label!r}: label {y[bad][0]:g} is not 0 or 1")
-    if spec.time is not None:
-        t = table[spec.time]
-        if t.null_count:
-            raise DataError(f"{_where(table, t.is_null().to_numpy(zero_copy_only=False))}: column {spec.time!r}: null time")
-        times = time_values(t)
-    else:
-        times = np.zeros(n, dtype=np.int64)
+    try:
+        y = label_values(table[spec.label], spec.label)
+        times = checked_time_values(table[spec.time], spec.time) if spec.time is not None else np.zeros(n, dtype=np.int64)
+        numeric = np.zeros((n, len(spec.numeric_fields)), dtype=np.float32)
+        for j, name in enumerate(spec.numeric_fields):
+            numeric[:, j] = numeric_values(table[name], name)
+    except RuleError as err:
+        raise DataError(f"{_where(table, err.violation.mask)}: {err}") from None
     fields = spec.domain_fields + spec.categorical_fields
     cat = np.empty((n, len(fields)), dtype=np.int64)
     cat_u = cat.view(np.uint64)  # bucket < 2^63: the same bits as int64
@@ -69,13 +66,6 @@ def encode_table(table: pa.Table, spec: DatasetSpec, vocab: DomainVocabulary | N
                 cat[:, j] = vocab.fields[j].lookup(h)
                 continue
         np.remainder(h, np.uint64(f.buckets), out=cat_u[:, j])
-    numeric = np.zeros((n, len(spec.numeric_fields)), dtype=np.float32)
-    for j, name in enumerate(spec.numeric_fields):
-        try:
-            numeric[:, j] = numeric_values(table[name], name)
-        except ValueError as err:
-            inf = np.isinf(pc.fill_null(table[name], 0).to_numpy(zero_copy_only=False).astype(np.float64))
-            raise DataError(f"{_where(table, inf)}: {err}") from None
     return {
         "cat_ids": cat,
         "numeric": numeric,
@@ -83,12 +73,3 @@ def encode_table(table: pa.Table, spec: DatasetSpec, vocab: DomainVocabulary | N
         "domain": (vocab.keys(cat[:, :k]) if vocab is not None else domain_id_from_hashes(dom_h)) if n else np.zeros(0, np.int64),
         "time": times,
     }
-
-
-def time_values(col) -> np.ndarray:
-    """A time column as int64 (timestamps in their unit, numbers truncated)."""
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks()
-    if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
-        col = col.cast(pa.int64()) if pa.types.is_timestamp(col.type) else pc.cast(col.cast(pa.date32()), pa.int32())
-    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64).astype(np.int64)

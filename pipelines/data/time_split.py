@@ -9,36 +9,16 @@ straddle a cut.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.data.reading import read_raw
 from pipelines.data.sources import DataError, DataSource
-from pipelines.data.encoding import time_values
+from pipelines.data.splits import TimeCuts
+from adasparse.portable.rules import time_values
 
 HIST_BINS = 1 << 16
-
-
-@dataclass(frozen=True)
-class TimeCuts:
-    """Rows with time < train_end are train, < dev_end dev, the rest test."""
-
-    start: int
-    train_end: int
-    dev_end: int
-    stop: int
-    rows: tuple[int, int, int] | None = None  # train, dev, test rows (exact: cuts fall on bin edges)
-
-    def bounds(self, split: str) -> tuple[float, float]:
-        return {
-            "train": (-np.inf, self.train_end),
-            "dev": (self.train_end, self.dev_end),
-            "test": (self.dev_end, np.inf),
-            "all": (-np.inf, np.inf),
-        }[split]
 
 
 def _time_range_from_stats(source: DataSource) -> tuple[int, int] | None:
@@ -116,4 +96,4 @@ def _histogram(col: str, edges: np.ndarray):
     return fn
 
 
-__all__ = ["HIST_BINS", "TimeCuts", "time_cuts"]
+__all__ = ["HIST_BINS", "time_cuts"]

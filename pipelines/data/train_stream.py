@@ -174,7 +174,7 @@ class PieceReader:
             return pacsv.read_csv(fh, convert_options=pacsv.ConvertOptions(include_columns=cols))
 
     def read(self, piece: np.ndarray) -> dict[str, np.ndarray]:
-        from pipelines.data.reading import keep_split
+        from pipelines.data.splits import keep_split
         from pipelines.data.encoding import encode_table
 
         f, group = int(piece[0]), int(piece[1])
@@ -184,7 +184,7 @@ class PieceReader:
             table = self._table(path, max(group, 0))
         except (pa.ArrowInvalid, OSError) as err:
             first = (str(err).strip() or type(err).__name__).splitlines()[0]
-            raise DataError(f"{where}: unreadable ({first})") from None
+            raise DataError(f"{where}: unreadable: {first}") from None
         table = keep_split(table, self.spec, *self.bounds)
         try:
             cols = encode_table(table, self.spec, self.vocab)

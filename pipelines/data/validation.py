@@ -10,8 +10,8 @@ Each task reads one file with pyarrow, batch by batch, and counts per column:
   ones), reported with the row the reading stopped at.
 
 A problem is one line — file, column, what, the first offending row (0-based, within the file),
-the first bad value and how many rows — the same checks the streaming encoder
-(:func:`pipelines.data.encoding.encode_table`) applies, found up front. ``columns="all"`` also
+the first bad value and how many rows — the rules of :mod:`adasparse.portable.rules`, which the
+encoder (:func:`pipelines.data.encoding.encode_table`) and the exported runtime apply, found up front. ``columns="all"`` also
 decodes every categorical column (what ``adasparse validate`` does: it finds corrupt pages
 anywhere); the training job reads only the label, time and numeric columns (a fraction of the
 bytes; a corrupt page elsewhere still fails the read task, naming the file).
@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from adasparse.portable import rules
 from pipelines.data.sources import DataError, DataSource
 from pipelines.data.spec import DatasetSpec
-from pipelines.data.encoding import time_values
 
 BATCH_ROWS = 1 << 16
 
@@ -88,27 +88,22 @@ class ValidationReport:
 
 
 def check_table(table: pa.Table, spec: DatasetSpec, report: FileReport, offset: int) -> None:
-    """Count one batch's bad values into ``report`` (rows ``offset``.. of its file)."""
-    n = table.num_rows
+    """Count one batch's rows that break the data rules (:mod:`adasparse.portable.rules`, the
+    rules the encoder and the exported runtime apply) into ``report`` (rows ``offset``.. of its file)."""
     names = set(table.column_names)
+    found = []
     if spec.label in names:
-        label = table[spec.label]
-        null = label.is_null().to_numpy(zero_copy_only=False) if label.null_count else np.zeros(n, bool)
-        report.add(spec.label, "null label", null, offset)
-        y = np.asarray(label.to_numpy(zero_copy_only=False), dtype=np.float64)
-        bad = ~null & (y != 0) & (y != 1)
-        report.add(spec.label, "label not 0 or 1", bad, offset, f"{y[bad][0]:g}" if bad.any() else "")
+        found += rules.label_violations(table[spec.label], spec.label)
     if spec.time is not None and spec.time in names:
-        t = table[spec.time]
-        if t.null_count:
-            report.add(spec.time, "null time", t.is_null().to_numpy(zero_copy_only=False), offset)
-        else:
-            time_values(t)  # the same conversion the split uses: a type it cannot read fails here
+        nulls = rules.time_violations(table[spec.time], spec.time)
+        found += nulls
+        if not nulls:
+            rules.time_values(table[spec.time])  # the conversion the split uses: a type it cannot read fails here
     for name in spec.numeric_fields:
-        if name in names and n:
-            vals = np.asarray(table[name].to_numpy(zero_copy_only=False), dtype=np.float64)
-            inf = np.isinf(vals)
-            report.add(name, "infinite value", inf, offset, f"{vals[inf][0]:g}" if inf.any() else "")
+        if name in names and table.num_rows:
+            found += rules.numeric_violations(table[name], name)
+    for v in found:
+        report.add(v.column, v.what, v.mask, offset, v.value)
 
 
 def _batches(source: DataSource, path: str, columns: list[str]):

@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 
 from adasparse.vocabulary import DomainVocabulary
-from pipelines.data.reading import keep_split, read_raw, split_bounds
+from pipelines.data.reading import read_raw
+from pipelines.data.splits import keep_split, split_bounds
 from pipelines.data.sources import DataError, DataSource
 from pipelines.data.spec import DatasetSpec
 from pipelines.data.encoding import domain_hashes

@@ -1,5 +1,5 @@
-"""Training batches from an encoded split on Ray Data: large chunks, a local shuffle buffer,
-and the early start of a stream's first batch."""
+"""Batches of an encoded split on Ray Data (the workers' dev and test shards), and the early
+start of a stream's first batch."""
 
 from __future__ import annotations
 
@@ -7,49 +7,34 @@ import numpy as np
 
 from pipelines.data.arrow_columns import arrow_to_columns
 
-# Rows fetched from Ray Data per request by train_batches (at least a batch, at least the buffer)
+# Rows fetched from Ray Data per request by split_batches (at least a batch)
 CHUNK_ROWS = 16_384
 
 
-def train_batches(ds, batch_size: int | None, shuffle_buffer: int = 0, seed: int | None = None):
+def split_batches(ds, batch_size: int | None):
     """Batches (dicts of numpy arrays) of an encoded split — a ``Dataset`` or a Ray Train
-    shard's ``DataIterator`` — with a local shuffle buffer of ``shuffle_buffer`` rows.
+    shard's ``DataIterator`` — in the stream's order.
 
     Rows come from Ray Data in large chunks (one request per :data:`CHUNK_ROWS` rows or more)
-    and are batched here: Ray Data's own small-batch path (its local shuffle buffer included)
-    cost several times more CPU per batch, in the training worker itself
-    (``benchmarks/ingest.py --batch-cost``; figures in docs/data.md). The shuffle: every batch is a uniformly random draw,
-    without replacement, from a pool of at least ``shuffle_buffer`` + ``batch_size`` rows while
-    the stream lasts (the pool is the rows fetched and not yet emitted); the last rows drain in
-    random order. ``shuffle_buffer`` 0 keeps the stream's order. The batches are the same in
-    number and size as ``ds.iter_batches(batch_size)`` gives (the last one may be short)."""
-    shuffle = bool(shuffle_buffer)
-    rng = np.random.default_rng(seed)
-    chunk = max(CHUNK_ROWS, batch_size or 0, 2 * shuffle_buffer)  # rows copied per row emitted: ~1 + buffer / chunk
+    and are batched here: Ray Data's own small-batch path cost several times more CPU per batch
+    (``benchmarks/ingest.py --batch-cost``; figures in docs/data.md). The batches are the same in
+    number and size as ``ds.iter_batches(batch_size)`` gives (the last one may be short);
+    ``batch_size`` None: each chunk as it comes."""
+    chunk = max(CHUNK_ROWS, batch_size or 0)
     pool: dict[str, np.ndarray] | None = None
     for t in ds.iter_batches(batch_size=chunk, batch_format="pyarrow"):
         cols = arrow_to_columns(t)
         pool = {k: np.concatenate([pool[k], cols[k]]) for k in cols} if pool and _rows(pool) else cols
-        n = _rows(pool)
         if batch_size is None:
             yield pool
             pool = None
             continue
-        out = (n - shuffle_buffer) // batch_size * batch_size if shuffle else n // batch_size * batch_size
-        if out <= 0:
-            continue
-        if shuffle:
-            order = rng.permutation(n)
-            yield from _slices({k: v[order[:out]] for k, v in pool.items()}, out, batch_size)
-            pool = {k: v[order[out:]] for k, v in pool.items()}
-        else:
+        out = _rows(pool) // batch_size * batch_size
+        if out > 0:
             yield from _slices(pool, out, batch_size)
             pool = {k: v[out:] for k, v in pool.items()}
     if pool and _rows(pool):
         n = _rows(pool)
-        if shuffle:
-            order = rng.permutation(n)
-            pool = {k: v[order] for k, v in pool.items()}
         yield from _slices(pool, n, batch_size or n)
 
 
@@ -66,10 +51,10 @@ def _slices(cols: dict[str, np.ndarray], n: int, batch_size: int):
 class EarlyStart:
     """A batch stream whose first batch is fetched in a background thread from construction on.
 
-    A stream's first batch waits for Ray Data to plan the read and start its tasks; the first
-    epoch of a job also waits for their worker processes (seconds, ``first_batch_s`` in the
-    job's history). Built before the model and the process group are set up, that wait overlaps
-    them. Iterate once; an error of the stream is raised by the iteration, as without it.
+    A stream's first batch waits for the reads to start (and, on Ray Data, for its worker
+    processes: seconds, ``first_batch_s`` in the job's history). Built before the model and the
+    process group are set up, that wait overlaps them. Iterate once; an error of the stream is
+    raised by the iteration, as without it.
     """
 
     def __init__(self, batches):
@@ -89,4 +74,4 @@ class EarlyStart:
             yield from self._batches
 
 
-__all__ = ["CHUNK_ROWS", "EarlyStart", "train_batches"]
+__all__ = ["CHUNK_ROWS", "EarlyStart", "split_batches"]

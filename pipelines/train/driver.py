@@ -25,13 +25,18 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
-from adasparse.config import ConfigError, ModelConfig
-from adasparse.model import with_domain_rows
-from pipelines.train.job_config import JobConfig, dump_config
-from pipelines.train.job_flags import parse_job_args
+from adasparse.config import ConfigError
+from adasparse.vocabulary import DomainVocabulary
+from pipelines.data.sources import DataSource
+from pipelines.data.spec import DatasetSpec
+from pipelines.data.splits import TimeCuts
 from pipelines.runtime.leaked_groups import freeing_leaked_groups
 from pipelines.runtime.output_location import OutputLocation
+from pipelines.train.job_config import JobConfig, dump_config
+from pipelines.train.job_flags import parse_job_args
+from pipelines.train.worker_config import FaultInjection, TrainData, WorkerConfig
 
 
 def node_cpus() -> dict[str, float]:
@@ -144,7 +149,6 @@ VOCABULARY_FILE = "vocabulary.json"
 def run_vocabulary(out: OutputLocation, name: str, source, cuts, min_count: int, log):
     """The run's domain vocabulary: the one stored with the run (a rerun resumes with the same
     ids), else built from the train split and stored before training starts."""
-    from adasparse.vocabulary import DomainVocabulary
     from pipelines.data.vocabulary_pass import build_vocabulary
 
     path = out.join(name, VOCABULARY_FILE)
@@ -164,43 +168,31 @@ def run_vocabulary(out: OutputLocation, name: str, source, cuts, min_count: int,
     return vocab
 
 
-def worker_config(job: JobConfig, features, fail_marker: str | None, cpus: dict[str, float]) -> dict:
-    """What every worker receives: the job's parts as plain data, the model with its features."""
-    return {
-        "model": job.model_for(features).model_dump(mode="json"),
-        "optim": job.optim.model_dump(mode="json"),
-        "train": job.train.model_dump(mode="json"),
-        "ingest": job.ingest.model_dump(mode="json"),
-        "resources": job.resources.model_dump(mode="json"),
-        "faults": job.faults.model_dump(mode="json"),
-        "node_cpus": cpus,
-        "launch": uuid.uuid4().hex,  # this start of the job: a checkpoint of the same launch means a worker restart
-        "fail_at_epoch": job.faults.fail_at_epoch,
-        "fail_marker": fail_marker,
-    }
+@dataclass
+class PreparedData:
+    """The data side of a run, ready before Ray Train starts: the spec, its files, the split's
+    time cuts, the run's domain vocabulary and where results go."""
+
+    spec: DatasetSpec
+    source: DataSource
+    out: OutputLocation
+    cuts: TimeCuts | None
+    vocab: DomainVocabulary
+    set_aside: bool  # Ray's list of checkpoints was unreadable and set aside
 
 
-def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: float | None = None) -> dict:
-    """Train, pick the best epoch, test it, write ``OUT/NAME/metrics.json``; returns its content.
-
-    ``callbacks``: extra Ray Train callbacks (``adasparse tune`` forwards reports to Tune);
-    ``cpu_budget``: CPUs this run may use (default: the whole cluster)."""
+def prepare_data(job: JobConfig, log) -> tuple[PreparedData, bool]:
+    """The spec, the output, the run's identity, Ray, the check of every file, the split and the
+    vocabulary — every user error a line before Ray Train starts. Also returns whether the Ray this
+    run uses is its own private local one (it cannot grow)."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
-    from pipelines.train.checkpoints import read_final, set_aside_unreadable_snapshot
-    from pipelines.runtime.run_directory import DATA_SPEC_FILE
-    from pipelines.train.run_identity import check_run_identity, run_identity
-    from pipelines.runtime.ray_env import init_ray
-    from pipelines.data.reading import from_epoch, read_split, split_bounds
-    from pipelines.data.train_stream import TrainPieces
-    from pipelines.train.eval_splits import EVAL_SPLITS, ExactEvaluationSplits, train_split_name
     from pipelines.data.sources import open_source
     from pipelines.data.spec import load_spec
     from pipelines.data.time_split import time_cuts
-    from pipelines.train.worker import train_loop
-    from pipelines.data.validation import locate_read_error
+    from pipelines.runtime.ray_env import init_ray
+    from pipelines.train.checkpoints import set_aside_unreadable_snapshot
+    from pipelines.train.run_identity import check_run_identity, run_identity
 
     data = load_spec(job.data)
     if job.ingest.domain_fields is not None:  # another partition of the same data into domains
@@ -217,52 +209,78 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     if job.resources.gpu and not ray.cluster_resources().get("GPU"):
         raise ConfigError("--gpu: the Ray cluster has no GPU")
     if job.ingest.check_data:  # bad rows found now, in one line, not an epoch into the run
-        from pipelines.data.validation import validate_source
-
-        t0 = time.perf_counter()
-        report = validate_source(source)
-        report.raise_if_bad(job.data)
-        log(f"{job.run_name}: {report.rows:,} rows in {len(report.files)} files checked in {time.perf_counter() - t0:.1f} s")
+        check_every_file(job, source, log)
     cuts = time_cuts(source) if data.split_files is None else None
-    name = job.run_name
-    out.fs.makedirs(out.join(name), exist_ok=True)
-    vocab = run_vocabulary(out, name, source, cuts, job.ingest.domain_min_count, log)
-    set_aside = set_aside_unreadable_snapshot(out, name, log)
-    datasets = {s: read_split(source, s, cuts, vocab=vocab) for s in EVAL_SPLITS}
-    if job.ingest.train_reader == "streaming_split":
-        train = read_split(source, "train", cuts, shuffle_files=True, vocab=vocab, seed=job.train.seed)
-        # one lazy copy per epoch a worker group may start at; only the one an attempt starts at is read
-        datasets |= {train_split_name(e): from_epoch(train, e) for e in range(1, job.train.epochs + 1)}
-    per_worker = cpus_per_worker(job, cpu_budget or ray.cluster_resources().get("CPU", 1))
-    attempts = check_resources(job, per_worker, ray.cluster_resources(), fixed_size, log)
-    cfg = worker_config(job, vocab.features(data.features), out.fault_marker(name) if job.faults.fail_at_epoch else None,
-                        node_cpus() if job.resources.threads is None else {})
-    cfg["model"] = with_domain_rows(ModelConfig.model_validate(cfg["model"]), vocab).model_dump(mode="json")  # STAR's rows
-    cfg["vocabulary"] = vocab.to_json()
-    cfg["train_rows"] = vocab.train_rows  # the schedules' plan: α anneals over a fraction of rows × epochs
-    cfg["resume_from_run_dir"] = set_aside  # Ray's list of checkpoints is gone: find the newest directory
-    if job.ingest.train_reader == "assigned":  # every worker reads its own deal of the train row groups
-        bounds = split_bounds(source, "train", cuts)
-        cfg["train_data"] = {"pieces": TrainPieces.of(source, "train", bounds).to_state(), "spec": data.model_dump(mode="json"),
-                             "fs": source.fs, "bounds": list(bounds)}
-    trainer = TorchTrainer(
+    out.fs.makedirs(out.join(job.run_name), exist_ok=True)
+    vocab = run_vocabulary(out, job.run_name, source, cuts, job.ingest.domain_min_count, log)
+    set_aside = set_aside_unreadable_snapshot(out, job.run_name, log)
+    return PreparedData(data, source, out, cuts, vocab, set_aside), fixed_size
+
+
+def check_every_file(job: JobConfig, source: DataSource, log) -> None:
+    from pipelines.data.validation import validate_source
+
+    t0 = time.perf_counter()
+    report = validate_source(source)
+    report.raise_if_bad(job.data)
+    log(f"{job.run_name}: {report.rows:,} rows in {len(report.files)} files checked in {time.perf_counter() - t0:.1f} s")
+
+
+def worker_config(job: JobConfig, prep: PreparedData) -> WorkerConfig:
+    """What every worker receives (:class:`WorkerConfig`): the job's typed parts, the model with
+    the data's features (and STAR's per-domain rows from the vocabulary), the train split's
+    pieces each worker deals itself a share of."""
+    from adasparse.model import with_domain_rows
+    from pipelines.data.splits import split_bounds
+    from pipelines.data.train_stream import TrainPieces
+
+    vocab, name = prep.vocab, job.run_name
+    bounds = split_bounds(prep.source, "train", prep.cuts)
+    fail = None
+    if job.faults.fail_at_epoch:
+        fail = FaultInjection(job.faults.fail_at_epoch, prep.out.fault_marker(name))
+    return WorkerConfig(
+        model=with_domain_rows(job.model_for(vocab.features(prep.spec.features)), vocab),
+        optim=job.optim, train=job.train, ingest=job.ingest, resources=job.resources, faults=job.faults,
+        data=TrainData(TrainPieces.of(prep.source, "train", bounds), prep.spec, prep.source.fs, tuple(bounds)),
+        vocabulary_json=vocab.to_json(), train_rows=vocab.train_rows, launch=uuid.uuid4().hex,
+        resume_from_run_dir=prep.set_aside, node_cpus=node_cpus() if job.resources.threads is None else {}, fail=fail)
+
+
+def build_trainer(job: JobConfig, prep: PreparedData, cfg: WorkerConfig, per_worker: float, attempts: int,
+                  callbacks: list | None):
+    """The ``TorchTrainer``: every worker runs :func:`pipelines.train.worker.train_loop`; dev and
+    test are Ray datasets whose every row goes to one worker (:mod:`pipelines.train.eval_splits`)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.data.reading import read_split
+    from pipelines.train.eval_splits import EVAL_SPLITS, ExactEvaluationSplits
+    from pipelines.train.worker import train_loop
+
+    res = job.resources
+    return TorchTrainer(
         train_loop,
         train_loop_config=cfg,
-        scaling_config=ScalingConfig(num_workers=job.resources.workers, use_gpu=job.resources.gpu,
-                                     resources_per_worker={"CPU": per_worker}),
+        scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=res.gpu, resources_per_worker={"CPU": per_worker}),
         run_config=RunConfig(
-            name=name,
-            storage_path=out.root,
-            storage_filesystem=out.arrow_fs(),
+            name=job.run_name,
+            storage_path=prep.out.root,
+            storage_filesystem=prep.out.arrow_fs(),
             # the newest K: every checkpoint holds the best epoch's weights beside the latest
             checkpoint_config=CheckpointConfig(num_to_keep=job.faults.keep_checkpoints),
             failure_config=FailureConfig(max_failures=job.faults.max_failures, controller_failure_limit=attempts),
             callbacks=list(callbacks or []),
         ),
-        datasets=datasets,
+        datasets={s: read_split(prep.source, s, prep.cuts, vocab=prep.vocab) for s in EVAL_SPLITS},
         dataset_config=ExactEvaluationSplits(),
     )
-    t0 = time.perf_counter()
+
+
+def fit(trainer, job: JobConfig, source: DataSource, per_worker: float, log):
+    """The fit's result; a startup wait that ran out or unreadable data as one line."""
+    from pipelines.data.validation import locate_read_error
+
     # a sweep's driver watches for its trials; a run on its own watches for itself
     watch = freeing_leaked_groups(log) if threading.current_thread() is threading.main_thread() else contextlib.nullcontext()
     try:
@@ -275,15 +293,44 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
         raise found from None
     if result.error:
         raise startup_error(result.error, job, per_worker) or locate_read_error(source, result.error) or result.error
+    return result
+
+
+def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: float | None = None) -> dict:
+    """Train, pick the best epoch, test it, write ``OUT/NAME/metrics.json``; returns its content.
+
+    ``callbacks``: extra Ray Train callbacks (``adasparse tune`` forwards reports to Tune);
+    ``cpu_budget``: CPUs this run may use (default: the whole cluster)."""
+    import ray
+
+    from pipelines.train.checkpoints import read_final
+
+    prep, fixed_size = prepare_data(job, log)
+    per_worker = cpus_per_worker(job, cpu_budget or ray.cluster_resources().get("CPU", 1))
+    attempts = check_resources(job, per_worker, ray.cluster_resources(), fixed_size, log)
+    cfg = worker_config(job, prep)
+    trainer = build_trainer(job, prep, cfg, per_worker, attempts, callbacks)
+    t0 = time.perf_counter()
+    result = fit(trainer, job, prep.source, per_worker, log)
     final = read_final(result.checkpoint)
-    final["best_checkpoint"] = out.url(result.checkpoint.path)
+    final["best_checkpoint"] = prep.out.url(result.checkpoint.path)
     final["wall_s"] = time.perf_counter() - t0
-    final["domains"] = {**vocab.summary(), **final.pop("domains", {})}
+    final["domains"] = {**prep.vocab.summary(), **final.pop("domains", {})}
     final["config"] = dump_config(job)
-    final["model_config"] = cfg["model"]
+    final["model_config"] = cfg.model.model_dump(mode="json")
+    write_results(job, prep, final, log)
+    return final
+
+
+def write_results(job: JobConfig, prep: PreparedData, final: dict, log) -> None:
+    """``metrics.json``, ``config.json`` and the data spec (for export and predict) in the run's
+    directory; a line per restart and the run's closing line."""
+    from pipelines.runtime.run_directory import DATA_SPEC_FILE
+
+    out, name = prep.out, job.run_name
     out.write_text(out.join(name, "metrics.json"), json.dumps(final, indent=2, default=str))
     out.write_text(out.join(name, "config.json"), json.dumps(dump_config(job), indent=2))
-    out.write_text(out.join(name, DATA_SPEC_FILE), json.dumps(data.model_dump(mode="json"), indent=2))  # for export/predict
+    out.write_text(out.join(name, DATA_SPEC_FILE), json.dumps(prep.spec.model_dump(mode="json"), indent=2))
     for r in final.get("restarts", []):
         if r["kind"] == "worker_failure":
             where = f"its epoch-{r['from_epoch'] - 1} checkpoint" if r["from_epoch"] > 1 else "the start (no checkpoint yet)"
@@ -295,7 +342,6 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     speed = f"{final['samples_per_s']:,.0f} samples/s" if final.get("samples_per_s") else "resumed after training"
     log(f"{name}: best epoch {final['best_epoch']}  dev GAUC {d['gauc']:.4f}  test logloss {t['logloss']:.5f} "
         f"AUC {t['auc']:.4f} GAUC {t['gauc']:.4f}  ({speed})  -> {out.url(out.join(name, 'metrics.json'))}")
-    return final
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ paths, resolved here and nowhere else (:data:`ALIASES`, :func:`resolve_key`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
@@ -41,16 +41,13 @@ from adasparse.config import (
 
 
 class IngestOptions(StrictModel):
-    """How the train split streams into the workers (:mod:`pipelines.data.train_stream`, :mod:`pipelines.train.batching`)."""
+    """How the train split streams into the workers: each reads its own seeded deal of the train
+    row groups (:mod:`pipelines.data.train_stream`: every row once, exact mid-epoch resume)."""
 
-    train_reader: Literal["assigned", "streaming_split"] = Field(
-        default="assigned",
-        description="assigned: each worker reads its own seeded deal of row groups (exact mid-epoch resume, every row once, "
-                    "pipelines/data/train_stream.py); streaming_split: Ray Data's streaming split (no mid-epoch checkpoints)")
     shuffle_buffer: int = Field(
         default=20_000, ge=0,
-        description="rows shuffled together in each worker: its window of row groups (assigned) or its local shuffle buffer "
-                    "(streaming_split); 0: stream order")
+        description="rows shuffled together in each worker: its row groups are read in windows of at least this many rows, "
+                    "each window's rows permuted (pipelines/data/train_stream.py); 0: the files' order")
     domain_fields: list[str] | None = Field(
         default=None, min_length=1,
         description="the columns that form the domain key (default: the spec's domain fields); the spec's other domain "
@@ -93,11 +90,11 @@ class FaultOptions(StrictModel):
 
     max_failures: int = Field(default=0, ge=0, description="worker failures to recover from (restart from the last checkpoint)")
     checkpoint_every_steps: int | None = Field(
-        default=None, ge=1, description="also checkpoint within an epoch every this many updates (train_reader assigned)")
+        default=None, ge=1, description="also checkpoint within an epoch every this many updates")
     checkpoint_every_minutes: float | None = Field(
         default=30.0, gt=0,
-        description="also checkpoint within an epoch when this many minutes passed since the last checkpoint (train_reader "
-                    "assigned; none: only at epoch ends)")
+        description="also checkpoint within an epoch when this many minutes passed since the last checkpoint (none: only "
+                    "at epoch ends)")
     keep_checkpoints: int = Field(
         default=2, ge=1, description="checkpoints kept in the run's storage (the newest; each holds the best epoch's weights)")
     fail_at_epoch: int | None = Field(default=None, ge=1, description="fault injection: one worker dies once after this epoch")

@@ -3,11 +3,10 @@
 :class:`RayTrainRunner` is the adapter: the loop itself (step, evaluation, best epoch) is
 :class:`adasparse.loop.LoopRunner`; this file supplies what only a Ray Train worker has —
 
-* **batches**: the train split as this worker's own stream (``ingest.train_reader: assigned``,
-  :mod:`pipelines.data.train_stream`: a seeded deal of row groups, resumable mid-epoch) or its shard
-  of Ray Train's streaming split (:func:`pipelines.train.batching.train_batches`); dev and test
-  through Ray Data; the first epoch's stream starts while the model and the process group are
-  set up;
+* **batches**: the train split as this worker's own stream (:mod:`pipelines.data.train_stream`:
+  a seeded deal of row groups, resumable mid-epoch); dev and test through Ray Data
+  (:func:`pipelines.train.batching.split_batches`); the first epoch's stream starts while the
+  model and the process group are set up;
 * **the gradient exchange**: :class:`adasparse.distributed.GradientAverager` (every worker's
   gradient each step, weighted by its rows; a worker out of rows takes part with weight 0 until
   all are; see its docstring for why this is not DistributedDataParallel);
@@ -31,6 +30,7 @@ import numpy as np
 
 from adasparse.host import usable_cores
 from adasparse.loop import EVAL_BATCH_ROWS, EvalSums, LoopRunner
+from pipelines.train.worker_config import WorkerConfig
 
 
 def node_threads(local_workers: int, node_cpus: float | None) -> int:
@@ -55,32 +55,28 @@ def _quiet_report_log() -> None:
 
 
 class RayTrainRunner(LoopRunner):
-    """The loop's hooks for one Ray Train worker (``cfg``: the driver's worker config)."""
+    """The loop's hooks for one Ray Train worker (``cfg``: the driver's :class:`WorkerConfig`)."""
 
     progress_every_s = 15.0  # rank 0 prints rows/s, loss and data wait this often
 
-    def __init__(self, model, optimizer, cfg: dict, *, rank: int, world: int, averager=None, vocab=None,
-                 start_epoch: int = 1):
-        super().__init__(model, optimizer, epochs=cfg["train"]["epochs"], precision=cfg["train"]["precision"],
-                         rows_per_epoch=cfg.get("train_rows"), workers=world)
+    def __init__(self, model, optimizer, cfg: WorkerConfig, *, rank: int, world: int, averager=None, vocab=None):
+        super().__init__(model, optimizer, epochs=cfg.train.epochs, precision=cfg.train.precision,
+                         rows_per_epoch=cfg.train_rows, workers=world)
         self.cfg, self.rank, self.world, self.averager, self.vocab = cfg, rank, world, averager, vocab
         self._first_stream = None  # the first epoch's batches, started early (start_first_epoch)
-        self.start_epoch = start_epoch  # the epoch this worker group started at (its train split: train@start)
         self.restarts: list[dict] = []
-        self.stream = None  # the epoch's WorkerStream (train_reader assigned)
+        self.stream = None  # the epoch's WorkerStream
         self.resume_at: dict | None = None  # the in-progress epoch of a mid-epoch checkpoint: streams and positions
         self._mid: dict | None = None  # what the mid-epoch checkpoint being written holds of every worker
-        faults = cfg.get("faults") or {}
-        self.assigned = cfg["ingest"].get("train_reader") == "assigned"  # its own stream (else Ray Data's split)
-        self.every_steps = faults.get("checkpoint_every_steps") if self.assigned else None
-        minutes = faults.get("checkpoint_every_minutes") if self.assigned else None
+        self.every_steps = cfg.faults.checkpoint_every_steps
+        minutes = cfg.faults.checkpoint_every_minutes
         self.every_s = None if minutes is None else 60.0 * minutes
         self._last_checkpoint = time.monotonic()
 
     def state_meta(self) -> dict:
         """The loop's checkpoint record, with when it was written, by which launch of the job,
         and the run's restarts so far (:mod:`pipelines.train.attempts`)."""
-        meta = {**super().state_meta(), "written_at": time.time(), "launch": self.cfg.get("launch"), "restarts": self.restarts}
+        meta = {**super().state_meta(), "written_at": time.time(), "launch": self.cfg.launch, "restarts": self.restarts}
         if self._mid is not None:  # every worker's part of the epoch in progress
             meta["in_progress"] = self._mid["meta"]
         return meta
@@ -117,7 +113,7 @@ class RayTrainRunner(LoopRunner):
 
         if self.rank != 0:
             return None
-        return write_checkpoint(self, final, self.cfg.get("vocabulary"), self.vocab.fingerprint() if self.vocab else None,
+        return write_checkpoint(self, final, self.cfg.vocabulary_json, self.vocab.fingerprint() if self.vocab else None,
                                 test_statistics, test_masks)
 
     def unseen_rows(self, split: str) -> int | None:
@@ -145,19 +141,16 @@ class RayTrainRunner(LoopRunner):
     def epoch_batches(self, epoch: int):
         """This worker's train batches of ``epoch`` (from the positions of a mid-epoch checkpoint
         of that epoch, if the run resumed from one)."""
-        if not self.assigned:
-            self.stream = None
-            return epoch_stream(self.cfg, epoch, self.start_epoch)
         resume = self.resume_at if self.resume_at is not None and self.resume_at["epoch"] == epoch else None
-        self.stream = assigned_stream(self.cfg, epoch, self.rank, self.world, resume)
+        self.stream = worker_stream(self.cfg, epoch, self.rank, self.world, resume, self.vocab)
         return self.stream
 
     def eval_batches(self, split: str):
         import ray.train
 
-        from pipelines.train.batching import train_batches
+        from pipelines.train.batching import split_batches
 
-        return train_batches(ray.train.get_dataset_shard(split), max(self.cfg["train"]["batch_size"], EVAL_BATCH_ROWS))
+        return split_batches(ray.train.get_dataset_shard(split), max(self.cfg.train.batch_size, EVAL_BATCH_ROWS))
 
     def sync_gradients(self, rows: int) -> tuple[int, float]:
         if self.averager is None:
@@ -241,9 +234,9 @@ class RayTrainRunner(LoopRunner):
         self._last_checkpoint = time.monotonic()
         metrics = {k: v for k, v in record.items() if k not in ("sparsity", "grad_sync_phases_s")}
         report(metrics | {"final": False, "placement_group": placement_group_hex()}, checkpoint)
-        marker = self.cfg.get("fail_marker")
-        if self.cfg.get("fail_at_epoch") == record["epoch"] and self.rank == self.world - 1 and marker and not os.path.exists(marker):
-            open(marker, "w").close()  # fault injection (tests): this worker dies once, after the checkpoint
+        fail = self.cfg.fail
+        if fail is not None and fail.epoch == record["epoch"] and self.rank == self.world - 1 and not os.path.exists(fail.marker):
+            open(fail.marker, "w").close()  # fault injection (tests): this worker dies once, after the checkpoint
             os._exit(1)
 
 
@@ -270,35 +263,17 @@ def report(metrics: dict, checkpoint) -> None:
     ray.train.report(metrics, checkpoint=checkpoint, **kw)
 
 
-def epoch_stream(cfg: dict, epoch: int, start_epoch: int):
-    """This worker's batches of the train split for ``epoch`` in a worker group that started at
-    ``start_epoch`` (file order and shuffle seeded by the epoch: the same after a restart)."""
-    import ray.train
-
-    from pipelines.train.batching import train_batches
-    from pipelines.train.eval_splits import train_split_name
-
-    return train_batches(ray.train.get_dataset_shard(train_split_name(start_epoch)), cfg["train"]["batch_size"],
-                         cfg["ingest"]["shuffle_buffer"], cfg["train"]["seed"] + epoch)
-
-
-def assigned_stream(cfg: dict, epoch: int, rank: int, world: int, resume: dict | None):
+def worker_stream(cfg: WorkerConfig, epoch: int, rank: int, world: int, resume: dict | None, vocab):
     """This worker's :class:`pipelines.data.train_stream.WorkerStream` for ``epoch``: the epoch dealt to
     as many streams as workers, or — resuming a mid-epoch checkpoint of this epoch — to the
     checkpoint's streams, each from its saved position (stream ``s`` read by worker ``s mod world``)."""
-    from adasparse.vocabulary import DomainVocabulary
-    from pipelines.data.spec import DatasetSpec
-    from pipelines.data.train_stream import EpochPlan, PieceReader, TrainPieces, WorkerStream
+    from pipelines.data.train_stream import EpochPlan, WorkerStream
 
-    data = cfg["train_data"]
-    pieces = TrainPieces.from_state(data["pieces"])
-    seed, window = cfg["train"]["seed"], cfg["ingest"]["shuffle_buffer"]
+    seed, window = cfg.train.seed, cfg.ingest.shuffle_buffer
     streams = world if resume is None else resume["streams"]
-    plan = EpochPlan.make(pieces, seed, epoch, streams, window)
-    vocab = DomainVocabulary.from_json(cfg["vocabulary"]) if cfg.get("vocabulary") else None
-    reader = PieceReader(DatasetSpec.model_validate(data["spec"]), data["fs"], pieces.files, tuple(data["bounds"]), vocab)
-    return WorkerStream(reader, plan, pieces, seed=seed, streams=plan.owned(rank, world), batch_size=cfg["train"]["batch_size"],
-                        start=None if resume is None else resume["positions"], shuffle=window > 0)
+    plan = EpochPlan.make(cfg.data.pieces, seed, epoch, streams, window)
+    return WorkerStream(cfg.data.reader(vocab), plan, cfg.data.pieces, seed=seed, streams=plan.owned(rank, world),
+                        batch_size=cfg.train.batch_size, start=None if resume is None else resume["positions"], shuffle=window > 0)
 
 
 def run_dir_checkpoint():
@@ -320,85 +295,66 @@ def placement_group_hex() -> str:
     return pg.id.hex() if pg is not None else ""
 
 
-def train_loop(cfg: dict) -> None:
-    """The function every Ray Train worker runs (``cfg``: see :func:`pipelines.train.worker_config`)."""
+def resume_point(cfg: WorkerConfig, vocab, device, say) -> tuple[dict, dict] | None:
+    """(tensors, record) of the checkpoint this worker group goes on from — a rerun of the same
+    run name, or a restart — or None for a fresh start; refuses a checkpoint of other ids."""
     import ray.train
-    import torch
-    import torch.distributed as dist
 
-    from adasparse.config import ModelConfig, OptimConfig
+    from adasparse.config import ConfigError
+    from pipelines.train.checkpoints import read_resumable
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and cfg.resume_from_run_dir:  # Ray's list of checkpoints was unreadable and set
+        checkpoint = run_dir_checkpoint()  # aside (only then: a directory Ray never registered may be half-written)
+    resumed = read_resumable(checkpoint, device, say)  # an unreadable newest checkpoint: the one before
+    if resumed is not None and resumed[1].get("vocabulary") not in (None, vocab.fingerprint()):
+        raise ConfigError(f"the run's vocabulary.json (ids {vocab.fingerprint()}) does not match its checkpoint's "
+                          f"(ids {resumed[1]['vocabulary']}): restore the file or start a run of another name")
+    return resumed
+
+
+def build_runner(cfg: WorkerConfig, vocab, device, rank: int, world: int, local_world: int) -> RayTrainRunner:
+    """The model (STAR: the vocabulary's train domains own their rows), the exchange, the
+    optimiser and this worker's threads, as a :class:`RayTrainRunner`."""
+    import ray
+    import torch
+
     from adasparse.distributed import GradientAverager
     from adasparse.model import build_model
     from adasparse.optim import build_optimizer
-    from adasparse.config import ConfigError
-    from adasparse.vocabulary import DomainVocabulary
-    from pipelines.train.attempts import record_attempt
-    from pipelines.train.checkpoints import mask_domains, read_resumable, mask_arrays
 
-    _quiet_report_log()
-    device = ray.train.torch.get_device()
-    ctx = ray.train.get_context()
-
-    def say(line: str) -> None:
-        if ctx.get_world_rank() == 0:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-
-    # a rerun of the same run name, or a restart (an unreadable newest checkpoint: the one before)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and cfg.get("resume_from_run_dir"):  # Ray's list of checkpoints was unreadable and set
-        checkpoint = run_dir_checkpoint()  # aside (only then: a directory Ray never registered may be half-written)
-    resumed = read_resumable(checkpoint, device, say)
-    vocab = DomainVocabulary.from_json(cfg["vocabulary"]) if cfg.get("vocabulary") else None
-    if resumed is not None and vocab is not None and resumed[1].get("vocabulary") not in (None, vocab.fingerprint()):
-        raise ConfigError(f"the run's vocabulary.json (ids {vocab.fingerprint()}) does not match its checkpoint's "
-                          f"(ids {resumed[1]['vocabulary']}): restore the file or start a run of another name")
-    start = 1 if resumed is None else resumed[1]["epoch"] + 1
-    epochs = cfg["train"]["epochs"]
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(cfg["train"]["seed"])
-    model_cfg = ModelConfig.model_validate(cfg["model"])
-    model = build_model(model_cfg, vocab).to(device)  # STAR: the vocabulary's train domains own their rows
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, vocab).to(device)
     model.check_ids = False  # ids come from the encoder: always inside their buckets
     model.clock_in_forward = False  # the schedules advance by each update's rows of all workers (the exchange's)
     node = ray.get_runtime_context().get_node_id()
-    torch.set_num_threads(cfg["resources"].get("threads") or node_threads(ctx.get_local_world_size(), cfg.get("node_cpus", {}).get(node)))
+    torch.set_num_threads(cfg.resources.threads or node_threads(local_world, cfg.node_cpus.get(node)))
     # a step touches at most batch × fields table rows: with that bound small exchanges take one collective
-    bounds = model.table_rows_per_step(cfg["train"]["batch_size"])
-    averager = GradientAverager(model, max_rows=bounds) if world > 1 else None
-    opt = build_optimizer(model, OptimConfig.model_validate(cfg["optim"]))
-    runner = RayTrainRunner(model, opt, cfg, rank=rank, world=world, averager=averager, vocab=vocab, start_epoch=start)
-    if resumed is not None:
-        runner.load_state(*resumed)
-    if start <= epochs:  # the first epoch's stream starts now, while the process group and the exchange are set up
-        runner.start_first_epoch(start)
-    if rank == 0:  # this start of the worker group, recorded: restarts counted, the training they redid measured
-        storage = ctx.get_storage()  # a DeveloperAPI of Ray Train: the run's filesystem and path
-        runner.restarts = record_attempt(storage.storage_filesystem, storage.experiment_fs_path, cfg["launch"], start,
-                                         None if resumed is None else resumed[1])
-    if averager is not None:
-        averager.broadcast_parameters(model)
-    result = runner.fit()  # restores the best epoch's weights
-    exchange = "none (one worker)"
-    if averager is not None:
-        exchange = averager.transport
-        averager.close()
-    runner.mask_domains = mask_domains(vocab)  # Fig. 3(a): mean masks of the largest train domains
-    test = runner.evaluate("test")
+    averager = GradientAverager(model, max_rows=model.table_rows_per_step(cfg.train.batch_size)) if world > 1 else None
+    opt = build_optimizer(model, cfg.optim)
+    return RayTrainRunner(model, opt, cfg, rank=rank, world=world, averager=averager, vocab=vocab)
+
+
+def final_figures(runner: RayTrainRunner, result, test, exchange: str) -> dict:
+    """The run's closing record: best epoch, dev and test figures, sparsity, speed, restarts and
+    the per-domain test rows (Fig. 3 of the paper reads them)."""
+    import torch
+    import torch.distributed as dist
+
     per = test.domains.per_domain()
     spars = {}
     if test.domain_sparsity is not None:
         ds = test.domain_sparsity
         spars = dict(zip(ds.keys.tolist(), ds.mean.tolist()))
     samples = torch.tensor([runner.rows_trained, runner.train_seconds], dtype=torch.float64)
-    if world > 1 and dist.is_initialized():
+    if runner.world > 1 and dist.is_initialized():
         dist.all_reduce(samples)
-    final = {
+    return {
         "best_epoch": result.best_epoch,
         "dev": result.dev.metrics,
         "test": test.metrics,
         "sparsity": {"dev": result.dev.sparsity, "test": test.sparsity, "test_across_domains": across_domains(test)},
-        "samples_per_s": float(samples[0] / max(samples[1] / world, 1e-9)) if samples[1] > 0 else None,
+        "samples_per_s": float(samples[0] / max(samples[1] / runner.world, 1e-9)) if samples[1] > 0 else None,
         "grad_exchange": exchange,
         "domains": {"unseen_rows": {"dev": runner.unseen_rows("dev"), "test": runner.unseen_rows("test")}},
         "history": runner.history,
@@ -409,10 +365,51 @@ def train_loop(cfg: dict) -> None:
             for d, r, c, a in zip(per.domain, per.rows, per.ctr, per.auc)
         ],
     }
+
+
+def train_loop(cfg: WorkerConfig) -> None:
+    """The function every Ray Train worker runs (``cfg``: :func:`pipelines.train.driver.worker_config`)."""
+    import ray.train
+
+    from pipelines.train.attempts import record_attempt
+    from pipelines.train.checkpoints import mask_arrays, mask_domains
+
+    _quiet_report_log()
+    device = ray.train.torch.get_device()
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+
+    def say(line: str) -> None:
+        if rank == 0:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    vocab = cfg.vocabulary()
+    resumed = resume_point(cfg, vocab, device, say)
+    start = 1 if resumed is None else resumed[1]["epoch"] + 1
+    runner = build_runner(cfg, vocab, device, rank, world, ctx.get_local_world_size())
+    if resumed is not None:
+        runner.load_state(*resumed)
+    if start <= cfg.train.epochs:  # the first epoch's stream starts now, while the process group and the exchange are set up
+        runner.start_first_epoch(start)
+    if rank == 0:  # this start of the worker group, recorded: restarts counted, the training they redid measured
+        storage = ctx.get_storage()  # a DeveloperAPI of Ray Train: the run's filesystem and path
+        runner.restarts = record_attempt(storage.storage_filesystem, storage.experiment_fs_path, cfg.launch, start,
+                                         None if resumed is None else resumed[1])
+    if runner.averager is not None:
+        runner.averager.broadcast_parameters(runner.model)
+    result = runner.fit()  # restores the best epoch's weights
+    exchange = "none (one worker)"
+    if runner.averager is not None:
+        exchange = runner.averager.transport
+        runner.averager.close()
+    runner.mask_domains = mask_domains(vocab)  # Fig. 3(a): mean masks of the largest train domains
+    test = runner.evaluate("test")
+    final = final_figures(runner, result, test, exchange)
     # The final report carries a checkpoint (the best epoch's weights and every final figure,
     # per-domain rows included) so the driver reads them from storage, not from the metrics
     # stream; its reported metrics stay small. Rerunning a finished run re-evaluates from it.
-    checkpoint = runner.checkpoint(final, test.domains.state(), mask_arrays(test, model))
+    checkpoint = runner.checkpoint(final, test.domains.state(), mask_arrays(test, runner.model))
     # no "epoch" key: an epoch-based scheduler (ASHA in adasparse tune) must not read this as one
     report({"final": True, "best_epoch": result.best_epoch, "dev_gauc": result.dev.metrics["gauc"], "test_gauc": test.metrics["gauc"]},
            checkpoint)

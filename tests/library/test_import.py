@@ -1,5 +1,7 @@
-"""The model library stands alone: it never imports Ray or ``pipelines/``, and no module of the
-project imports itself back through others (no import cycle)."""
+"""The project's import rules: the model library stands alone (never imports Ray or
+``pipelines/``); ``pipelines/`` is layered — each subpackage imports only the layers below it
+(:data:`LAYERS`); and no module imports itself back through others (no import cycle). Every
+import counts: at module level, inside functions, and under ``if TYPE_CHECKING:``."""
 
 import ast
 import subprocess
@@ -8,6 +10,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("adasparse", "pipelines")
+# pipelines/ from the bottom up: a module may import its own subpackage and the layers listed
+# before its own; packages that share a layer (a tuple) never import each other
+LAYERS = (
+    ("pipelines.data",),
+    ("pipelines.runtime",),
+    ("pipelines.train",),
+    ("pipelines.sweep", "pipelines.serve", "pipelines.analysis"),
+    ("pipelines.demo",),  # the demo: generate, then train
+    ("pipelines.cli",),  # the command line on top
+)
 
 
 def _module_name(path: Path) -> str:
@@ -15,22 +27,14 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
-
-
 def imports_of(path: Path, me: str | None = None) -> set[str]:
-    """Every project module a file imports, at module level or inside functions (the imports
-    under ``if TYPE_CHECKING:`` excepted: they never run)."""
+    """Every project module a file imports: at module level, inside functions and under
+    ``if TYPE_CHECKING:`` (a cycle there is still a cycle to a reader and to a type checker)."""
     tree = ast.parse(path.read_text())
-    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node)
-               for child in node.body for n in ast.walk(child)}
     me = me or _module_name(path)
     package = me if path.name == "__init__.py" else me.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -42,6 +46,30 @@ def imports_of(path: Path, me: str | None = None) -> set[str]:
             continue
         found |= {n for n in names if n.split(".")[0] in PACKAGES}
     return found
+
+
+def layer_of(module: str) -> tuple[int, str] | None:
+    """(rank, package) of a ``pipelines`` module in :data:`LAYERS`; None for the package itself."""
+    for rank, packages in enumerate(LAYERS):
+        for pkg in packages:
+            if module == pkg or module.startswith(pkg + "."):
+                return rank, pkg
+    return None
+
+
+def layering_violations(graph: dict[str, set[str]]) -> list[str]:
+    """``a -> b`` for every import of a module whose layer is not below the importer's (its own
+    subpackage excepted)."""
+    bad = []
+    for mod, deps in sorted(graph.items()):
+        mine = layer_of(mod)
+        if mine is None:
+            continue
+        for dep in sorted(deps):
+            theirs = layer_of(dep)
+            if theirs is not None and theirs[1] != mine[1] and theirs[0] >= mine[0]:
+                bad.append(f"{mod} -> {dep}")
+    return bad
 
 
 def project_graph() -> dict[str, set[str]]:
@@ -86,11 +114,34 @@ def test_no_import_cycle():
     assert find_cycle(project_graph()) is None
 
 
-def test_the_cycle_check_sees_cycles_and_function_level_imports(tmp_path):
+def test_the_cycle_check_sees_cycles_function_level_and_type_checking_imports(tmp_path):
     a = tmp_path / "a.py"
-    a.write_text("def f():\n    from pipelines.cli import main\n    from . import reading\n")
-    assert imports_of(a, "pipelines.a") == {"pipelines.cli", "pipelines.cli.main", "pipelines", "pipelines.data.reading"}
+    a.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .splits import TimeCuts\n"
+                 "def f():\n    from pipelines.cli import main\n    from . import reading\n")
+    assert imports_of(a, "pipelines.data.a") == {"pipelines.cli", "pipelines.cli.main", "pipelines.data",
+                                                 "pipelines.data.reading", "pipelines.data.splits",
+                                                 "pipelines.data.splits.TimeCuts"}
     assert find_cycle({"x": {"y"}, "y": {"z"}, "z": {"x"}}) == ["x", "y", "z", "x"]
+
+
+def test_every_pipelines_module_belongs_to_a_layer():
+    graph = project_graph()
+    loose = sorted(m for m in graph if m.startswith("pipelines.") and layer_of(m) is None)
+    assert loose == []
+
+
+def test_pipelines_layers_import_only_the_layers_below():
+    graph = project_graph()
+    assert len([m for m in graph if m.startswith("pipelines.")]) > 30  # the walk found the subpackages
+    assert layering_violations(graph) == []
+
+
+def test_the_layer_check_sees_an_upward_and_a_sideways_import():
+    graph = {"pipelines.data.reading": {"pipelines.train.driver", "pipelines.data.spec"},
+             "pipelines.serve.predict": {"pipelines.sweep.tune", "pipelines.train.checkpoints", "pipelines.serve.shared_model"},
+             "pipelines.cli": {"pipelines.serve.predict"}}
+    assert layering_violations(graph) == ["pipelines.data.reading -> pipelines.train.driver",
+                                          "pipelines.serve.predict -> pipelines.sweep.tune"]
 
 
 def test_importing_the_library_does_not_import_ray():

@@ -28,7 +28,7 @@ class TaskError(RuntimeError):
 
 
 def test_user_errors_are_found_through_ray_style_wrappers():
-    data = DataError("f.parquet: column 'label': label 2 is not 0 or 1")
+    data = DataError("f.parquet: column 'label': label not 0 or 1 (2)")
     assert find_user_error(data) is data
     assert find_user_error(WorkerGroupError({0: RuntimeError("x"), 1: TaskError(data)})) is data
     try:

@@ -12,7 +12,7 @@ from adasparse.model import build_model
 from adasparse.optim import build_optimizer
 from adasparse.errors import find_user_error
 from adasparse.loop import InMemoryRunner
-from pipelines.train.batching import train_batches
+from pipelines.train.batching import split_batches
 from pipelines.data.reading import read_split
 from pipelines.data.sources import open_source
 from pipelines.data.time_split import time_cuts
@@ -23,7 +23,7 @@ ALI_CCP = Path(__file__).resolve().parents[3] / "shared" / "data" / "ali-ccp"
 
 
 def collect(ds, batch_size=1024, **kw) -> dict:
-    parts = list(train_batches(ds, batch_size, **kw))
+    parts = list(split_batches(ds, batch_size, **kw))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -136,14 +136,6 @@ def test_an_empty_split_is_found_when_the_split_is_cut(generated, tmp_path):
                               "test 0): column 'time' has too few distinct times for the split 4:1:1")
 
 
-def test_train_split_shuffles_file_order_and_rows(generated):
-    src = open_source(load_spec(generated / "spec.yaml"))
-    ds = read_split(src, "all", None, shuffle_files=True)
-    a = collect(ds, shuffle_buffer=2000, seed=1)["time"]
-    assert sorted(a.tolist()) == list(range(1_700_000_000, 1_700_012_000))
-    assert (np.diff(a) < 0).sum() > 100  # not in file order
-
-
 def test_bad_label_mid_stream_names_the_file(ray_local, tmp_path, generated):
     from bad_data import copy_with_bad_label
 
@@ -152,7 +144,7 @@ def test_bad_label_mid_stream_names_the_file(ray_local, tmp_path, generated):
         collect(read_split(src, "all", None))
     found = find_user_error(err.value)
     assert found is not None
-    assert str(found).splitlines()[0] == f"{tmp_path}/part-000003.parquet: column 'label': label 3 is not 0 or 1"
+    assert str(found).splitlines()[0] == f"{tmp_path}/part-000003.parquet: column 'label': label not 0 or 1 (3)"
 
 
 def test_zero_row_shard_streams(ray_local, tmp_path, generated):
@@ -242,40 +234,13 @@ class _Stream:
             yield pa.table({"time": r, "cat_ids": pa.FixedSizeListArray.from_arrays(np.repeat(r, 2), 2)})
 
 
-def test_train_batches_have_the_sizes_of_iter_batches_and_keep_order_without_a_buffer():
-    parts = list(train_batches(_Stream(12_000), 1024))
+def test_split_batches_have_the_sizes_of_iter_batches_and_keep_order():
+    stream = _Stream(12_000)
+    parts = list(split_batches(stream, 1024))
+    assert stream.asked == [16_384]  # one request of CHUNK_ROWS rows, batched here
     assert [len(p["time"]) for p in parts] == [1024] * 11 + [736]
     assert np.concatenate([p["time"] for p in parts]).tolist() == list(range(12_000))
     assert np.concatenate([p["cat_ids"] for p in parts]).tolist() == [[i, i] for i in range(12_000)]
-
-
-def test_train_batches_shuffle_draws_each_batch_from_a_buffer_of_rows(monkeypatch):
-    import pipelines.train.batching as batching
-
-    monkeypatch.setattr(batching, "CHUNK_ROWS", 1000)
-    stream = _Stream(20_000)
-    parts = list(train_batches(stream, 256, shuffle_buffer=1500, seed=3))
-    assert stream.asked == [3000]  # chunks of max(CHUNK_ROWS, batch, 2 × buffer) rows
-    assert [len(p["time"]) for p in parts] == [256] * 78 + [32]
-    rows = np.concatenate([p["time"] for p in parts])
-    assert sorted(rows.tolist()) == list(range(20_000))  # every row exactly once
-    assert all((p["cat_ids"] == p["time"][:, None]).all() for p in parts)  # columns stay aligned
-    first = parts[0]["time"]
-    # the first batch: a random draw from the first chunk (3000 rows), not a run of rows
-    assert first.max() < 3000 and first.max() - first.min() > 2000
-    # a batch emitted once r rows were fetched draws only from those rows, and stays spread out
-    fetched = 3000
-    emitted = 0
-    for p in parts[:-1]:
-        while fetched - emitted - 256 < 1500 and fetched < 20_000:  # the pool had < buffer + batch rows
-            fetched += 3000
-        assert p["time"].max() < fetched
-        assert p["time"].max() - p["time"].min() > 1000  # drawn from ≥ 1756 rows, not a run
-        emitted += 256
-    again = np.concatenate([p["time"] for p in train_batches(_Stream(20_000), 256, shuffle_buffer=1500, seed=3)])
-    assert (again == rows).all()  # deterministic for a seed
-    other = np.concatenate([p["time"] for p in train_batches(_Stream(20_000), 256, shuffle_buffer=1500, seed=4)])
-    assert (other != rows).any()
 
 
 def test_local_cluster_object_store_is_sized_to_the_ingest_budget(ray_local, monkeypatch):

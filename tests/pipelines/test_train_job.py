@@ -249,7 +249,8 @@ def _in_memory_splits(spec_path, cuts, vocab):
     from adasparse.encoding import EncodedBatch
     from pipelines.data.sources import open_source
     from pipelines.data.spec import load_spec
-    from pipelines.data.encoding import encode_table, time_values
+    from adasparse.portable.rules import time_values
+    from pipelines.data.encoding import encode_table
 
     src = open_source(load_spec(spec_path))
     table = pa.concat_tables([pq.read_table(f, columns=src.spec.columns) for f in src.files])
@@ -341,7 +342,7 @@ def test_bad_data_met_inside_a_worker_is_one_line(generated, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     # the worker's own stream reads row groups: the line names the group too
-    assert err[-1] == f"adasparse train: {data}/part-000000.parquet (row group 0): column 'label': label 2 is not 0 or 1"
+    assert err[-1] == f"adasparse train: {data}/part-000000.parquet (row group 0): column 'label': label not 0 or 1 (2)"
 
 
 @pytest.mark.slow

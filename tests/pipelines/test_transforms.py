@@ -33,8 +33,8 @@ def test_encodes_shapes_and_buckets():
     "over,expected",
     [
         ({"y": pa.array([0, 1, None, 0, 1, 0, 1, 0, 1, 0])}, "/data/part-3.parquet: column 'y': null label"),
-        ({"y": np.array([0, 1, 2, 0, 1, 0, 1, 0, 1, 0])}, "/data/part-3.parquet: column 'y': label 2 is not 0 or 1"),
-        ({"x": np.array([0.0, np.inf] + [0.0] * 8)}, "/data/part-3.parquet: column 'x': infinite value"),
+        ({"y": np.array([0, 1, 2, 0, 1, 0, 1, 0, 1, 0])}, "/data/part-3.parquet: column 'y': label not 0 or 1 (2)"),
+        ({"x": np.array([0.0, np.inf] + [0.0] * 8)}, "/data/part-3.parquet: column 'x': infinite value (inf)"),
         ({"t": pa.array([None] + list(range(9)), pa.int64())}, "/data/part-3.parquet: column 't': null time"),
     ],
 )

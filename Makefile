@@ -1,4 +1,4 @@
-# Set-up and everyday commands. `make demo` and `make test` are the README's two commands.
+# Set-up and everyday commands. `make demo` and `make test` are the README's two commands; `make test-all` runs every test.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= ray,dev
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-all bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,13 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/adasparse demo
 
+# the fast tier: every test that needs no Ray cluster, plus the representative Ray tests marked fast
 test: install
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -m "not ray or fast"
+
+# the whole suite (tests/conftest.py says how tests are marked)
+test-all: install
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 

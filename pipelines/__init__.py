@@ -7,7 +7,8 @@
 * :mod:`pipelines.train` — the Ray Train job (driver, worker, checkpoints, its config and flags);
 * :mod:`pipelines.sweep`, :mod:`pipelines.serve`, :mod:`pipelines.analysis` — Tune sweeps and
   ``compare``; ``export`` and ``predict``; the domain analyses;
-* :mod:`pipelines.cli` and :mod:`pipelines.demo` on top.
+* :mod:`pipelines.demo` (generate, train, compare), then :mod:`pipelines.cli` on top.
 
-Each layer imports only the layers before it in this list (``tests/library/test_import.py``).
+Each layer imports only the layers before it in this list, never a package beside it
+(``tests/library/test_import.py``).
 Everything that imports Ray lives here, never in ``adasparse/``."""

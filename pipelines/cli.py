@@ -152,7 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     d.add_argument("--in-memory", action="store_true", help="the model library alone: one process, no Ray (default rows 600k)")
     d.set_defaults(func=_demo)
+    _add_data_commands(sub)
+    _add_run_commands(sub)
+    return p
 
+
+def _add_data_commands(sub) -> None:
+    """``generate``, ``convert``, ``validate`` and ``summary``: commands on datasets."""
     g = sub.add_parser("generate", help="write synthetic multi-domain CTR data as Parquet shards (Ray tasks) + spec.yaml")
     g.add_argument("--rows", type=int, required=True)
     g.add_argument("--out", required=True, help="directory or s3://bucket/prefix")
@@ -174,6 +180,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out (its spec and shards)")
     c.set_defaults(func=_convert)
 
+    v = sub.add_parser("validate", help="check every file of a dataset: labels, times, numeric values, readable pages, "
+                                        "non-empty splits")
+    v.add_argument("--data", required=True, help="dataset spec YAML")
+    v.add_argument("--columns", choices=["all", "cheap"], default="all",
+                   help="all: decode every column the spec uses (finds corrupt pages anywhere); cheap: the label, time and "
+                        "numeric columns, as the training job's own check does")
+    v.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    v.set_defaults(func=_validate)
+
+    s = sub.add_parser("summary", help="rows and CTR per domain, number of domains, long-tail shape")
+    s.add_argument("--data", required=True, help="dataset spec YAML")
+    s.add_argument("--top", type=int, default=10)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--address")
+    s.set_defaults(func=_summary)
+
+
+def _add_run_commands(sub) -> None:
+    """``analyze``, ``export`` and ``predict``: commands on finished training runs."""
     a = sub.add_parser("analyze", help="the paper's domain analyses (Fig. 3 a-b) of finished runs: PNG plots and their JSON")
     a.add_argument("runs", nargs="+", help="run directories (OUT/NAME of adasparse train); the first is the baseline")
     a.add_argument("--out", required=True, help="directory for the plots and JSON")
@@ -206,23 +231,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace predictions already in --out")
     r.add_argument("--storage-endpoint", help="S3-compatible endpoint URL for an s3:// --out (default: AWS)")
     r.set_defaults(func=_predict)
-
-    v = sub.add_parser("validate", help="check every file of a dataset: labels, times, numeric values, readable pages, "
-                                        "non-empty splits")
-    v.add_argument("--data", required=True, help="dataset spec YAML")
-    v.add_argument("--columns", choices=["all", "cheap"], default="all",
-                   help="all: decode every column the spec uses (finds corrupt pages anywhere); cheap: the label, time and "
-                        "numeric columns, as the training job's own check does")
-    v.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    v.set_defaults(func=_validate)
-
-    s = sub.add_parser("summary", help="rows and CTR per domain, number of domains, long-tail shape")
-    s.add_argument("--data", required=True, help="dataset spec YAML")
-    s.add_argument("--top", type=int, default=10)
-    s.add_argument("--json", action="store_true")
-    s.add_argument("--address")
-    s.set_defaults(func=_summary)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -158,7 +158,7 @@ def domain_masks(run: RunFiles, layer: int, top: int) -> dict:
         path = run.checkpoint / "test_masks.npz"
         if not path.is_file():
             return {"skipped": f"{path}: missing (instance-mode masks are summed during the test evaluation of runs "
-                               "since round 2; rerun the training)"}
+                               "since 2026-11-30; rerun the training)"}
         with np.load(path) as z:
             keys, test_rows, kept = z["keys"], z["rows"], z["kept"]
         position = {int(k): i for i, k in enumerate(vocab.train_keys.tolist())}

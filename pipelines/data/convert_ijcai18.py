@@ -125,6 +125,18 @@ def spec_dict(location: str) -> dict:
     }
 
 
+def _open_reader(fh, input_path: str, block_bytes: int):
+    """pyarrow's streaming CSV reader over the raw file; a missing column or another layout is one line."""
+    try:
+        return pacsv.open_csv(fh, read_options=pacsv.ReadOptions(block_size=block_bytes),
+                              parse_options=pacsv.ParseOptions(delimiter=" "), convert_options=_convert_options())
+    except (pa.ArrowInvalid, KeyError) as err:
+        absent = re.search(r"Column '([^']+)' in include_columns does not exist", str(err))
+        if absent:
+            raise DataError(f"{input_path}: column {absent.group(1)!r} is missing") from None
+        raise DataError(f"{input_path}: not an IJCAI-18 file ({str(err).splitlines()[0]})") from None
+
+
 def convert(input_path: str, out: str, shard_rows: int = 1_000_000, block_bytes: int = 4 << 20,
             overwrite: bool = False) -> dict:
     """Stream ``input_path`` into Parquet shards under ``out`` plus ``out/spec.yaml`` (written
@@ -139,18 +151,7 @@ def convert(input_path: str, out: str, shard_rows: int = 1_000_000, block_bytes:
     writer = None
     in_shard = 0
     with fs_in.open(path_in, "rb") as fh:
-        try:
-            reader = pacsv.open_csv(
-                fh,
-                read_options=pacsv.ReadOptions(block_size=block_bytes),
-                parse_options=pacsv.ParseOptions(delimiter=" "),
-                convert_options=_convert_options(),
-            )
-        except (pa.ArrowInvalid, KeyError) as err:
-            absent = re.search(r"Column '([^']+)' in include_columns does not exist", str(err))
-            if absent:
-                raise DataError(f"{input_path}: column {absent.group(1)!r} is missing") from None
-            raise DataError(f"{input_path}: not an IJCAI-18 file ({str(err).splitlines()[0]})") from None
+        reader = _open_reader(fh, input_path, block_bytes)
         while True:
             try:
                 batch = reader.read_next_batch()

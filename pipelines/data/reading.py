@@ -36,8 +36,8 @@ def read_raw(
     files = [f for f, n in zip(all_files, rows) if n != 0]  # zero-row shards hold nothing to read
     if not files:
         raise DataError(f"{source.spec.location}: every file is empty")
-    # one read task per file: left to its size estimate Ray packed several shards into a task,
-    # whose worker then peaked higher the more rows the dataset had (benchmarks/ingest.py)
+    # one read task per file: a task's memory stays one shard's, whatever the dataset's size
+    # (docs/data.md, "one read task per file")
     kw = dict(filesystem=_arrow_fs(source), include_paths=with_paths,
               override_num_blocks=len(files), concurrency=concurrency)
     if source.spec.format == "parquet":

@@ -117,14 +117,13 @@ def configure_ray_data(object_store_budget: int | None = None) -> None:
     ctx.execution_options.resource_limits = limits.copy(object_store_memory=object_store_budget or INGEST_OBJECT_STORE_BUDGET)
     ctx.target_max_block_size = INGEST_BLOCK_BYTES
     ctx.enable_progress_bars = False
-    # Ray Data's file-datasource V2 (its default) lists files in a task of its own before any
-    # read starts: 5-6 s to the first batch of every stream here (every epoch of a training
-    # run), against ~1 s for the V1 reader, whose read workers also peaked at a third of the
-    # memory (benchmarks/ingest.py). Both read the same files with the same options.
+    # the V1 file reader: V2 (Ray Data's default) lists the files in a task of its own before
+    # any read starts, which delays every stream's first batch; V1 reads the same files with the
+    # same options (docs/data.md, "Ray Data's V1 Parquet reader")
     ctx.use_datasource_v2 = False
     # no extra splitting of read blocks to reach Ray's default of 200 blocks per read: the
     # split would stop the encoder from fusing with the read, and a shard is already one
-    # task's worth of work (Ray Train's streaming split balances rows across workers anyway)
+    # task's worth of work
     ctx.read_op_min_num_blocks = 1
     ctx.print_on_execution_start = False
     # a bad row found while encoding raises pipelines.data.sources.DataError in the read task: let it

@@ -103,12 +103,11 @@ def predict(run_dir: str, data: str, out: str, *, split: str = "test", workers: 
             log=print) -> dict:
     import ray
 
-    from pipelines.runtime.output_location import OutputLocation
-    from pipelines.runtime.ray_env import init_ray
     from pipelines.data.reading import read_split
     from pipelines.data.sources import open_source
     from pipelines.data.spec import load_spec
     from pipelines.data.time_split import time_cuts
+    from pipelines.runtime.ray_env import init_ray
 
     run = RunFiles(run_dir)
     model = run.load_model()  # a run without a loadable checkpoint fails here, in one line
@@ -116,10 +115,7 @@ def predict(run_dir: str, data: str, out: str, *, split: str = "test", workers: 
     check_features(run, spec)
     if workers is not None and workers < 1:
         raise ConfigError("--workers must be at least 1")
-    location = OutputLocation.of(out, storage_endpoint)
-    if location.fs.exists(out) and location.fs.ls(out) and not overwrite:
-        raise ConfigError(f"{out}: not empty; pass --overwrite to replace its predictions, or choose another --out")
-    location.check_writable()
+    location = checked_output(out, storage_endpoint, overwrite)
     source = open_source(spec)
     init_ray(address)
     resources = ray.cluster_resources()
@@ -132,32 +128,13 @@ def predict(run_dir: str, data: str, out: str, *, split: str = "test", workers: 
     cuts = time_cuts(source) if spec.split_files is None and split != "all" else None
     t0 = time.perf_counter()
     ds = read_split(source, split, cuts, vocab=run.vocab, concurrency=cap)
-    model_ref = ray.put(SharedModel(model))
-    # Ray Data's per-operator resource reservation is off: with it, on a small cluster, the
-    # second task of the fused read-to-write operator started only as the first ended, and one
-    # actor of a GPU-style pool scored while the others idled (docs/serving.md)
-    ds.context.op_resource_reservation_enabled = False
-    if gpu:
-        # reads on the CPUs feed one actor per GPU; a block goes only to a free actor
-        scored = ds.map_batches(Scorer, fn_constructor_args=(model_ref, "cuda", batch_size), batch_size=None,
-                                batch_format="pyarrow", num_cpus=0, num_gpus=1,
-                                compute=ray.data.ActorPoolStrategy(size=workers or units, max_tasks_in_flight_per_actor=1))
-    else:
-        # whole blocks (batch_size=None), a task like the read's, the read's cap: Ray Data fuses
-        # read, encode and score into one task per shard (scored in batches of batch_size in
-        # it), and the write too when uncapped. (Capped, Ray 2.60's fused score->write op loses
-        # its cap, and ops of different caps never fuse: the read would stay apart instead.)
-        scored = ds.map_batches(score_block, fn_args=(model_ref, batch_size), batch_size=None, batch_format="pyarrow",
-                                concurrency=cap)
+    scored = scored_dataset(ds, ray.put(SharedModel(model)), gpu=gpu, actors=workers or units, cap=cap, batch_size=batch_size)
     if overwrite and location.fs.exists(out):
         location.fs.rm(out, recursive=True)
     scored.write_parquet(out, filesystem=location.arrow_fs())
     wall = time.perf_counter() - t0
     rows, metrics = read_back(location, out)
-    if split == "all":
-        expected = sum(source.rows) if all(n >= 0 for n in source.rows) else None
-    else:
-        expected = dict(zip(("train", "dev", "test"), cuts.rows)).get(split) if cuts is not None and cuts.rows else None
+    expected = expected_rows(source, split, cuts)
     if expected is not None and expected != rows:
         raise RuntimeError(f"{out}: {rows:,} predictions for {expected:,} rows of the {split} split")
     result = {"rows": rows, "wall_s": wall, "rows_per_s": rows / max(wall, 1e-9), "out": out, **metrics}
@@ -167,6 +144,45 @@ def predict(run_dir: str, data: str, out: str, *, split: str = "test", workers: 
     log(f"predicted {result['rows']:,} rows of the {split} split in {wall:.1f} s ({result['rows_per_s']:,.0f} rows/s, "
         f"{how}) -> {out}{scores}")
     return result
+
+
+def checked_output(out: str, storage_endpoint: str | None, overwrite: bool):
+    """``--out`` as an :class:`OutputLocation`: writable, and empty unless ``overwrite``."""
+    from pipelines.runtime.output_location import OutputLocation
+
+    location = OutputLocation.of(out, storage_endpoint)
+    if location.fs.exists(out) and location.fs.ls(out) and not overwrite:
+        raise ConfigError(f"{out}: not empty; pass --overwrite to replace its predictions, or choose another --out")
+    location.check_writable()
+    return location
+
+
+def scored_dataset(ds, model_ref, *, gpu: bool, actors: int, cap: int | None, batch_size: int):
+    """``ds`` with a probability per row: scoring tasks on CPU, an actor per GPU with ``gpu``."""
+    import ray
+
+    # Ray Data's per-operator resource reservation is off: with it, on a small cluster, the
+    # second task of the fused read-to-write operator started only as the first ended, and one
+    # actor of a GPU-style pool scored while the others idled (docs/serving.md)
+    ds.context.op_resource_reservation_enabled = False
+    if gpu:
+        # reads on the CPUs feed one actor per GPU; a block goes only to a free actor
+        return ds.map_batches(Scorer, fn_constructor_args=(model_ref, "cuda", batch_size), batch_size=None,
+                              batch_format="pyarrow", num_cpus=0, num_gpus=1,
+                              compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1))
+    # whole blocks (batch_size=None), a task like the read's, the read's cap: Ray Data fuses
+    # read, encode and score into one task per shard (scored in batches of batch_size in
+    # it), and the write too when uncapped. (Capped, Ray 2.60's fused score->write op loses
+    # its cap, and ops of different caps never fuse: the read would stay apart instead.)
+    return ds.map_batches(score_block, fn_args=(model_ref, batch_size), batch_size=None, batch_format="pyarrow",
+                          concurrency=cap)
+
+
+def expected_rows(source, split: str, cuts) -> int | None:
+    """The rows ``split`` holds, where the footers and the time cuts say (None: unknown)."""
+    if split == "all":
+        return sum(source.rows) if all(n >= 0 for n in source.rows) else None
+    return dict(zip(("train", "dev", "test"), cuts.rows)).get(split) if cuts is not None and cuts.rows else None
 
 
 def read_back(location, out: str) -> tuple[int, dict]:

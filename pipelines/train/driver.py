@@ -28,6 +28,9 @@ import uuid
 from dataclasses import dataclass
 
 from adasparse.config import ConfigError
+# torch (through the model) is loaded before Ray Data's threads start: loaded later in the driver
+# of a `ray job submit` on a fake multi-node cluster, oneMKL failed to load libtorch_cpu.so
+from adasparse.model import with_domain_rows
 from adasparse.vocabulary import DomainVocabulary
 from pipelines.data.sources import DataSource
 from pipelines.data.spec import DatasetSpec
@@ -230,7 +233,6 @@ def worker_config(job: JobConfig, prep: PreparedData) -> WorkerConfig:
     """What every worker receives (:class:`WorkerConfig`): the job's typed parts, the model with
     the data's features (and STAR's per-domain rows from the vocabulary), the train split's
     pieces each worker deals itself a share of."""
-    from adasparse.model import with_domain_rows
     from pipelines.data.splits import split_bounds
     from pipelines.data.train_stream import TrainPieces
 

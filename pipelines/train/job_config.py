@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from adasparse.config import (
     ConfigError,
@@ -43,6 +43,18 @@ from adasparse.config import (
 class IngestOptions(StrictModel):
     """How the train split streams into the workers: each reads its own seeded deal of the train
     row groups (:mod:`pipelines.data.train_stream`: every row once, exact mid-epoch resume)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_train_reader(cls, data: Any) -> Any:
+        """``train_reader`` (two readers until 2026-12-02): ``assigned``, the one reader left, is
+        accepted and dropped, so configs written then still load; ``streaming_split`` is refused."""
+        if isinstance(data, dict) and "train_reader" in data:
+            data = dict(data)
+            if data.pop("train_reader") != "assigned":
+                raise ValueError("train_reader: Ray Data's streaming split is gone; every run reads each worker's own "
+                                 "stream (remove the option)")
+        return data
 
     shuffle_buffer: int = Field(
         default=20_000, ge=0,

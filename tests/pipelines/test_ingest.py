@@ -102,6 +102,7 @@ def test_generate_options_are_checked_before_ray_starts(tmp_path, capsys, args, 
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.fast
 def test_time_split_is_4_1_1_and_ordered(generated):
     src = open_source(load_spec(generated / "spec.yaml"))
     cuts = time_cuts(src)
@@ -136,6 +137,7 @@ def test_an_empty_split_is_found_when_the_split_is_cut(generated, tmp_path):
                               "test 0): column 'time' has too few distinct times for the split 4:1:1")
 
 
+@pytest.mark.fast
 def test_bad_label_mid_stream_names_the_file(ray_local, tmp_path, generated):
     from bad_data import copy_with_bad_label
 

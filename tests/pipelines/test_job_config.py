@@ -154,6 +154,8 @@ def test_the_model_spec_never_carries_features():
         job_config({"data": "d", "model": {"features": {}}})
 
 
+@pytest.mark.ray  # starts a private local Ray in a subprocess (python -m pipelines.train)
+@pytest.mark.fast
 def test_workers_that_cannot_fit_the_local_ray_are_one_line_not_a_wait(tmp_path):
     """Without an address the job starts a private local Ray, which cannot grow: asking it for
     more CPUs than it has is refused at once (it used to wait forever)."""
@@ -190,3 +192,12 @@ def test_a_start_that_timed_out_is_translated_and_other_errors_are_not():
     assert str(found) == ("resources: 4 workers × 1 CPU could not be placed within 120 s (resources.startup_timeout_s); "
                           "the cluster did not grow to fit them")
     assert startup_error(ValueError("something else"), job, 1.0) is None
+
+
+def test_the_removed_train_reader_option_loads_as_assigned_and_refuses_streaming_split():
+    from adasparse.config import ConfigError
+
+    job = job_config({"data": "d.yaml", "ingest.train_reader": "assigned", "ingest.shuffle_buffer": 5})
+    assert job.ingest.shuffle_buffer == 5 and "train_reader" not in job.ingest.model_dump()
+    with pytest.raises(ConfigError, match="streaming split is gone"):
+        job_config({"data": "d.yaml", "ingest.train_reader": "streaming_split"})

@@ -19,6 +19,7 @@ def upload(endpoint, local_dir, bucket, prefix):
         s3.upload_file(str(p), bucket, f"{prefix}/{p.name}")
 
 
+@pytest.mark.fast
 def test_reads_through_s3fs(generated, s3_endpoint, s3_env):
     upload(s3_endpoint, generated, "ctr", "gen")
     spec = parse_spec(

@@ -71,6 +71,7 @@ def test_an_export_loaded_without_the_project_predicts_raw_rows_as_the_run(train
     assert np.abs(served - want).max() <= 1e-5
 
 
+@pytest.mark.fast
 def test_predict_scores_every_test_row_once_with_the_runs_test_auc(trained, generated, tmp_path, capsys):
     run_dir, final = trained
     out = tmp_path / "pred"

@@ -37,6 +37,7 @@ def odd_rows(ray_local, tmp_path_factory):
     return out / "spec.yaml", counts
 
 
+@pytest.mark.fast
 @pytest.mark.slow
 def test_two_workers_train_and_write_metrics(odd_rows, tmp_path):
     import tempfile

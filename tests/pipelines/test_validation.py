@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from pipelines.cli import main
@@ -131,6 +132,7 @@ def test_the_check_runs_inside_a_tune_trials_small_placement_group(ray_local, ge
         remove_placement_group(pg)
 
 
+@pytest.mark.fast
 def test_a_corrupt_page_the_jobs_check_does_not_read_is_still_one_line_naming_the_file(ray_local, generated, tmp_path, capsys):
     """The job's own check reads the label, time and numeric columns only; a corrupt page in a
     categorical column fails the first read of training: the worker reading its own stream of

@@ -51,8 +51,22 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from adasparse.config import ConfigError
+
+    if args.dataset == "movielens":
+        from pipelines.data.convert_movielens import convert, parse_domains
+
+        res = convert(args.input, args.out, positive_rating=args.positive_rating, domains=parse_domains(args.domains),
+                      shard_rows=args.shard_rows, overwrite=args.overwrite)
+        print(f"converted {res['layout']}: {res['rows']:,} ratings ({res['positives']:,} with rating >= "
+              f"{args.positive_rating:g}) into {res['files']} shards under {args.out}; domains: {', '.join(res['domains'])}; "
+              f"spec: {args.out.rstrip('/')}/spec.yaml")
+        return 0
     from pipelines.data.convert_ijcai18 import convert
 
+    for flag, value, default in (("--positive-rating", args.positive_rating, 4.0), ("--domains", args.domains, None)):
+        if value != default:
+            raise ConfigError(f"{flag}: only for convert movielens")
     res = convert(args.input, args.out, shard_rows=args.shard_rows, overwrite=args.overwrite)
     print(f"converted {res['rows']:,} rows into {res['files']} shards under {args.out}; spec: {args.out.rstrip('/')}/spec.yaml")
     return 0
@@ -173,10 +187,14 @@ def _add_data_commands(sub) -> None:
     g.set_defaults(func=_generate)
 
     c = sub.add_parser("convert", help="convert a public dataset to Parquet shards + spec.yaml")
-    c.add_argument("dataset", choices=["ijcai18"])
-    c.add_argument("input", help="the raw file (e.g. round1_ijcai_18_train_20180301.txt)")
+    c.add_argument("dataset", choices=["ijcai18", "movielens"])
+    c.add_argument("input", help="ijcai18: the raw file (e.g. round1_ijcai_18_train_20180301.txt); movielens: the "
+                                 "directory of ml-latest(-small), ml-100k or ml-1m")
     c.add_argument("--out", required=True)
     c.add_argument("--shard-rows", type=int, default=1_000_000)
+    c.add_argument("--positive-rating", type=float, default=4.0, help="movielens: the label is rating >= this")
+    c.add_argument("--domains", help="movielens: the domain-aware fields, comma-separated (default: genre,decade for "
+                                     "ml-latest; age_group,gender,occupation for ml-100k and ml-1m)")
     c.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out (its spec and shards)")
     c.set_defaults(func=_convert)
 

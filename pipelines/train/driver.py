@@ -221,6 +221,8 @@ def prepare_data(job: JobConfig, log) -> tuple[PreparedData, bool]:
 
 
 def check_every_file(job: JobConfig, source: DataSource, log) -> None:
+    """Every file's labels, times and numerics (:mod:`pipelines.data.validation`): the first
+    problem as one line, before any worker starts."""
     from pipelines.data.validation import validate_source
 
     t0 = time.perf_counter()

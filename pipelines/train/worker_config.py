@@ -1,6 +1,6 @@
 """What the driver hands every Ray Train worker, typed: :class:`WorkerConfig`.
 
-Built once by the driver (:func:`pipelines.train.driver.prepare_workers`) from the validated
+Built once by the driver (:func:`pipelines.train.driver.worker_config`) from the validated
 job config and the data's pre-training passes, pickled by Ray Train to each worker, read there
 by attribute (:mod:`pipelines.train.worker`) — no string keys, every part a typed object.
 """

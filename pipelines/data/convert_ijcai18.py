@@ -5,9 +5,8 @@ Streams: pyarrow's incremental CSV reader yields record batches of ``block_bytes
 each is transformed and appended to the current shard, and a new shard starts every
 ``shard_rows`` rows, so memory stays bounded whatever the file size. The bound is set by the
 block size: the reader's background thread reads up to 32 blocks ahead of the consumer
-(Arrow's readahead queue), so with 16 MiB blocks ~512 MiB of raw text waited in memory
-(benchmarks/ingest.py: peak 433 MiB at 1M rows, 901 MiB at 10M); 4 MiB blocks cap it at
-~128 MiB and converted faster.
+(Arrow's readahead queue), so 4 MiB blocks hold at most ~128 MiB of raw text in memory
+(docs/data.md, "Measured", has the converter's peaks).
 
 Columns written (``-1`` stays the missing marker; the spec lists it):
 * the id/level columns as they are (categorical), ``context_timestamp`` (time), ``is_trade`` (label);

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipelines.runtime.exit_status import run_command
+from pipelines.runtime.exit_status import exit_process, run_command
 
 # the README's first command: 2M rows, 2 workers (docs/training.md has its measured time)
 DEMO_ROWS = 2_000_000
@@ -272,5 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(f"adasparse {args.command}", lambda: args.func(args))
 
 
+def entry_point() -> None:
+    """The ``adasparse`` console script: :func:`main`, ending the process by its status."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

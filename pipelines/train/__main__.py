@@ -1,7 +1,6 @@
 """``python -m pipelines.train ...``: the training job (as under ``ray job submit``)."""
 
-import sys
-
+from pipelines.runtime.exit_status import exit_process
 from pipelines.train.driver import main
 
-sys.exit(main())
+exit_process(main())

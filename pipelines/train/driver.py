@@ -21,7 +21,6 @@ import contextlib
 import json
 import math
 import os
-import sys
 import threading
 import time
 import uuid
@@ -358,4 +357,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipelines.runtime.exit_status import exit_process
+
+    exit_process(main())

@@ -59,3 +59,18 @@ def test_run_command_lets_bugs_through():
         run_command("adasparse", body)
     with pytest.raises(TypeError, match="returned dict, not an exit status"):
         run_command("adasparse", lambda: {"best_epoch": 1})
+
+
+@pytest.mark.parametrize("status, hooks_run", [(130, False), (2, True), (0, True)])
+def test_an_interrupted_command_ends_without_the_interpreters_exit_hooks(status, hooks_run):
+    """After Ctrl-C the process ends at once (Ray's exit hook, ray.shutdown, once crashed it
+    while the fit's thread was still inside Ray); every other status ends normally."""
+    import subprocess
+    import sys
+
+    code = ("import atexit; from pipelines.runtime.exit_status import exit_process; "
+            "atexit.register(lambda: print('exit hook ran', flush=True)); print('line', flush=True); "
+            f"exit_process({status})")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == status
+    assert r.stdout.splitlines() == (["line", "exit hook ran"] if hooks_run else ["line"])

@@ -125,6 +125,22 @@ def _age_group(ages: np.ndarray) -> pa.Array:
     return pa.array(names[idx], pa.string())
 
 
+RATING_TYPES = {"user_id": pa.int64(), "movie_id": pa.int64(), "rating": pa.float64(), "timestamp": pa.int64()}
+USER_TYPES = {"user_id": pa.int64(), "age": pa.int64(), "gender": pa.string(), "occupation": pa.string(), "zip": pa.string()}
+
+
+def _ratings(path: Path, delimiter: str) -> pa.Table:
+    """A headerless ratings file (user, movie, rating, timestamp)."""
+    return _read(path, list(RATING_TYPES), RATING_TYPES, delimiter, False)
+
+
+def _users(path: Path, order: list[str], delimiter: str) -> pa.Table:
+    """A users file with the columns ``order`` → user id, age group, gender, occupation, zip."""
+    users = _read(path, order, USER_TYPES, delimiter, False, latin1=True)
+    return pa.table({"user_id": users["user_id"], "age_group": _age_group(users["age"].to_numpy()),
+                     "gender": users["gender"], "occupation": users["occupation"], "zip": users["zip"]})
+
+
 def read_ml_latest(root: Path) -> tuple[pa.Table, pa.Table, pa.Table | None]:
     ratings = _read(root / "ratings.csv", ["userId", "movieId", "rating", "timestamp"],
                     {"userId": pa.int64(), "movieId": pa.int64(), "rating": pa.float64(), "timestamp": pa.int64()}, ",", True)
@@ -137,8 +153,7 @@ def read_ml_latest(root: Path) -> tuple[pa.Table, pa.Table, pa.Table | None]:
 
 
 def read_ml_100k(root: Path) -> tuple[pa.Table, pa.Table, pa.Table]:
-    ratings = _read(root / "u.data", ["user_id", "movie_id", "rating", "timestamp"],
-                    {"user_id": pa.int64(), "movie_id": pa.int64(), "rating": pa.float64(), "timestamp": pa.int64()}, "\t", False)
+    ratings = _ratings(root / "u.data", "\t")
     names = ["movie_id", "title", "release", "video_release", "url", *[f"g{i}" for i in range(len(ML100K_GENRES))]]
     items = _read(root / "u.item", names, {"movie_id": pa.int64(), "title": pa.string(), "release": pa.string(),
                                            **{f"g{i}": pa.int8() for i in range(len(ML100K_GENRES))}}, "|", False, latin1=True)
@@ -147,27 +162,16 @@ def read_ml_100k(root: Path) -> tuple[pa.Table, pa.Table, pa.Table]:
     release_year = pc.cast(pc.struct_field(pc.extract_regex(items["release"], r"(?P<y>\d{4})$"), [0]), pa.int64())
     year = pc.coalesce(_year_of_title(items["title"]), release_year)
     movies = pa.table({"movie_id": items["movie_id"], "genre": pa.array(genre, pa.string()), "year": year})
-    users = _read(root / "u.user", ["user_id", "age", "gender", "occupation", "zip"],
-                  {"user_id": pa.int64(), "age": pa.int64(), "gender": pa.string(), "occupation": pa.string(),
-                   "zip": pa.string()}, "|", False, latin1=True)
-    users = pa.table({"user_id": users["user_id"], "age_group": _age_group(users["age"].to_numpy()),
-                      "gender": users["gender"], "occupation": users["occupation"], "zip": users["zip"]})
-    return ratings, movies, users
+    return ratings, movies, _users(root / "u.user", ["user_id", "age", "gender", "occupation", "zip"], "|")
 
 
 def read_ml_1m(root: Path) -> tuple[pa.Table, pa.Table, pa.Table]:
-    ratings = _read(root / "ratings.dat", ["user_id", "movie_id", "rating", "timestamp"],
-                    {"user_id": pa.int64(), "movie_id": pa.int64(), "rating": pa.float64(), "timestamp": pa.int64()}, "::", False)
+    ratings = _ratings(root / "ratings.dat", "::")
     movies = _read(root / "movies.dat", ["movie_id", "title", "genres"],
                    {"movie_id": pa.int64(), "title": pa.string(), "genres": pa.string()}, "::", False, latin1=True)
     movies = pa.table({"movie_id": movies["movie_id"], "genre": _first_genre(movies["genres"]),
                        "year": _year_of_title(movies["title"])})
-    users = _read(root / "users.dat", ["user_id", "gender", "age", "occupation", "zip"],
-                  {"user_id": pa.int64(), "gender": pa.string(), "age": pa.int64(), "occupation": pa.string(),
-                   "zip": pa.string()}, "::", False, latin1=True)
-    users = pa.table({"user_id": users["user_id"], "age_group": _age_group(users["age"].to_numpy()),
-                      "gender": users["gender"], "occupation": users["occupation"], "zip": users["zip"]})
-    return ratings, movies, users
+    return ratings, movies, _users(root / "users.dat", ["user_id", "gender", "age", "occupation", "zip"], "::")
 
 
 READERS = {"ml-latest": read_ml_latest, "ml-100k": read_ml_100k, "ml-1m": read_ml_1m}

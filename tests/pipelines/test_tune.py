@@ -33,7 +33,8 @@ def _space(tmp_path, text: str) -> str:
 def test_shipped_spaces_validate():
     paper = load_space(ROOT / "tune_spaces" / "paper_adasparse.yaml")
     assert paper.search == "optuna" and paper.scheduler is not None
-    assert set(paper.params) == {"model.pruner.beta", "model.pruner.epsilon", "sparsity_boundary", "optim.lr", "model.pruner.formulation"}
+    assert set(paper.params) == {"model.pruner.beta", "model.pruner.epsilon", "sparsity_boundary", "optim.lr", "optim.embedding_lr",
+                                 "model.embedding.init_std", "model.pruner.formulation"}
     assert all(load_space(p) for p in (ROOT / "tune_spaces").glob("*.yaml"))  # every shipped space
     defaults = load_space(ROOT / "tune_spaces" / "defaults.yaml")
     assert {"model.embedding.init_std", "model.pruner.alpha_anneal_fraction", "optim.lr", "optim.embedding_lr",
@@ -41,6 +42,15 @@ def test_shipped_spaces_validate():
     fig3d = load_space(ROOT / "tune_spaces" / "sparsity_boundary.yaml")
     assert fig3d.search == "grid" and fig3d.grid_size() == 6
     assert [0.35, 0.4] in [list(p) for p in fig3d.params["sparsity_boundary"].grid]  # the paper's largest tested
+
+
+def test_every_models_space_searches_the_shared_knobs_over_the_same_ranges():
+    """Models compared under one budget search what they share — the learning rates and the
+    embedding init σ — over the same ranges (a model with a wider range would get an edge)."""
+    shared = ("optim.lr", "optim.embedding_lr", "model.embedding.init_std")
+    spaces = {n: load_space(ROOT / "tune_spaces" / f"{n}.yaml") for n in ("paper_adasparse", "defaults", "star", "apg", "pepnet", "maml")}
+    ranges = {n: {k: s.params[k].model_dump(exclude_none=True) for k in shared} for n, s in spaces.items()}
+    assert all(r == ranges["paper_adasparse"] for r in ranges.values()), ranges
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -67,10 +67,11 @@ def _as_float64(col) -> np.ndarray:
                       dtype=np.float64)
 
 
-def label_violations(col, name: str) -> list[Violation]:
-    """A null label; a label that is not exactly 0 or 1 in float64 (1.00000001 is refused)."""
+def label_violations(col, name: str, y: np.ndarray | None = None) -> list[Violation]:
+    """A null label; a label that is not exactly 0 or 1 in float64 (1.00000001 is refused).
+    ``y``: the column as float64, when the caller has it."""
     null = _nulls(col)
-    y = _as_float64(col)
+    y = _as_float64(col) if y is None else y
     bad = ~null & (y != 0) & (y != 1)
     return [v for v in (Violation(name, "null label", null), Violation(name, "label not 0 or 1", bad, _first(y, bad)))
             if v.mask.any()]
@@ -78,8 +79,9 @@ def label_violations(col, name: str) -> list[Violation]:
 
 def label_values(col, name: str) -> np.ndarray:
     """The label as float32 0/1; :class:`RuleError` on the first rule it breaks."""
-    _refuse(label_violations(col, name))
-    return _as_float64(col).astype(np.float32)
+    y = _as_float64(col)
+    _refuse(label_violations(col, name, y))
+    return y.astype(np.float32)
 
 
 def time_violations(col, name: str) -> list[Violation]:
@@ -106,10 +108,10 @@ def checked_time_values(col, name: str) -> np.ndarray:
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def numeric_violations(col, name: str) -> list[Violation]:
+def numeric_violations(col, name: str, vals: np.ndarray | None = None) -> list[Violation]:
     """An infinite value; a finite one that float32 cannot hold (it would train as ±inf). Null
-    and NaN are missing values, read as 0."""
-    vals = _as_float64(col)
+    and NaN are missing values, read as 0. ``vals``: the column as float64, when the caller has it."""
+    vals = _as_float64(col) if vals is None else vals
     inf = np.isinf(vals)
     big = ~inf & (np.abs(np.nan_to_num(vals)) > FLOAT32_MAX)
     found = [Violation(name, "infinite value", inf, _first(vals, inf)),
@@ -120,7 +122,7 @@ def numeric_violations(col, name: str) -> list[Violation]:
 def numeric_values(col, name: str) -> np.ndarray:
     """A numeric column as float32, null and NaN as 0; :class:`RuleError` on an infinite value."""
     vals = _as_float64(col)
-    _refuse(numeric_violations(col, name))
+    _refuse(numeric_violations(col, name, vals))
     return np.nan_to_num(vals, nan=0.0).astype(np.float32)
 
 

@@ -32,10 +32,10 @@ from adasparse.config import ConfigError, validate
 from adasparse.host import write_text_atomic
 from pipelines.train.job_config import JobConfig, deep_merge, load_config_file, nest
 from pipelines.train.job_flags import given_options, job_parser
+from pipelines.sweep.model_tuning import FORMULATIONS, family_name, space_files, tune_families
 from pipelines.sweep.tune_space import Domain, TuneSpace
 
 METRICS = (("logloss", False), ("auc", True), ("gauc", True))  # (name, higher is better)
-FORMULATIONS = ("binarization", "scaling", "fusion")
 
 
 def compare_space(table: int, models: list[str], backbones: list[str], seeds: list[int]) -> TuneSpace:
@@ -48,6 +48,36 @@ def compare_space(table: int, models: list[str], backbones: list[str], seeds: li
     return TuneSpace(name="table1", description="models x backbones (the paper's Table 1)", search="grid", scheduler=None,
                      params={"model.kind": Domain(grid=models), "model.backbone": Domain(grid=backbones),
                              "train.seed": Domain(grid=seeds)})
+
+
+def compare_cells(table: int, models: list[str], backbones: list[str], seeds: list[int],
+                  options: dict[str, dict] | None = None) -> list[dict]:
+    """The grid's cells, named by model, backbone and seed (``star-dnn-seed0``; Table 2:
+    ``adasparse-fusion-seed0``). ``options`` {family: run options}: a family's tuned options
+    (:func:`family_name`), for each of its cells."""
+    options = options or {}
+    cells = []
+    if table == 2:
+        for form in FORMULATIONS:
+            for seed in seeds:
+                cells.append({"name": f"adasparse-{form}-seed{seed}", "params": {"model.pruner.formulation": form, "train.seed": seed},
+                              "extra": options.get(family_name(2, "adasparse", "dnn", form), {})})
+        return cells
+    for model in models:
+        for backbone in backbones:
+            for seed in seeds:
+                cells.append({"name": f"{model}-{backbone}-seed{seed}",
+                              "params": {"model.kind": model, "model.backbone": backbone, "train.seed": seed},
+                              "extra": options.get(family_name(1, model, backbone), {})})
+    return cells
+
+
+def family_options(table: int, tuned: dict[str, dict], backbones: list[str]) -> dict[str, dict]:
+    """``--model-config``'s options {model kind: options} → {family: options}: a model's on every
+    backbone (Table 2: AdaSparse's on every formulation)."""
+    if table == 2:
+        return {family_name(2, "adasparse", "dnn", f): extra for kind, extra in tuned.items() for f in FORMULATIONS}
+    return {family_name(1, kind, b): extra for kind, extra in tuned.items() for b in backbones}
 
 
 def paired_p_value(a: list[float], b: list[float]) -> float | None:
@@ -101,11 +131,14 @@ def _cell(stat: dict) -> str:
     return f"{stat['mean']:.4f} ± {stat['std']:.4f}" + ("*" if stat["significant"] else "")
 
 
-def write_tables(rows: list[dict], out: Path, title: str) -> None:
-    """``table.md``, ``table.csv`` and ``table.json`` under ``out``."""
+def write_tables(rows: list[dict], out: Path, title: str, tuning: str | None = None) -> None:
+    """``table.md``, ``table.csv`` and ``table.json`` under ``out`` (``tuning``: the tuning
+    budget's line, from ``tuning.md``)."""
     lines = [f"# {title}", "", "Test metrics, mean ± std over seeds; * : the best of its backbone, paired t-test over the "
-             "seeds against the second best p < 0.05.", "",
-             "| backbone | model | seeds | LogLoss | AUC | GAUC |", "| --- | --- | --- | --- | --- | --- |"]
+             "seeds against the second best p < 0.05.", ""]
+    if tuning:
+        lines += [f"Tuned: {tuning} Winners: tuning.md.", ""]
+    lines += ["| backbone | model | seeds | LogLoss | AUC | GAUC |", "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['backbone']} | {r['model']} | {len(r['seeds'])} | "
                      + " | ".join(("**" if r[m]["best"] else "") + _cell(r[m]) + ("**" if r[m]["best"] else "") for m, _ in METRICS)
@@ -163,6 +196,70 @@ def tuned_options(kind: str, path: str) -> dict:
     return {"model": model, **({"optim": cfg["optim"]} if cfg.get("optim") else {})}
 
 
+def _job_base(args: dict, models: list[str], backbones: list[str], space: TuneSpace) -> JobConfig:
+    """The options every cell shares (config file, then the flags), each cell's config checked."""
+    opts = given_options(args)
+    for key in ("model.kind", "model", "kind", "backbone", "model.backbone", "seed", "train.seed"):
+        if key in opts:
+            raise ConfigError(f"--{key}: set by the comparison's grid (use --models, --backbones, --seeds)")
+    file = load_config_file(args["config"]) if args.get("config") else {}
+    base = validate(JobConfig, deep_merge(deep_merge(file, nest(space.fixed, "compare")), nest(opts, "options")), "options")
+    for model in models:  # every cell's config is valid before any runs
+        for backbone in backbones:
+            validate(JobConfig, deep_merge(base.model_dump(mode="json"), nest({"model.kind": model, "model.backbone": backbone},
+                                                                               "--models/--backbones")), "--models/--backbones")
+    if "://" not in base.data:
+        base = base.model_copy(update={"data": str(Path(base.data).resolve())})
+    if "://" in base.output.dir:
+        raise ConfigError(f"--out {base.output.dir}: comparisons write to a local or shared directory")
+    return base
+
+
+def _given_tuned(args: dict, models: list[str], backbones: list[str], base: JobConfig) -> dict[str, dict]:
+    """``--model-config``'s options {model kind: options}, each tuned cell's config checked."""
+    tuned = {kind: tuned_options(kind, path) for kind, path in _pairs(args["model_config"], models)}
+    if tuned and args["tune_trials"]:
+        raise ConfigError("--model-config with --tune-trials: the comparison tunes every model itself; give one or the other")
+    for model, extra in tuned.items():
+        for backbone in backbones:
+            validate(JobConfig, deep_merge(deep_merge(base.model_dump(mode="json"), extra),
+                                           nest({"model.kind": model, "model.backbone": backbone}, "--model-config")),
+                     f"--model-config {model}")
+    return tuned
+
+
+def compare(args: dict) -> None:
+    """The command's work: (tune,) run every cell, write the tables."""
+    from pipelines.sweep.tune import sweep
+
+    if args["seeds"] < 1:
+        raise ConfigError("--seeds must be at least 1")
+    if args["tune_trials"] < 0:
+        raise ConfigError("--tune-trials must be at least 1 (0: no tuning)")
+    models = [m.strip() for m in args["models"].split(",") if m.strip()]
+    backbones = [b.strip() for b in args["backbones"].split(",") if b.strip()]
+    if len(set(models)) != len(models) or not models:
+        raise ConfigError(f"--models {args['models']}: name each model once")
+    space = compare_space(args["table"], models, backbones, list(range(args["seeds"])))
+    base = _job_base(args, models, backbones, space)
+    options = family_options(args["table"], _given_tuned(args, models, backbones, base), backbones)
+    name = base.output.name or space.name
+    sweep_dir = Path(base.output.dir).resolve() / name
+    if args["tune_trials"]:
+        paths = space_files(["adasparse"] if args["table"] == 2 else models, args["tune_space"])
+        options = tune_families(args["table"], models, backbones, base, args["tune_trials"], paths, sweep_dir)
+    cells = compare_cells(args["table"], models, backbones, list(range(args["seeds"])), options)
+    summary = sweep(space, base, 1, base.output.dir, name, cells=cells)
+    finished = cells_of(summary, args["table"], sweep_dir)
+    if not finished:
+        raise RuntimeError(f"no run of {sweep_dir} finished; see {sweep_dir}/trials for their logs")
+    title = "AdaSparse's formulations (Table 2)" if args["table"] == 2 else "Models and backbones (Table 1)"
+    tuning = (sweep_dir / "tuning.md").read_text().splitlines()[2] if args["tune_trials"] else None
+    write_tables(comparison_table(finished), sweep_dir, title, tuning)
+    print((sweep_dir / "table.md").read_text())
+    print(f"tables: {sweep_dir / 'table.md'}, table.csv, table.json")
+
+
 def main(argv: list[str] | None = None) -> int:
     from pipelines.runtime.exit_status import run_command
 
@@ -171,54 +268,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backbones", default="dnn,dcnv2", help="Table 1's backbones")
     p.add_argument("--seeds", type=int, default=3, help="seeds per cell (0, 1, ...): the paired test needs at least 2")
     p.add_argument("--table", type=int, choices=[1, 2], default=1, help="1: models x backbones; 2: AdaSparse's formulations")
+    p.add_argument("--tune-trials", type=int, default=0, metavar="N",
+                   help="first tune every model (Table 2: every formulation) with its own space, N trials each under the same "
+                        "budget (Optuna TPE + ASHA on dev GAUC), then run the seeds with each one's winner (tuning.md)")
+    p.add_argument("--tune-space", action="append", default=[], metavar="KIND=FILE",
+                   help="the space a model is tuned with (default: its file in tune_spaces/; repeatable)")
     p.add_argument("--model-config", action="append", default=[], metavar="KIND=FILE",
                    help="a model's tuned options (a run config, e.g. a sweep's best.yaml): its model and optim sections "
                         "apply to that model's cells (repeatable)")
     args = vars(p.parse_args(argv))
 
-    def body() -> None:
-        from pipelines.sweep.tune import sweep
-
-        if args["seeds"] < 1:
-            raise ConfigError("--seeds must be at least 1")
-        models = [m.strip() for m in args["models"].split(",") if m.strip()]
-        backbones = [b.strip() for b in args["backbones"].split(",") if b.strip()]
-        if len(set(models)) != len(models) or not models:
-            raise ConfigError(f"--models {args['models']}: name each model once")
-        opts = given_options(args)
-        for key in ("model.kind", "model", "kind", "backbone", "model.backbone", "seed", "train.seed"):
-            if key in opts:
-                raise ConfigError(f"--{key}: set by the comparison's grid (use --models, --backbones, --seeds)")
-        space = compare_space(args["table"], models, backbones, list(range(args["seeds"])))
-        file = load_config_file(args["config"]) if args.get("config") else {}
-        base = validate(JobConfig, deep_merge(deep_merge(file, nest(space.fixed, "compare")), nest(opts, "options")), "options")
-        for model in models:  # every cell's config is valid before any runs
-            for backbone in backbones:
-                validate(JobConfig, deep_merge(base.model_dump(mode="json"), nest({"model.kind": model, "model.backbone": backbone},
-                                                                                   "--models/--backbones")), "--models/--backbones")
-        if "://" not in base.data:
-            base = base.model_copy(update={"data": str(Path(base.data).resolve())})
-        if "://" in base.output.dir:
-            raise ConfigError(f"--out {base.output.dir}: comparisons write to a local or shared directory")
-        tuned = {kind: tuned_options(kind, path) for kind, path in _pairs(args["model_config"], models)}
-        for model, extra in tuned.items():  # the tuned cells are valid too
-            for backbone in backbones:
-                validate(JobConfig, deep_merge(deep_merge(base.model_dump(mode="json"), extra),
-                                               nest({"model.kind": model, "model.backbone": backbone}, "--model-config")),
-                         f"--model-config {model}")
-        name = base.output.name or space.name
-        summary = sweep(space, base, 1, base.output.dir, name, per_value={"model.kind": tuned} if tuned else None)
-        sweep_dir = Path(base.output.dir).resolve() / name
-        cells = cells_of(summary, args["table"], sweep_dir)
-        if not cells:
-            raise RuntimeError(f"no run of {sweep_dir} finished; see {sweep_dir}/trials for their logs")
-        rows = comparison_table(cells)
-        title = "AdaSparse's formulations (Table 2)" if args["table"] == 2 else "Models and backbones (Table 1)"
-        write_tables(rows, sweep_dir, title)
-        print((sweep_dir / "table.md").read_text())
-        print(f"tables: {sweep_dir / 'table.md'}, table.csv, table.json")
-
-    return run_command("adasparse compare", body)
+    return run_command("adasparse compare", lambda: compare(args))
 
 
 if __name__ == "__main__":

@@ -17,17 +17,21 @@ on stdout (trial, parameters, best dev GAUC, epochs run, test GAUC of finished t
 ``best.yaml`` (a run config: ``adasparse train --config best.yaml`` trains the winner as is),
 ``best.json`` (its parameters, dev and test metrics), ``trials/<trial>/metrics.json`` for each
 trial, and ``sparsity_boundary.png`` (dev GAUC against boundary, as Fig. 3(d)) when the space
-searches the boundary. Rerunning the same command resumes an interrupted sweep: finished
-trials are kept, unfinished ones continue from their last checkpoint.
+searches the boundary. Rerunning the same command resumes an interrupted sweep from its files
+(:mod:`pipelines.sweep.trial_records`) with a fresh Tuner that keeps the concurrency: done trials
+are kept, interrupted ones continue from their last checkpoint (same parameters, same run
+directory), and only the missing draws are new (Optuna is told the finished ones first).
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
-import os
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -39,6 +43,7 @@ from pipelines.train.job_config import JobConfig, deep_merge, dump_config, load_
 from pipelines.train.job_flags import given_options, job_parser
 from pipelines.runtime.leaked_groups import freeing_leaked_groups, remove_group
 from pipelines.train.driver import run
+from pipelines.sweep.trial_records import CELL, TrialLog, TrialRecord, cell_name, identify, read_trials, write_start
 from pipelines.sweep.tune_space import BOUNDARY, TuneSpace, boundary_label, load_space, parse_boundary, searched_paths, trial_options
 
 METRIC = "dev_gauc"
@@ -75,19 +80,16 @@ def _param_space(space: TuneSpace) -> dict:
     return out
 
 
-def _trial(config: dict, base: dict, trials_dir: str, cpu_budget: float, per_value: dict | None = None) -> None:
-    """One Tune trial: the training job with this trial's parameters, reporting to Tune.
-    ``per_value`` {parameter: {value: options}}: options for the trials that draw that value
-    (``adasparse compare``: each model's tuned options), under the trial's own parameters."""
-    import ray.tune
+def _trial(config: dict, base: dict, trials_dir: str, cpu_budget: float) -> None:
+    """One Tune trial: the training job with this trial's parameters (and a grid cell's extra
+    options, e.g. ``adasparse compare``'s tuned options of its model), reporting to Tune."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    name = ray.tune.get_context().get_trial_id()
-    for key, by_value in (per_value or {}).items():
-        extra = by_value.get(str(config.get(key)))
-        if extra:
-            base = deep_merge(base, extra)
-    own = {**trial_options(config), "output.dir": trials_dir, "output.name": name, "resources.address": None}
+    name, params, extra = identify(config)
+    write_start(Path(trials_dir), name, params, extra)
+    if extra:
+        base = deep_merge(base, extra)
+    own = {**trial_options(params), "output.dir": trials_dir, "output.name": name, "resources.address": None}
     job = validate(JobConfig, deep_merge(base, nest(own, "trial")), f"trial {name}")
     run(job, log=lambda s: print(s, flush=True), callbacks=[TuneReportCallback()], cpu_budget=cpu_budget)
 
@@ -121,12 +123,42 @@ class FreeStoppedRunsCallback(Callback):
             remove_group(hex_id)
 
 
-def _searcher(space: TuneSpace, seed: int):
+def _searcher(space: TuneSpace, seed: int, param_space: dict, done: list[TrialRecord], again: list[TrialRecord],
+              n_parallel: int = 0):
+    """(search algorithm, the Tuner's param space) for a sampled sweep: the trials to continue
+    (``again``) are drawn first with their own parameters; Optuna is told every trial already
+    done (its last dev GAUC, as Tune tells it when a trial ends); ``seed`` differs between
+    reruns so the new draws do not repeat the first ones."""
+    points = [r.params for r in again] or None
     if space.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(metric=METRIC, mode="max", seed=seed)
-    return None  # random sampling and grids: Tune's basic variant generator
+        searcher = OptunaSearch(space=OptunaSearch.convert_search_space(param_space), metric=METRIC, mode="max", seed=seed,
+                                points_to_evaluate=points)
+        for r in done:
+            if not math.isnan(r.last_dev_gauc):
+                searcher.add_evaluated_point(r.params, r.last_dev_gauc,
+                                             intermediate_values=[r.dev_gauc[e] for e in sorted(r.dev_gauc)])
+        return searcher, None
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # a variant generator given as search_alg ignores the Tuner's max_concurrent_trials: it takes its own
+    return BasicVariantGenerator(points_to_evaluate=points, random_state=seed, max_concurrent=n_parallel), param_space
+
+
+def grid_cells(space: TuneSpace, repeats: int, seed: int) -> list[dict]:
+    """Every cell of a grid space, named by its values; ``repeats`` > 1: the grid again with
+    ``train.seed`` + 1, + 2, ... (names ending ``-r1``, ``-r2``, ...)."""
+    keys = list(space.params)
+    if repeats > 1 and any(resolve_key(k) == ("train", "seed") for k in keys):
+        raise ConfigError("--trials: a grid over train.seed is not repeated (give more seeds instead)")
+    cells = []
+    for k in range(repeats):
+        for combo in itertools.product(*(space.params[key].grid for key in keys)):
+            params = {key: boundary_label(v) if key == BOUNDARY else v for key, v in zip(keys, combo)}
+            cells.append({"name": cell_name(params) + (f"-r{k}" if k else ""), "params": params,
+                          "extra": {"train": {"seed": seed + k}} if k else {}})
+    return cells
 
 
 def _scheduler(space: TuneSpace, epochs: int):
@@ -139,49 +171,12 @@ def _scheduler(space: TuneSpace, epochs: int):
                          reduction_factor=space.scheduler.reduction_factor)
 
 
-def _private_group(gid: int) -> bool:
-    """The user's own primary group with no other members (the user-private-group convention,
-    where umask 002 makes files group-writable without letting anyone else write them)."""
-    import grp
-    import pwd
-
-    if gid != os.getgid():
-        return False
-    try:
-        members = set(grp.getgrgid(gid).gr_mem) - {pwd.getpwuid(os.getuid()).pw_name}
-    except KeyError:
-        return False
-    others = [p.pw_name for p in pwd.getpwall() if p.pw_gid == gid and p.pw_uid != os.getuid()]
-    return not members and not others
-
-
-def check_restorable(sweep_dir: Path) -> None:
-    """Ray Tune restores a sweep by unpickling files in its directory (``tuner.pkl``, the
-    searcher's state): whoever can write them runs code in this process. Refuse, with the
-    reason, unless the directory and every pickle in it belong to this user and no one else may
-    write them."""
-    import stat
-
-    uid = os.getuid()
-    for path in [sweep_dir, *sorted(sweep_dir.rglob("*.pkl"))]:
-        st = path.lstat()
-        why = None
-        group_others = st.st_mode & stat.S_IWGRP and not _private_group(st.st_gid)
-        if stat.S_ISLNK(st.st_mode):
-            why = "is a symbolic link"
-        elif st.st_uid != uid:
-            why = f"belongs to uid {st.st_uid}, not to you ({uid})"
-        elif st.st_mode & stat.S_IWOTH or group_others:
-            why = f"may be written by others (mode {stat.S_IMODE(st.st_mode):o})"
-        if why:
-            raise ConfigError(f"{path}: {why}; resuming the sweep would unpickle it, which runs whatever code it holds. "
-                              f"Fix its owner and mode (chmod go-w) if you trust it, or start a new sweep (another --name)")
-
-
 def sweep(space: TuneSpace, base: JobConfig, trials: int | None, out: str, name: str, log=print,
-          per_value: dict | None = None) -> dict:
+          cells: list[dict] | None = None) -> dict:
+    """Run the sweep, or what is left of it: a grid's cells not yet done (``cells``: the grid
+    as the caller names it, ``adasparse compare``'s; default :func:`grid_cells`), or a sampled
+    sweep's interrupted trials and the draws still missing. Returns the summary (:func:`summarise`)."""
     import ray
-    from ray import tune
 
     from pipelines.runtime.output_location import OutputLocation
     from pipelines.runtime.ray_env import init_ray
@@ -196,59 +191,102 @@ def sweep(space: TuneSpace, base: JobConfig, trials: int | None, out: str, name:
     OutputLocation.of(out).check_writable()
     if not base.output.dir.startswith("s3://"):
         OutputLocation.of(base.output.dir, base.output.storage_endpoint).check_writable()
-    init_ray(base.resources.address)
     sweep_dir = Path(out).resolve() / name
     trials_dir = sweep_dir / "trials"
-    n_parallel, cpu_budget = concurrency(ray.cluster_resources(), base.resources.workers, base.resources.gpu)
+    records = read_trials(trials_dir)
+    if (sweep_dir / "tuner.pkl").exists() and not records:
+        raise ConfigError(f"{sweep_dir}: a sweep of an earlier version (Tune's own state in tuner.pkl), which this one "
+                          "does not resume: start a new sweep (another --name)")
     samples = trials or (1 if space.search == "grid" else 8)
-    base_opts = dump_config(base)
+    if space.search == "grid":
+        cells = cells if cells is not None else grid_cells(space, samples, base.train.seed)
+        plan = SweepPlan(todo=[c for c in cells if not (c["name"] in records and records[c["name"]].done)], total=len(cells))
+    else:
+        plan = SweepPlan(done=[r for r in records.values() if r.done], again=[r for r in records.values() if not r.done])
+        plan.draws = max(0, samples - len(plan.done) - len(plan.again))
+        plan.total = len(plan.done) + len(plan.again) + plan.draws
+    init_ray(base.resources.address)
+    n_parallel, cpu_budget = concurrency(ray.cluster_resources(), base.resources.workers, base.resources.gpu)
+    if records:
+        log(f"resuming the sweep in {sweep_dir}: {plan.describe()}")
+    else:
+        log(f"sweep {name}: {plan.total} trials ({space.search} search{', ASHA' if space.scheduler else ''}), "
+            f"{n_parallel} at a time, {base.resources.workers} workers each -> {sweep_dir}")
+    if plan.runs:
+        _run_tuner(space, base, sweep_dir, plan, n_parallel, cpu_budget, seed=base.train.seed + len(records), log=log)
+    records = read_trials(trials_dir)
+    order = [records[c["name"]] for c in cells if c["name"] in records] if space.search == "grid" else (
+        sorted(records.values(), key=lambda r: r.started))
+    return summarise(order, space, base, sweep_dir, log)
+
+
+@dataclass
+class SweepPlan:
+    """What a (re)run of a sweep runs: grid cells ``todo``; or, sampled, the trials ``again``
+    (started, not done: continued from their checkpoints) and ``draws`` new ones."""
+
+    todo: list[dict] = field(default_factory=list)
+    done: list[TrialRecord] = field(default_factory=list)
+    again: list[TrialRecord] = field(default_factory=list)
+    draws: int = 0
+    total: int = 0
+
+    @property
+    def runs(self) -> int:
+        return len(self.todo) + len(self.again) + self.draws
+
+    def describe(self) -> str:
+        if self.todo or not (self.again or self.draws or self.done):
+            return f"cells: {self.total - len(self.todo)} of {self.total} done, {len(self.todo)} to run"
+        return f"trials: {len(self.done)} done, {len(self.again)} to continue, {self.draws} to draw"
+
+
+def _run_tuner(space: TuneSpace, base: JobConfig, sweep_dir: Path, plan: SweepPlan, n_parallel: int, cpu_budget: float,
+               seed: int, log) -> None:
+    """A fresh Tuner for the plan's trials, at most ``n_parallel`` at a time."""
+    from ray import tune
+
+    trials_dir = sweep_dir / "trials"
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, base=base_opts, trials_dir=str(trials_dir), cpu_budget=cpu_budget, per_value=per_value),
+        tune.with_parameters(_trial, base=dump_config(base), trials_dir=str(trials_dir), cpu_budget=cpu_budget),
         {"CPU": TRIAL_CPU},
     )
-    if tune.Tuner.can_restore(str(sweep_dir)):
-        check_restorable(sweep_dir)  # Tuner.restore unpickles the sweep's state files
-        log(f"resuming the sweep in {sweep_dir}")
-        tuner = tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    if space.search == "grid":
+        searcher, param_space, samples = None, {CELL: tune.grid_search(plan.todo)}, 1
     else:
-        total = samples * space.grid_size()
-        log(f"sweep {name}: {total} trials ({space.search} search{', ASHA' if space.scheduler else ''}), "
-            f"{n_parallel} at a time, {base.resources.workers} workers each -> {sweep_dir}")
-        tuner = tune.Tuner(
-            trainable,
-            param_space=_param_space(space),
-            tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=_searcher(space, base.train.seed),
-                                        scheduler=_scheduler(space, base.train.epochs), num_samples=samples,
-                                        max_concurrent_trials=n_parallel, reuse_actors=False),
-            run_config=tune.RunConfig(name=name, storage_path=str(sweep_dir.parent), callbacks=[FreeStoppedRunsCallback()]),
-        )
+        searcher, param_space = _searcher(space, seed, _param_space(space), plan.done, plan.again, n_parallel)
+        samples = len(plan.again) + plan.draws
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=searcher, scheduler=_scheduler(space, base.train.epochs),
+                                    num_samples=samples, max_concurrent_trials=n_parallel, reuse_actors=False),
+        # Tune's own files go beside the trials; nothing is restored from them
+        run_config=tune.RunConfig(name=f"run-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(sweep_dir / "tune"),
+                                  callbacks=[TrialLog(trials_dir, METRIC), FreeStoppedRunsCallback()]),
+    )
     with freeing_leaked_groups(log):  # a killed earlier driver may have left its trial's CPUs held
-        grid = tuner.fit()
-    return summarise(grid, space, base, sweep_dir, log)
+        tuner.fit()
 
 
-def _trial_rows(grid, space: TuneSpace, sweep_dir: Path) -> list[dict]:
+def _trial_rows(records: list[TrialRecord], space: TuneSpace) -> list[dict]:
     rows = []
-    for result in grid:
-        df = result.metrics_dataframe
-        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
-        epochs = df[df["epoch"].notna()] if df is not None and "epoch" in df else None
-        best_dev = float(epochs[METRIC].max()) if epochs is not None and len(epochs) else float("nan")
-        final = sweep_dir / "trials" / trial_id / "metrics.json"
-        saved = json.loads(final.read_text()) if final.exists() else {}
+    for r in records:
+        saved = r.metrics or {}
         test = saved.get("test")
         rows.append({
-            "trial": trial_id,
-            **{k: result.config.get(k) for k in space.params},
-            "best_dev_gauc": best_dev,
-            "epochs_run": int(epochs["epoch"].max()) if epochs is not None and len(epochs) else 0,
-            "finished": final.exists(),
+            "trial": r.name,
+            **{k: r.params.get(k) for k in space.params},
+            "best_dev_gauc": r.best_dev_gauc,
+            "epochs_run": r.epochs_run,
+            "finished": r.status == "finished",
+            "status": r.status,
             "test_gauc": None if test is None else test["gauc"],
             "test_auc": None if test is None else test["auc"],
             "train_domains": (saved.get("domains") or {}).get("train"),
             # worker failures the trial's run recovered from (Ray Train restarted it from its checkpoint)
-            "worker_restarts": sum(1 for r in saved.get("restarts", []) if r.get("kind") == "worker_failure"),
-            "error": None if result.error is None else str(result.error).splitlines()[0][:200],
+            "worker_restarts": sum(1 for x in saved.get("restarts", []) if x.get("kind") == "worker_failure"),
+            "error": r.error if r.status == "error" else None,
         })
     return rows
 
@@ -317,9 +355,9 @@ def _domain_partitions(rows: list[dict], key: str, sweep_dir: Path) -> None:
     plt.close(fig)
 
 
-def summarise(grid, space: TuneSpace, base: JobConfig, sweep_dir: Path, log=print) -> dict:
-    rows = _trial_rows(grid, space, sweep_dir)
-    cols = ["trial", *space.params, "best_dev_gauc", "epochs_run", "test_gauc", "worker_restarts", "error"]
+def summarise(records: list[TrialRecord], space: TuneSpace, base: JobConfig, sweep_dir: Path, log=print) -> dict:
+    rows = _trial_rows(records, space)
+    cols = ["trial", *space.params, "best_dev_gauc", "epochs_run", "status", "test_gauc", "worker_restarts", "error"]
     with open(sweep_dir / "results.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
         w.writeheader()

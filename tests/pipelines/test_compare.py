@@ -74,25 +74,72 @@ def test_a_models_tuned_options_are_its_model_and_optim_sections(tmp_path, capsy
     assert "'star' is not one of --models (plain)" in capsys.readouterr().err
 
 
+def test_each_family_is_tuned_with_its_models_space_under_one_budget(tmp_path):
+    from pipelines.sweep.model_tuning import SPACES_DIR, TUNING_SCHEDULER, families, family_space, space_files
+
+    assert [f[0] for f in families(1, ["plain", "star"], ["dnn", "dcnv2"])] == ["plain-dnn", "plain-dcnv2", "star-dnn", "star-dcnv2"]
+    t2 = families(2, [], [])
+    assert [f[0] for f in t2] == ["adasparse-binarization", "adasparse-scaling", "adasparse-fusion"]
+    space = family_space(str(SPACES_DIR / "paper_adasparse.yaml"), "adasparse", t2[0][2])
+    assert "model.pruner.formulation" not in space.params  # the family fixes it
+    assert space.fixed["model.pruner.formulation"] == "binarization" and space.fixed["model.backbone"] == "dnn"
+    assert {"optim.lr", "optim.embedding_lr", "model.embedding.init_std", "model.pruner.beta"} <= set(space.params)
+    # whatever a space file says, every family gets the comparison's search and scheduler
+    own = tmp_path / "star_random.yaml"
+    own.write_text((SPACES_DIR / "star.yaml").read_text().replace("search: optuna", "search: random").replace(
+        "reduction_factor: 2", "reduction_factor: 4"))
+    star = family_space(str(own), "star", {"model.kind": "star", "model.backbone": "dnn"})
+    assert (star.search, star.scheduler) == ("optuna", TUNING_SCHEDULER)
+    with pytest.raises(ConfigError, match=r"star_random.yaml: a space for model.kind 'star', not 'apg'"):
+        family_space(str(own), "apg", {"model.kind": "apg"})
+    files = space_files(["plain", "star"], [f"star={own}"])
+    assert files == {"plain": str(SPACES_DIR / "plain.yaml"), "star": str(own)}
+    with pytest.raises(ConfigError, match=r"--tune-space apg=x: 'apg' is not one of the compared models \(plain\)"):
+        space_files(["plain"], ["apg=x"])
+
+
+def test_compare_cells_are_named_by_model_backbone_and_seed():
+    from pipelines.sweep.compare import compare_cells, family_options
+
+    cells = compare_cells(1, ["plain", "star"], ["dnn"], [0, 1], {"star-dnn": {"optim": {"lr": 0.002}}})
+    assert [c["name"] for c in cells] == ["plain-dnn-seed0", "plain-dnn-seed1", "star-dnn-seed0", "star-dnn-seed1"]
+    assert cells[2]["params"] == {"model.kind": "star", "model.backbone": "dnn", "train.seed": 0}
+    assert [c["extra"] for c in cells] == [{}, {}, {"optim": {"lr": 0.002}}, {"optim": {"lr": 0.002}}]
+    # --model-config's options reach every cell of the model (Table 2: every formulation)
+    assert family_options(1, {"pepnet": {"optim": {"lr": 0.002}}}, ["dnn", "dcnv2"]) == {
+        "pepnet-dnn": {"optim": {"lr": 0.002}}, "pepnet-dcnv2": {"optim": {"lr": 0.002}}}
+    assert set(family_options(2, {"adasparse": {}}, ["dnn"])) == {"adasparse-binarization", "adasparse-scaling", "adasparse-fusion"}
+    t2 = compare_cells(2, [], [], [0])
+    assert [c["name"] for c in t2] == ["adasparse-binarization-seed0", "adasparse-scaling-seed0", "adasparse-fusion-seed0"]
+
+
 @pytest.mark.slow
-def test_a_small_comparison_writes_its_tables(generated, tmp_path, capsys):
-    tuned = _tuned(tmp_path, "model: {kind: pepnet, pepnet: {gate_hidden: 8}}\noptim: {lr: 0.002}\n")
+def test_a_tuned_comparison_tunes_every_model_then_runs_the_seeds_with_the_winners(generated, tmp_path, capsys):
     argv = ["compare", "--data", str(generated / "spec.yaml"), "--models", "plain,pepnet", "--backbones", "dnn",
-            "--seeds", "2", "--epochs", "1", "--batch-size", "512", "--hidden-units", "16,8", "--workers", "1",
-            "--out", str(tmp_path), "--name", "cmp", "--model-config", f"pepnet={tuned}"]
+            "--seeds", "2", "--tune-trials", "2", "--epochs", "1", "--batch-size", "512", "--hidden-units", "16,8",
+            "--workers", "1", "--out", str(tmp_path), "--name", "tuned"]
     assert main(argv) == 0
-    out = tmp_path / "cmp"
+    out = tmp_path / "tuned"
+    tuning = json.loads((out / "tuning.json").read_text())
+    assert (tuning["trials"], tuning["epochs"], tuning["search"]) == (2, 1, "optuna")
+    fams = {f["family"]: f for f in tuning["families"]}
+    assert set(fams) == {"plain-dnn", "pepnet-dnn"} and all(f["trials"] == 2 for f in fams.values())
+    assert "model.pepnet.gate_hidden" in fams["pepnet-dnn"]["params"] and "model.pepnet.gate_hidden" not in fams["plain-dnn"]["params"]
+    for t in csv.DictReader(open(out / "results.csv")):  # each seed runs with its family's winner
+        cfg = json.loads((out / "trials" / t["trial"] / "metrics.json").read_text())["config"]
+        won = fams[f"{t['model.kind']}-dnn"]["params"]
+        assert t["trial"] == f"{t['model.kind']}-dnn-seed{t['train.seed']}"
+        assert (cfg["optim"]["lr"], cfg["model"]["embedding"]["init_std"]) == (won["optim.lr"], won["model.embedding.init_std"])
     rows = json.loads((out / "table.json").read_text())
     assert {(r["model"], r["backbone"]) for r in rows} == {("plain", "dnn"), ("pepnet", "dnn")}
-    assert all(r["seeds"] == [0, 1] and 0.3 < r["auc"]["mean"] < 1 for r in rows)
-    assert sum(r["gauc"]["best"] for r in rows) == 1
-    table = list(csv.DictReader(open(out / "table.csv")))
-    assert len(table) == 2 and "| dnn | pepnet | 2 |" in (out / "table.md").read_text()
-    # each cell is its own training run, with its own seed
-    trials = list(csv.DictReader(open(out / "results.csv")))
-    assert len(trials) == 4 and {t["train.seed"] for t in trials} == {"0", "1"}
-    for t in trials:  # the tuned options reach the pepnet cells only
-        cfg = json.loads((out / "trials" / t["trial"] / "metrics.json").read_text())["config"]
-        tuned_cell = t["model.kind"] == "pepnet"
-        assert (cfg["model"]["pepnet"]["gate_hidden"], cfg["optim"]["lr"]) == ((8, 0.002) if tuned_cell else (64, 0.001))
-    assert "table.md" in capsys.readouterr().out
+    assert all(r["seeds"] == [0, 1] and 0.3 < r["auc"]["mean"] < 1 for r in rows) and sum(r["gauc"]["best"] for r in rows) == 1
+    assert len(list(csv.DictReader(open(out / "table.csv")))) == 2 and "| dnn | pepnet | 2 |" in (out / "table.md").read_text()
+    assert "Tuned: Every family: 2 trials" in (out / "table.md").read_text()
+    assert "| pepnet-dnn | pepnet.yaml | 2 (" in (out / "tuning.md").read_text()
+    # the same command again trains nothing: every tuning trial and every cell is done
+    stamps = {p: p.stat().st_mtime for p in out.rglob("metrics.json")}
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert {p: p.stat().st_mtime for p in out.rglob("metrics.json")} == stamps
+    text = capsys.readouterr().out
+    assert "cells: 4 of 4 done, 0 to run" in text and text.count("trials: 2 done, 0 to continue, 0 to draw") == 2

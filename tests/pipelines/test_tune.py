@@ -48,7 +48,7 @@ def test_every_models_space_searches_the_shared_knobs_over_the_same_ranges():
     """Models compared under one budget search what they share — the learning rates and the
     embedding init σ — over the same ranges (a model with a wider range would get an edge)."""
     shared = ("optim.lr", "optim.embedding_lr", "model.embedding.init_std")
-    spaces = {n: load_space(ROOT / "tune_spaces" / f"{n}.yaml") for n in ("paper_adasparse", "defaults", "star", "apg", "pepnet", "maml")}
+    spaces = {n: load_space(ROOT / "tune_spaces" / f"{n}.yaml") for n in ("paper_adasparse", "defaults", "plain", "star", "apg", "pepnet", "maml")}
     ranges = {n: {k: s.params[k].model_dump(exclude_none=True) for k in shared} for n, s in spaces.items()}
     assert all(r == ranges["paper_adasparse"] for r in ranges.values()), ranges
 
@@ -145,7 +145,9 @@ def test_small_sweep_writes_table_best_config_and_plot_then_resumes(generated, t
 @pytest.mark.slow
 def test_an_interrupted_sweep_resumes_when_rerun(generated, tmp_path, ray_local, capsys):
     """The sweep's driver is killed after its first trial finished; the same command again
-    keeps that trial (not retrained) and runs the rest."""
+    keeps that trial (not retrained), continues the one it interrupted (same parameters, same
+    run directory) and draws the rest, one trial at a time as the cluster allows (Ray #40652:
+    Tuner.restore started every unfinished trial at once)."""
     import os
     import subprocess
     import sys
@@ -153,8 +155,10 @@ def test_an_interrupted_sweep_resumes_when_rerun(generated, tmp_path, ray_local,
 
     import psutil
 
+    from pipelines.sweep.trial_records import read_trials
+
     space = _space(tmp_path, GOOD.replace("search: optuna", "search: random\nscheduler: null"))
-    argv = ["--space", space, "--trials", "2", "--data", str(generated / "spec.yaml"), "--epochs", "1",
+    argv = ["--space", space, "--trials", "3", "--data", str(generated / "spec.yaml"), "--epochs", "1",
             "--batch-size", "512", "--hidden-units", "16", "--workers", "1", "--out", str(tmp_path / "sweeps"), "--name", "i"]
     address = ray_local.get_runtime_context().gcs_address  # the first run joins this test session's cluster
     env = {**os.environ, "RAY_ADDRESS": address}
@@ -163,12 +167,8 @@ def test_an_interrupted_sweep_resumes_when_rerun(generated, tmp_path, ray_local,
     trials = tmp_path / "sweeps" / "i" / "trials"
     try:
         deadline = time.time() + 300
-        while not list(trials.glob("*/metrics.json")) and time.time() < deadline and proc.poll() is None:
-            time.sleep(1)
-        finished = max((m.stat().st_mtime for m in trials.glob("*/metrics.json")), default=time.time())
-        sweep = tmp_path / "sweeps" / "i"
-        while time.time() < deadline and proc.poll() is None:  # until Tune has saved its state after that trial
-            if any(f.stat().st_mtime > finished for f in sweep.glob("experiment_state-*.json")):
+        while time.time() < deadline and proc.poll() is None:  # until one trial finished and the next started
+            if list(trials.glob("*/metrics.json")) and len(list(trials.glob("*/trial.json"))) >= 2:
                 break
             time.sleep(0.5)
     finally:
@@ -179,11 +179,20 @@ def test_an_interrupted_sweep_resumes_when_rerun(generated, tmp_path, ray_local,
     done = list(trials.glob("*/metrics.json"))
     assert len(done) == 1, "the first trial should have finished before the interruption"
     first, stamp = done[0], done[0].stat().st_mtime
+    before = read_trials(trials)
+    interrupted = [r.name for r in before.values() if r.status == "interrupted"]
+    assert len(interrupted) == 1
     assert main(argv) == 0
-    assert "resuming the sweep" in capsys.readouterr().out
+    assert "trials: 1 done, 1 to continue, 1 to draw" in capsys.readouterr().out
     rows = list(csv.DictReader(open(tmp_path / "sweeps" / "i" / "results.csv")))
-    assert len(rows) == 2 and all(r["test_gauc"] for r in rows)
+    assert len(rows) == 3 and all(r["test_gauc"] for r in rows)
     assert first.stat().st_mtime == stamp  # the finished trial was kept, not trained again
+    after = read_trials(trials)
+    assert interrupted[0] in after and after[interrupted[0]].status == "finished"  # continued under its own name
+    # one at a time: no trial of the rerun started before the one before it ended
+    spans = sorted((r.started, (trials / r.name / "metrics.json").stat().st_mtime) for n, r in after.items() if n not in before)
+    assert len(spans) == 1
+    assert spans[0][0] >= (trials / interrupted[0] / "metrics.json").stat().st_mtime - 1.0
 
 
 def test_domain_partitions_plot_and_its_space(tmp_path):
@@ -201,35 +210,3 @@ def test_domain_partitions_plot_and_its_space(tmp_path):
     bad = _space(tmp_path, "name: p\nsearch: optuna\nparams:\n  ingest.domain_fields: {choice: [[a], [a, b]]}\n")
     with pytest.raises(ConfigError, match="lists of fields need search: grid or random"):
         load_space(bad)
-
-
-def test_a_sweep_is_restored_only_from_files_no_one_else_can_write(tmp_path):
-    """Tuner.restore unpickles tuner.pkl and the searcher's state: a sweep directory others may
-    write into is refused with the reason, before anything is unpickled."""
-    import os
-
-    from adasparse.config import ConfigError
-    from pipelines.sweep.tune import check_restorable
-
-    sweep = tmp_path / "s"
-    sweep.mkdir(mode=0o700)
-    pkl = sweep / "tuner.pkl"
-    pkl.write_bytes(b"not even a pickle")
-    os.chmod(pkl, 0o600)
-    (sweep / "trial").mkdir()
-    (sweep / "trial" / "search.pkl").write_bytes(b"x")
-    os.chmod(sweep / "trial" / "search.pkl", 0o644)
-    check_restorable(sweep)  # owned and written by this user alone: restorable
-    os.chmod(pkl, 0o666)
-    with pytest.raises(ConfigError, match=rf"^{pkl}: may be written by others \(mode 666\); resuming the sweep would "
-                                          "unpickle it"):
-        check_restorable(sweep)
-    os.chmod(pkl, 0o600)
-    os.chmod(sweep, 0o777)
-    with pytest.raises(ConfigError, match=rf"^{sweep}: may be written by others \(mode 777\)"):
-        check_restorable(sweep)
-    os.chmod(sweep, 0o700)
-    (sweep / "trial" / "search.pkl").unlink()
-    (sweep / "trial" / "search.pkl").symlink_to(pkl)
-    with pytest.raises(ConfigError, match="search.pkl: is a symbolic link"):
-        check_restorable(sweep)

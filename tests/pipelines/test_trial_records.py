@@ -1,0 +1,144 @@
+"""A sweep's trials as files, and what a rerun makes of them (no Ray cluster): names, states,
+the grid's cells, Optuna told what is done and handed what to continue."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from adasparse.config import ConfigError
+from pipelines.sweep.trial_records import (CELL, ENDED_FILE, METRICS_FILE, RESULTS_FILE, TrialLog, cell_name, error_line,
+                                           identify, read_trials, sampled_name, write_start)
+from pipelines.sweep.tune import SweepPlan, _param_space, _searcher, grid_cells
+from pipelines.sweep.tune_space import Domain, TuneSpace
+
+
+def test_names_identify_a_trial_by_its_parameters():
+    a = {"optim.lr": 0.0012345678901234, "model.apg.rank": 8}
+    assert sampled_name(a) == sampled_name(dict(reversed(list(a.items()))))  # order does not matter
+    assert sampled_name(a) != sampled_name({**a, "model.apg.rank": 16})
+    # the name survives a round trip through trial.json (floats are written exactly)
+    assert sampled_name(json.loads(json.dumps(a))) == sampled_name(a)
+    assert cell_name({"model.kind": "star", "sparsity_boundary": "0.05-0.15", "model.pruner.beta": 2.0}) == \
+        "kind=star_sparsity_boundary=0.05-0.15_beta=2"
+    assert cell_name({"ingest.domain_fields": ["a", "b/c"]}) == "domain_fields=a-b_c"
+    assert cell_name({"x": "y" * 200}).startswith("t")  # too long: a digest
+    cell = {"name": "star-dnn-seed0", "params": {"model.kind": "star"}, "extra": {"optim": {"lr": 0.002}}}
+    assert identify({CELL: cell}) == ("star-dnn-seed0", {"model.kind": "star"}, {"optim": {"lr": 0.002}})
+    assert identify(a) == (sampled_name(a), a, {})
+
+
+def _trial(d, name, params, results=(), ended=None, metrics=None, started=0.0):
+    write_start(d, name, params, {})
+    info = json.loads((d / name / "trial.json").read_text())
+    info["started"] = started
+    (d / name / "trial.json").write_text(json.dumps(info))
+    for epoch, g in results:
+        with open(d / name / RESULTS_FILE, "a") as fh:
+            fh.write(json.dumps({"epoch": epoch, "dev_gauc": g}) + "\n")
+    if ended:
+        (d / name / ENDED_FILE).write_text(json.dumps(ended))
+    if metrics:
+        (d / name / METRICS_FILE).write_text(json.dumps(metrics))
+
+
+def test_read_trials_states_and_figures(tmp_path):
+    _trial(tmp_path, "a", {"p": 1}, metrics={"test": {"gauc": 0.6, "auc": 0.7},
+                                             "history": [{"epoch": 1, "dev_gauc": 0.55}, {"epoch": 2, "dev_gauc": 0.58}]})
+    _trial(tmp_path, "b", {"p": 2}, results=[(1, 0.5)], ended={"status": "stopped"})
+    _trial(tmp_path, "c", {"p": 3}, results=[(1, 0.52), (2, 0.51)])  # no end recorded: its driver died
+    _trial(tmp_path, "d", {"p": 4}, ended={"status": "error", "error": "ValueError: bad"})
+    with open(tmp_path / "c" / RESULTS_FILE, "a") as fh:
+        fh.write('{"epoch": 3, "dev_g')  # a line cut short by the kill
+    r = read_trials(tmp_path)
+    assert {n: x.status for n, x in r.items()} == {"a": "finished", "b": "stopped", "c": "interrupted", "d": "error"}
+    assert [n for n, x in r.items() if x.done] == ["a", "b"]
+    assert r["a"].best_dev_gauc == 0.58 and r["a"].epochs_run == 2  # from the run's own history
+    assert (r["c"].best_dev_gauc, r["c"].last_dev_gauc, r["c"].epochs_run) == (0.52, 0.51, 2)
+    assert math.isnan(r["d"].best_dev_gauc) and r["d"].error == "ValueError: bad"
+    # the first start's record stays when a trial continues
+    write_start(tmp_path, "c", {"p": 99}, {})
+    assert read_trials(tmp_path)["c"].params == {"p": 3}
+
+
+def test_trial_log_records_results_and_ends(tmp_path):
+    class Trial:
+        config = {"p": 1}
+
+        def get_pickled_error(self):
+            return RuntimeError("ray::ImplicitFunc.train()\n  File x\nValueError: data.yaml: column y missing")
+
+        def get_error(self):
+            return None
+
+    name = sampled_name(Trial.config)
+    write_start(tmp_path, name, Trial.config, {})
+    log = TrialLog(tmp_path, "dev_gauc")
+    log.on_trial_result(0, [], Trial(), {"epoch": 1, "dev_gauc": 0.6})
+    log.on_trial_result(0, [], Trial(), {"done": True})  # a result without an epoch is not one
+    log.on_trial_complete(0, [], Trial())
+    rec = read_trials(tmp_path)[name]
+    assert (rec.status, rec.dev_gauc) == ("stopped", {1: 0.6})  # ended without metrics.json: the scheduler stopped it
+    log.on_trial_error(0, [], Trial())
+    assert read_trials(tmp_path)[name].error == "ValueError: data.yaml: column y missing"
+    assert error_line(None) == "failed"
+
+
+def _grid(**params) -> TuneSpace:
+    return TuneSpace(name="g", search="grid", scheduler=None, params={k: Domain(grid=v) for k, v in params.items()})
+
+
+def test_grid_cells_and_repeats():
+    cells = grid_cells(_grid(**{"sparsity_boundary": [[0.05, 0.15], [0.15, 0.25]], "model.pruner.beta": [2.0]}), 2, seed=7)
+    assert [c["name"] for c in cells] == ["sparsity_boundary=0.05-0.15_beta=2", "sparsity_boundary=0.15-0.25_beta=2",
+                                          "sparsity_boundary=0.05-0.15_beta=2-r1", "sparsity_boundary=0.15-0.25_beta=2-r1"]
+    assert cells[0]["params"] == {"sparsity_boundary": "0.05-0.15", "model.pruner.beta": 2.0} and cells[0]["extra"] == {}
+    assert cells[2]["extra"] == {"train": {"seed": 8}}  # a repeat is the grid again with the next seed
+    with pytest.raises(ConfigError, match="a grid over train.seed is not repeated"):
+        grid_cells(_grid(**{"train.seed": [0, 1]}), 2, seed=0)
+
+
+def test_a_rerun_continues_interrupted_trials_first_and_tells_optuna_the_done_ones(tmp_path):
+    from ray.tune.search import Searcher
+
+    space = TuneSpace(name="s", search="optuna", params={"optim.lr": Domain(loguniform=(1e-4, 1e-2)),
+                                                         "model.apg.rank": Domain(choice=[4, 8])})
+    _trial(tmp_path, "a", {"optim.lr": 0.001, "model.apg.rank": 4}, metrics={"history": [{"epoch": 1, "dev_gauc": 0.61}]})
+    _trial(tmp_path, "b", {"optim.lr": 0.003, "model.apg.rank": 8}, results=[(1, 0.55)], ended={"status": "stopped"})
+    _trial(tmp_path, "c", {"optim.lr": 0.0002, "model.apg.rank": 8}, results=[(1, 0.5)])
+    r = read_trials(tmp_path)
+    done, again = [x for x in r.values() if x.done], [x for x in r.values() if not x.done]
+    searcher, param_space = _searcher(space, 3, _param_space(space), done, again)
+    assert param_space is None  # the searcher holds the space: the Tuner gets none
+    study = searcher._ot_study
+    told = sorted((t.params["optim.lr"], t.value) for t in study.trials if t.state.name == "COMPLETE")
+    assert told == [(0.001, 0.61), (0.003, 0.55)]
+    first = searcher.suggest("x1")
+    assert first == {"optim.lr": 0.0002, "model.apg.rank": 8}  # the interrupted trial: same parameters, same name
+    assert sampled_name(first) == sampled_name(r["c"].params)
+    second = searcher.suggest("x2")
+    assert second not in ({"optim.lr": 0.001, "model.apg.rank": 4}, first) and isinstance(searcher, Searcher)
+    plan = SweepPlan(done=done, again=again, draws=2, total=5)
+    assert plan.runs == 3 and plan.describe() == "trials: 2 done, 1 to continue, 2 to draw"
+    assert SweepPlan(todo=[{}], total=4).describe() == "cells: 3 of 4 done, 1 to run"
+
+
+def test_a_sweep_of_an_earlier_version_is_refused(generated, tmp_path):
+    from pipelines.sweep.tune import sweep
+    from pipelines.train.job_config import job_config
+
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "tuner.pkl").write_bytes(b"x")
+    base = job_config({"data": str(generated / "spec.yaml")})
+    with pytest.raises(ConfigError, match=r"s: a sweep of an earlier version \(Tune's own state in tuner.pkl\)"):
+        sweep(_grid(**{"model.pruner.beta": [2.0]}), base, 1, str(tmp_path), "s")
+
+
+def test_random_search_keeps_the_concurrency_limit():
+    """Tune ignores max_concurrent_trials for a variant generator given as search_alg (it warns);
+    the generator must carry the limit itself, or every trial starts at once."""
+    space = TuneSpace(name="s", search="random", params={"optim.lr": Domain(loguniform=(1e-4, 1e-2))})
+    searcher, param_space = _searcher(space, 0, _param_space(space), [], [], n_parallel=1)
+    assert searcher.max_concurrent == 1 and set(param_space) == {"optim.lr"}

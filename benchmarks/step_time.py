@@ -174,9 +174,9 @@ def domain_kernel_floor(model, cat_ids: torch.Tensor, dedup: bool, reps: int = 1
 
 
 # The step-time goals (docs/model.md "Step time"), at the paper's production batch: AdaSparse in
-# domain mode within 15 % of the plain backbone's step, instance mode within 60 %. Other batch
-# sizes are reported, not gated.
-GOALS = {1024: {"adasparse fusion/domain": 1.15, "adasparse fusion/instance": 1.6}}
+# domain mode within 15 % of the plain backbone's step, instance mode within 60 %; STAR within 3×
+# (its per-domain rows: docs/competitors.md "Step time"). Other batch sizes are reported, not gated.
+GOALS = {1024: {"adasparse fusion/domain": 1.15, "adasparse fusion/instance": 1.6, "star": 3.0}}
 
 
 def main() -> None:
@@ -208,7 +208,7 @@ def main() -> None:
             paired = paired_ratio(rounds[name], rounds[f"{args.backbone} (plain)"])
             print(f"{name:<30} {t * 1e3:>8.2f} {batch / t:>10,.0f} {t / base:>7.2f}x {paired:>6.2f}x")
         if batch in GOALS:
-            for name, goal in GOALS[batch].items():
+            for name, goal in ((n, g) for n, g in GOALS[batch].items() if n in rounds):
                 paired = paired_ratio(rounds[name], rounds[f"{args.backbone} (plain)"])
                 print(f"goal at batch {batch}: {name} <= {goal:.2f}x of the plain step: paired {paired:.2f}x, "
                       f"{'met' if paired <= goal else 'NOT met'}")

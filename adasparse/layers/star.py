@@ -11,7 +11,8 @@ W, b are the backbone's own layers; γ_d, β_d, W_d, b_d of a domain are one row
 table (initialised to γ_d = W_d = 1, β_d = b_d = 0: an untrained row is the shared network).
 μ, σ² are the batch's statistics in training and running averages at inference (batches here
 mix domains; docs/competitors.md says why). Rows are grouped by their domain row so each group
-runs its own matmuls: memory O(batch × width), not O(batch × N_l × N_{l+1}).
+runs its own matmuls: memory O(batch × width + groups × N_l × N_{l+1}), not O(batch × N_l × N_{l+1});
+the grouped FC and the row lookup are single autograd nodes (adasparse.layers.star_kernels).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 
 from adasparse.config import StarConfig
 from adasparse.layers.domain_index import DomainIndex
+from adasparse.layers.star_kernels import DomainRows, GroupLayout, StarLinear
 
 
 def mlp(in_dim: int, hidden: list[int], out_dim: int) -> nn.Sequential:
@@ -71,16 +73,16 @@ class StarContext:
         self.arch, self.e_d, self.per_row = arch, e_d, per_row
         slots = arch.index(domain_ids)
         if per_row:
-            uniq, inverse = slots, torch.arange(slots.shape[0], device=slots.device)
-            self.order = self.unorder = None
+            self.inverse = torch.arange(slots.shape[0], device=slots.device)
+            self.order = self.unorder = self.layout = None
+            rows = arch.table(slots)  # the table's own lookup: a row per batch row
         else:
-            uniq, inverse, counts = torch.unique(slots, return_inverse=True, return_counts=True)
-            self.order = torch.argsort(inverse, stable=True)  # rows grouped by their domain row
+            self.layout = GroupLayout(slots)  # rows grouped by domain row, groups in buckets by size
+            self.inverse, self.order = self.layout.row_group, self.layout.order
             self.unorder = torch.empty_like(self.order)
             self.unorder[self.order] = torch.arange(len(self.order), device=self.order.device)
-            self.counts = counts.tolist()
-        self.inverse = inverse
-        pieces = arch.table(uniq).split(arch.parts, dim=1)
+            rows = DomainRows.apply(arch.table.weight, self.layout.ids)  # a coalesced sparse gradient
+        pieces = rows.split(arch.parts, dim=1)
         self.gamma_d, self.beta_d = pieces[0], pieces[1]
         self.weights = [(pieces[2 + 2 * j].view(-1, o, i), pieces[3 + 2 * j]) for j, (o, i) in enumerate(arch.shapes)]
 
@@ -96,10 +98,7 @@ class StarContext:
         w_d, b_d = self.weights[i]
         if self.per_row:
             return torch.einsum("bi,boi->bo", h, layer.weight.unsqueeze(0) * w_d) + (layer.bias + b_d)
-        # every group's weights and biases in one kernel each; unbind's backward is one stack
-        weights = (layer.weight.unsqueeze(0) * w_d).unbind(0)
-        biases = (layer.bias.unsqueeze(0) + b_d).unbind(0)
-        return torch.cat([torch.addmm(b, seg, w.t()) for w, b, seg in zip(weights, biases, h.split(self.counts))])
+        return StarLinear.apply(h, layer.weight, layer.bias, w_d, b_d, self.layout)
 
     def output(self, logits: torch.Tensor) -> torch.Tensor:
         """The main logit s_m back in batch order, plus the auxiliary network's s_a."""

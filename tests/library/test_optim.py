@@ -1,5 +1,6 @@
 """Sparse (row-wise) Adam for the tables, dense Adam elsewhere; checkpointable state."""
 
+import copy
 import io
 
 import torch
@@ -80,3 +81,65 @@ def test_dense_update_is_textbook_adam():
     for (name, a), b in zip(ours.named_parameters(), ref.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
         assert not torch.equal(a, initial[name]), name  # every parameter was updated
+
+
+def test_row_adam_is_sparse_adam_and_takes_its_state():
+    """RowAdam's update is torch.optim.SparseAdam's (lazy moments, ε beside √v, the bias
+    corrections in the step size) on uncoalesced and coalesced gradients alike, row for row; a
+    SparseAdam state loads into it and the steps go on alike."""
+    from adasparse.optim import RowAdam
+
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(10, 4, generator=g)
+    ours, ref = start.clone().requires_grad_(), start.clone().requires_grad_()
+    oa, ob = RowAdam([ours], lr=0.01, betas=(0.8, 0.95), eps=1e-3), torch.optim.SparseAdam([ref], lr=0.01, betas=(0.8, 0.95), eps=1e-3)
+    for step in range(6):
+        ids = torch.randint(0, 6, (7,), generator=g)  # repeats; rows 6..9 never seen
+        vals = torch.randn(7, 4, generator=g)
+        grad = torch.sparse_coo_tensor(ids.unsqueeze(0), vals, (10, 4))
+        ours.grad, ref.grad = (grad.coalesce() if step % 2 else grad), grad.clone()
+        oa.step()
+        ob.step()
+        torch.testing.assert_close(ours.detach(), ref.detach(), rtol=1e-6, atol=1e-7)
+    assert torch.equal(ours.detach()[6:], start[6:])  # lazy: unseen rows and their moments stay
+    torch.testing.assert_close(oa.state[ours]["exp_avg"], ob.state[ref]["exp_avg"], rtol=1e-6, atol=1e-7)
+    moved = RowAdam([ours], lr=0.01, betas=(0.8, 0.95), eps=1e-3)
+    moved.load_state_dict(copy.deepcopy(ob.state_dict()))  # a SparseAdam checkpoint
+    assert moved.state[ours]["step"] == 6
+    grad = torch.sparse_coo_tensor(torch.tensor([[2, 7]]), torch.ones(2, 4), (10, 4))
+    ours.grad, ref.grad = grad, grad.clone()
+    moved.step()
+    ob.step()
+    torch.testing.assert_close(ours.detach(), ref.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_wide_rows_take_the_in_place_path_and_the_same_update():
+    """Rows of at least WIDE_ROW floats (STAR's per-domain rows) are updated in place by the
+    fused kernel; the result is SparseAdam's, with a coalesced gradient as STAR's nodes give it."""
+    from adasparse.optim import WIDE_ROW, RowAdam
+
+    g = torch.Generator().manual_seed(1)
+    start = torch.randn(7, WIDE_ROW, generator=g)
+    ours, ref = start.clone().requires_grad_(), start.clone().requires_grad_()
+    oa, ob = RowAdam([ours], lr=0.01, eps=1e-4), torch.optim.SparseAdam([ref], lr=0.01, eps=1e-4)
+    for _ in range(4):
+        ids = torch.randint(0, 5, (6,), generator=g)
+        grad = torch.sparse_coo_tensor(ids.unsqueeze(0), torch.randn(6, WIDE_ROW, generator=g), (7, WIDE_ROW)).coalesce()
+        ours.grad, ref.grad = grad, grad.clone()
+        oa.step()
+        ob.step()
+    torch.testing.assert_close(ours.detach(), ref.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(oa.state[ours]["exp_avg_sq"], ob.state[ref]["exp_avg_sq"], rtol=1e-5, atol=1e-7)
+    assert torch.equal(ours.detach()[5:], start[5:])
+
+
+def test_a_gradient_with_one_entry_per_row_is_not_coalesced_again():
+    from adasparse.optim import _one_entry_per_row
+
+    vals = torch.randn(3, 2)
+    rows, got = _one_entry_per_row(torch.sparse_coo_tensor(torch.tensor([[1, 4, 6]]), vals, (8, 2)))
+    assert rows.tolist() == [1, 4, 6] and got.data_ptr() == vals.data_ptr()  # taken as it is
+    rows, got = _one_entry_per_row(torch.sparse_coo_tensor(torch.tensor([[6, 1, 4]]), vals, (8, 2)))
+    assert rows.tolist() == [6, 1, 4] and got.data_ptr() == vals.data_ptr()  # distinct, in any order
+    rows, got = _one_entry_per_row(torch.sparse_coo_tensor(torch.tensor([[4, 1, 4]]), vals, (8, 2)))
+    assert rows.tolist() == [1, 4] and torch.equal(got, torch.stack([vals[1], vals[0] + vals[2]]))

@@ -409,13 +409,17 @@ class LoopRunner:
         best epoch by dev GAUC and leave its weights in the model."""
         for epoch in range(self.epoch + 1, self.epochs + 1):
             stats = self.train_epoch(epoch)
+            t0 = time.perf_counter()
             dev = self.evaluate("dev")
-            record = {"epoch": epoch, **stats, **self.epoch_extras(),
+            record = {"epoch": epoch, **stats, **self.epoch_extras(), "dev_eval_s": time.perf_counter() - t0,
                       **{f"dev_{k}": v for k, v in dev.metrics.items()}, "sparsity": dev.sparsity}
             self.history.append(record)
             improved = self.best.offer(epoch, dev.metrics, dev.sparsity, self.model)
             self.epoch = epoch
+            t0 = time.perf_counter()
             self.on_epoch_end(record, improved)
+            # the epoch's report and checkpoint (measured after they are written: absent from that checkpoint's copy)
+            record["epoch_end_s"] = time.perf_counter() - t0
         if self.best.state is None:
             raise RuntimeError("no epoch was trained (epochs already done and no best epoch restored)")
         self.model.load_state_dict(self.best.state)

@@ -32,7 +32,7 @@ from adasparse.config import ConfigError, validate
 from adasparse.host import write_text_atomic
 from pipelines.train.job_config import JobConfig, deep_merge, load_config_file, nest
 from pipelines.train.job_flags import given_options, job_parser
-from pipelines.sweep.model_tuning import FORMULATIONS, family_name, space_files, tune_families
+from pipelines.sweep.model_tuning import FORMULATIONS, family_name, kind_files, space_files, tune_families
 from pipelines.sweep.tune_space import Domain, TuneSpace
 
 METRICS = (("logloss", False), ("auc", True), ("gauc", True))  # (name, higher is better)
@@ -172,18 +172,6 @@ def cells_of(summary: dict, table: int, sweep_dir: Path) -> list[dict]:
     return cells
 
 
-def _pairs(items: list[str], models: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for item in items:
-        kind, sep, path = item.partition("=")
-        if not sep or not path:
-            raise ConfigError(f"--model-config {item}: expected KIND=FILE")
-        if kind not in models:
-            raise ConfigError(f"--model-config {item}: {kind!r} is not one of --models ({', '.join(models)})")
-        out.append((kind, path))
-    return out
-
-
 def tuned_options(kind: str, path: str) -> dict:
     """The hyperparameters of a tuned run config for ``kind``'s cells: its ``model`` section
     (less the family and backbone, which the grid sets) and its ``optim`` section."""
@@ -217,7 +205,7 @@ def _job_base(args: dict, models: list[str], backbones: list[str], space: TuneSp
 
 def _given_tuned(args: dict, models: list[str], backbones: list[str], base: JobConfig) -> dict[str, dict]:
     """``--model-config``'s options {model kind: options}, each tuned cell's config checked."""
-    tuned = {kind: tuned_options(kind, path) for kind, path in _pairs(args["model_config"], models)}
+    tuned = {kind: tuned_options(kind, path) for kind, path in kind_files(args["model_config"], models, "--model-config")}
     if tuned and args["tune_trials"]:
         raise ConfigError("--model-config with --tune-trials: the comparison tunes every model itself; give one or the other")
     for model, extra in tuned.items():

@@ -31,17 +31,22 @@ TUNING_SEARCH = "optuna"
 TUNING_SCHEDULER = Scheduler(grace_period=1, reduction_factor=2)
 
 
-def space_files(models: list[str], given: list[str]) -> dict[str, str]:
-    """Each model's space file: the shipped one, or ``--tune-space KIND=FILE``."""
-    files = {m: str(SPACES_DIR / MODEL_SPACES[m]) for m in models}
-    for item in given:
+def kind_files(items: list[str], models: list[str], flag: str) -> list[tuple[str, str]]:
+    """``KIND=FILE`` options (``--tune-space``, ``--model-config``) as (kind, file) pairs."""
+    out = []
+    for item in items:
         kind, sep, path = item.partition("=")
         if not sep or not path:
-            raise ConfigError(f"--tune-space {item}: expected KIND=FILE")
-        if kind not in files:
-            raise ConfigError(f"--tune-space {item}: {kind!r} is not one of the compared models ({', '.join(models)})")
-        files[kind] = path
-    return files
+            raise ConfigError(f"{flag} {item}: expected KIND=FILE")
+        if kind not in models:
+            raise ConfigError(f"{flag} {item}: {kind!r} is not one of the compared models ({', '.join(models)})")
+        out.append((kind, path))
+    return out
+
+
+def space_files(models: list[str], given: list[str]) -> dict[str, str]:
+    """Each model's space file: the shipped one, or ``--tune-space KIND=FILE``."""
+    return {**{m: str(SPACES_DIR / MODEL_SPACES[m]) for m in models}, **dict(kind_files(given, models, "--tune-space"))}
 
 
 def family_space(path: str, kind: str, fixed: dict) -> TuneSpace:

@@ -236,6 +236,7 @@ def worker_config(job: JobConfig, prep: PreparedData) -> WorkerConfig:
     pieces each worker deals itself a share of."""
     from pipelines.data.splits import split_bounds
     from pipelines.data.train_stream import TrainPieces
+    from pipelines.train.eval_reader import EVAL_SPLITS
 
     vocab, name = prep.vocab, job.run_name
     bounds = split_bounds(prep.source, "train", prep.cuts)
@@ -246,19 +247,28 @@ def worker_config(job: JobConfig, prep: PreparedData) -> WorkerConfig:
         model=with_domain_rows(job.model_for(vocab.features(prep.spec.features)), vocab),
         optim=job.optim, train=job.train, ingest=job.ingest, resources=job.resources, faults=job.faults,
         data=TrainData(TrainPieces.of(prep.source, "train", bounds), prep.spec, prep.source.fs, tuple(bounds)),
+        eval_data={s: split_data(prep, s) for s in EVAL_SPLITS},
         vocabulary_json=vocab.to_json(), train_rows=vocab.train_rows, launch=uuid.uuid4().hex,
         resume_from_run_dir=prep.set_aside, node_cpus=node_cpus() if job.resources.threads is None else {}, fail=fail)
 
 
+def split_data(prep: PreparedData, split: str) -> TrainData:
+    """A split's pieces, spec, filesystem and time range, as the workers read it."""
+    from pipelines.data.splits import split_bounds
+    from pipelines.data.train_stream import TrainPieces
+
+    bounds = split_bounds(prep.source, split, prep.cuts)
+    return TrainData(TrainPieces.of(prep.source, split, bounds), prep.spec, prep.source.fs, tuple(bounds))
+
+
 def build_trainer(job: JobConfig, prep: PreparedData, cfg: WorkerConfig, per_worker: float, attempts: int,
                   callbacks: list | None):
-    """The ``TorchTrainer``: every worker runs :func:`pipelines.train.worker.train_loop`; dev and
-    test are Ray datasets whose every row goes to one worker (:mod:`pipelines.train.eval_splits`)."""
+    """The ``TorchTrainer``: every worker runs :func:`pipelines.train.worker.train_loop` and reads
+    its own train stream and its share of dev and test (:mod:`pipelines.train.eval_reader`): no
+    Ray dataset."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipelines.data.reading import read_split
-    from pipelines.train.eval_splits import EVAL_SPLITS, ExactEvaluationSplits
     from pipelines.train.worker import train_loop
 
     res = job.resources
@@ -275,8 +285,6 @@ def build_trainer(job: JobConfig, prep: PreparedData, cfg: WorkerConfig, per_wor
             failure_config=FailureConfig(max_failures=job.faults.max_failures, controller_failure_limit=attempts),
             callbacks=list(callbacks or []),
         ),
-        datasets={s: read_split(prep.source, s, prep.cuts, vocab=prep.vocab) for s in EVAL_SPLITS},
-        dataset_config=ExactEvaluationSplits(),
     )
 
 
@@ -309,20 +317,36 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     from pipelines.train.checkpoints import read_final
 
     prep, fixed_size = prepare_data(job, log)
+    prepared = time.time()
     per_worker = cpus_per_worker(job, cpu_budget or ray.cluster_resources().get("CPU", 1))
     attempts = check_resources(job, per_worker, ray.cluster_resources(), fixed_size, log)
     cfg = worker_config(job, prep)
     trainer = build_trainer(job, prep, cfg, per_worker, attempts, callbacks)
-    t0 = time.perf_counter()
+    t0, fit_at = time.perf_counter(), time.time()
     result = fit(trainer, job, prep.source, per_worker, log)
     final = read_final(result.checkpoint)
     final["best_checkpoint"] = prep.out.url(result.checkpoint.path)
     final["wall_s"] = time.perf_counter() - t0
+    final["timeline"] = timeline(final.pop("clock", None), prepared, fit_at, time.time())
     final["domains"] = {**prep.vocab.summary(), **final.pop("domains", {})}
     final["config"] = dump_config(job)
     final["model_config"] = cfg.model.model_dump(mode="json")
     write_results(job, prep, final, log)
     return final
+
+
+def timeline(clock: dict | None, prepared: float, fit_at: float, fitted: float) -> dict:
+    """Where a run's wall time went, in seconds since its process started (the command, or a
+    sweep's trial): ``prepared`` (imports, Ray, the data checks, split and vocabulary), the
+    trainer's ``fit_started``, the worker's ``worker_entered`` (the worker group up),
+    ``epochs_started``/``epochs_ended`` and ``tested``, then ``fit_ended`` (the driver has the
+    result). Worker stamps are of the last attempt; the per-epoch costs are in ``history``
+    (``train_s``, ``dev_eval_s``, ``epoch_end_s``: the report and checkpoint)."""
+    import psutil
+
+    start = psutil.Process().create_time()
+    stamps = {"prepared": prepared, "fit_started": fit_at, **(clock or {}), "fit_ended": fitted}
+    return {k: round(v - start, 3) for k, v in stamps.items()}
 
 
 def write_results(job: JobConfig, prep: PreparedData, final: dict, log) -> None:

@@ -4,9 +4,9 @@
 :class:`adasparse.loop.LoopRunner`; this file supplies what only a Ray Train worker has —
 
 * **batches**: the train split as this worker's own stream (:mod:`pipelines.data.train_stream`:
-  a seeded deal of row groups, resumable mid-epoch); dev and test through Ray Data
-  (:func:`pipelines.train.batching.split_batches`); the first epoch's stream starts while the
-  model and the process group are set up;
+  a seeded deal of row groups, resumable mid-epoch); its share of dev and test read the same
+  way, dev kept in memory across epochs (:mod:`pipelines.train.eval_reader`); the first epoch's
+  stream starts while the model and the process group are set up;
 * **the gradient exchange**: :class:`adasparse.distributed.GradientAverager` (every worker's
   gradient each step, weighted by its rows; a worker out of rows takes part with weight 0 until
   all are; see its docstring for why this is not DistributedDataParallel);
@@ -66,6 +66,7 @@ class RayTrainRunner(LoopRunner):
         self._first_stream = None  # the first epoch's batches, started early (start_first_epoch)
         self.restarts: list[dict] = []
         self.stream = None  # the epoch's WorkerStream
+        self._eval_readers: dict = {}  # dev and test: this worker's share (pipelines.train.eval_reader)
         self.resume_at: dict | None = None  # the in-progress epoch of a mid-epoch checkpoint: streams and positions
         self._mid: dict | None = None  # what the mid-epoch checkpoint being written holds of every worker
         self.every_steps = cfg.faults.checkpoint_every_steps
@@ -146,11 +147,12 @@ class RayTrainRunner(LoopRunner):
         return self.stream
 
     def eval_batches(self, split: str):
-        import ray.train
+        from pipelines.train.eval_reader import EvalReader
 
-        from pipelines.train.batching import split_batches
-
-        return split_batches(ray.train.get_dataset_shard(split), max(self.cfg.train.batch_size, EVAL_BATCH_ROWS))
+        if split not in self._eval_readers:  # dev's share is read once and kept (when small enough)
+            self._eval_readers[split] = EvalReader(self.cfg.eval_data[split], self.rank, self.world, self.vocab,
+                                                   max(self.cfg.train.batch_size, EVAL_BATCH_ROWS))
+        return iter(self._eval_readers[split])
 
     def sync_gradients(self, rows: int) -> tuple[int, float]:
         if self.averager is None:
@@ -374,6 +376,7 @@ def train_loop(cfg: WorkerConfig) -> None:
     from pipelines.train.attempts import record_attempt
     from pipelines.train.checkpoints import mask_arrays, mask_domains
 
+    entered = time.time()  # the run's timeline (metrics.json "timeline"): wall-clock stamps of the worker's stages
     _quiet_report_log()
     device = ray.train.torch.get_device()
     ctx = ray.train.get_context()
@@ -398,7 +401,9 @@ def train_loop(cfg: WorkerConfig) -> None:
                                          None if resumed is None else resumed[1])
     if runner.averager is not None:
         runner.averager.broadcast_parameters(runner.model)
+    fit_at = time.time()
     result = runner.fit()  # restores the best epoch's weights
+    fitted_at = time.time()
     exchange = "none (one worker)"
     if runner.averager is not None:
         exchange = runner.averager.transport
@@ -406,6 +411,7 @@ def train_loop(cfg: WorkerConfig) -> None:
     runner.mask_domains = mask_domains(vocab)  # Fig. 3(a): mean masks of the largest train domains
     test = runner.evaluate("test")
     final = final_figures(runner, result, test, exchange)
+    final["clock"] = {"worker_entered": entered, "epochs_started": fit_at, "epochs_ended": fitted_at, "tested": time.time()}
     # The final report carries a checkpoint (the best epoch's weights and every final figure,
     # per-domain rows included) so the driver reads them from storage, not from the metrics
     # stream; its reported metrics stay small. Rerunning a finished run re-evaluates from it.

@@ -18,7 +18,8 @@ from pipelines.train.job_config import FaultOptions, IngestOptions, ResourceOpti
 
 @dataclass(frozen=True)
 class TrainData:
-    """The train split as each worker reads it: its pieces (row groups), the dataset's spec and
+    """A split as the workers read it (train: :mod:`pipelines.data.train_stream`; dev and test:
+    :mod:`pipelines.train.eval_reader`): its pieces (row groups), the dataset's spec and
     filesystem, and the split's time range."""
 
     pieces: TrainPieces
@@ -48,6 +49,7 @@ class WorkerConfig:
     resources: ResourceOptions
     faults: FaultOptions
     data: TrainData
+    eval_data: dict[str, TrainData]  # dev and test
     vocabulary_json: str  # the run's domain vocabulary (adasparse.vocabulary), as stored with the run
     train_rows: int  # the train split's rows: the schedules' plan (α anneals over a share of rows × epochs)
     launch: str  # this start of the job: a checkpoint of the same launch means a worker restart

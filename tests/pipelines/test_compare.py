@@ -71,7 +71,7 @@ def test_a_models_tuned_options_are_its_model_and_optim_sections(tmp_path, capsy
     with pytest.raises(ConfigError, match="model.kind is 'pepnet', not 'star'"):
         tuned_options("star", path)
     assert main(["compare", "--data", "x.yaml", "--models", "plain", "--model-config", f"star={path}"]) == 2
-    assert "'star' is not one of --models (plain)" in capsys.readouterr().err
+    assert "'star' is not one of the compared models (plain)" in capsys.readouterr().err
 
 
 def test_each_family_is_tuned_with_its_models_space_under_one_budget(tmp_path):

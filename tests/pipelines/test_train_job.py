@@ -71,6 +71,14 @@ def test_two_workers_train_and_write_metrics(odd_rows, tmp_path):
     assert saved["history"][-1]["alpha"] == pytest.approx(5.0)
     assert set(saved["test"]) >= {"logloss", "auc", "gauc"} and 0.3 < saved["test"]["auc"] < 1
     assert len(saved["history"]) == 2 and saved["best_epoch"] in (1, 2)
+    # where the wall time went: the stages in order, seconds since the process started; per epoch
+    # the dev evaluation and the report + checkpoint apart from the training
+    stages = ["prepared", "fit_started", "worker_entered", "epochs_started", "epochs_ended", "tested", "fit_ended"]
+    line = saved["timeline"]
+    assert list(line) == stages and 0 < line["prepared"] and all(line[a] <= line[b] for a, b in zip(stages, stages[1:]))
+    trained = sum(h["train_s"] + h["dev_eval_s"] + h["epoch_end_s"] for h in saved["history"])
+    assert trained <= line["epochs_ended"] - line["epochs_started"] + 0.5
+    assert line["fit_ended"] - line["fit_started"] == pytest.approx(saved["wall_s"], abs=1.0)
     assert len(saved["sparsity"]["test"]) == 2  # one ratio per pruned hidden layer (32, 16)
     # per-domain sparsity: each test domain's r^l per layer; their rows-weighted mean is the split's
     per = saved["test_per_domain"]

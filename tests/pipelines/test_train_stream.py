@@ -203,3 +203,32 @@ def test_windows_without_rows_of_the_split_are_passed_and_positions_still_resume
         rest = WorkerStream(reader, plan, pieces, seed=5, streams=[rank], batch_size=3, start=s.position())
         it.close()
         assert [b["numeric"][:, 0].astype(np.int64).tolist() for b in rest] == whole[rank][1:]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 7])
+def test_each_worker_reads_its_share_of_an_evaluation_split_every_row_once(dataset, workers, monkeypatch):
+    """Dev and test (pipelines/train/eval_reader.py): the split's pieces dealt the same way on
+    every worker, every row of the split to exactly one worker for any number of workers; a
+    small share is read once and then served from memory."""
+    from pipelines.train import eval_reader
+    from pipelines.train.eval_reader import EvalReader
+    from pipelines.train.worker_config import TrainData
+
+    source, _ = dataset
+    bounds = (TRAIN_BEFORE, np.inf)  # "dev": every row from time 700 on
+    data = TrainData(TrainPieces.of(source, "train", bounds), source.spec, source.fs, bounds)
+    table = pa.concat_tables([pq.read_table(f) for f in source.files])
+    want = np.sort(table["uid"].to_numpy()[table["ts"].to_numpy() >= TRAIN_BEFORE]).astype(np.int64)
+    readers = [EvalReader(data, rank, workers, None, batch_rows=37) for rank in range(workers)]
+    first = [[b["numeric"][:, 0].astype(np.int64) for b in r] for r in readers]
+    assert all(len(b) <= 37 for parts in first for b in parts)
+    got = np.sort(np.concatenate([b for parts in first for b in parts]))
+    assert np.array_equal(got, want)  # every row once, none outside the split
+    calls = []
+    monkeypatch.setattr(PieceReader, "read", lambda self, piece: calls.append(piece))
+    again = [[b["numeric"][:, 0].astype(np.int64) for b in r] for r in readers]
+    assert not calls and all(np.array_equal(np.concatenate(a or [np.empty(0)]), np.concatenate(f or [np.empty(0)]))
+                             for a, f in zip(again, first))  # the second pass from memory, the same rows
+    monkeypatch.setattr(eval_reader, "CACHE_ROWS", 10)  # shares over the cap are read on every pass
+    big = EvalReader(data, 0, workers, None, batch_rows=37)
+    assert not big.keep or not big.share

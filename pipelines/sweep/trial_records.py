@@ -13,8 +13,9 @@ at once, whatever the concurrency limit (Ray #40652: 30 trials on 2 CPUs), and i
 * ``metrics.json`` — the training run's own closing record (test metrics): a finished run.
 
 A trial's name is its identity: a grid cell's is given by the sweep (readable: ``star-dnn-seed0``),
-a sampled trial's is a digest of its parameters, so the same parameters drawn again after an
-interruption find their run directory and continue from its checkpoint.
+a sampled trial's is a digest of its parameters (``-2``, ``-3`` … when the same parameters are
+drawn again), given by the sweep's searcher (:class:`NamedTrials`); a trial continued after an
+interruption gets its old name back, so it finds its run directory and its last checkpoint.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ray.tune import Callback
+from ray.tune.search import Searcher
 
 from adasparse.host import write_text_atomic
 
@@ -36,6 +38,7 @@ RESULTS_FILE = "results.jsonl"
 ENDED_FILE = "ended.json"
 METRICS_FILE = "metrics.json"
 CELL = "cell"  # a grid sweep's one Tune parameter: {"name", "params", "extra"} of the cell
+NAME = "trial_name"  # a sampled trial's name, added to its config by the sweep's searcher (NamedTrials)
 DONE = ("finished", "stopped")
 
 
@@ -61,8 +64,8 @@ def identify(config: dict) -> tuple[str, dict, dict]:
     if CELL in config:
         cell = config[CELL]
         return cell["name"], dict(cell["params"]), dict(cell.get("extra") or {})
-    params = {k: v for k, v in config.items()}
-    return sampled_name(params), params, {}
+    params = {k: v for k, v in config.items() if k != NAME}
+    return config.get(NAME) or sampled_name(params), params, {}
 
 
 def write_start(trials_dir: Path, name: str, params: dict, extra: dict) -> None:
@@ -135,6 +138,43 @@ def read_trials(trials_dir: Path) -> dict[str, TrialRecord]:
             rec.status, rec.error = ended["status"], ended.get("error")
         records[rec.name] = rec
     return records
+
+
+class NamedTrials(Searcher):
+    """The sweep's searcher around Tune's: hands out the trials to continue first (``again``:
+    their own parameters and names), then names every draw of ``inner`` by a digest of its
+    parameters, unique among ``taken`` (every trial the sweep already has) and this run's."""
+
+    def __init__(self, inner: Searcher, again: list[TrialRecord], taken: set[str], metric: str):
+        super().__init__(metric=metric, mode="max")
+        self.inner, self.again, self.taken, self.drawn = inner, list(again), set(taken), set()
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return self.inner.set_search_properties(metric, mode, config, **spec)
+
+    def suggest(self, trial_id: str):
+        if self.again:
+            rec = self.again.pop(0)
+            return {**rec.params, NAME: rec.name}
+        config = self.inner.suggest(trial_id)
+        if not isinstance(config, dict):  # None (wait) or FINISHED
+            return config
+        self.drawn.add(trial_id)
+        base = name = sampled_name(config)
+        k = 1
+        while name in self.taken:
+            k += 1
+            name = f"{base}-{k}"
+        self.taken.add(name)
+        return {**config, NAME: name}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self.drawn:
+            self.inner.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self.drawn:  # the continued ones were told to the inner searcher as points, or not at all
+            self.inner.on_trial_complete(trial_id, result=result, error=error)
 
 
 def error_line(error) -> str:

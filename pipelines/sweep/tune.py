@@ -43,7 +43,7 @@ from pipelines.train.job_config import JobConfig, deep_merge, dump_config, load_
 from pipelines.train.job_flags import given_options, job_parser
 from pipelines.runtime.leaked_groups import freeing_leaked_groups, remove_group
 from pipelines.train.driver import run
-from pipelines.sweep.trial_records import CELL, TrialLog, TrialRecord, cell_name, identify, read_trials, write_start
+from pipelines.sweep.trial_records import CELL, NamedTrials, TrialLog, TrialRecord, cell_name, identify, read_trials, write_start
 from pipelines.sweep.tune_space import BOUNDARY, TuneSpace, boundary_label, load_space, parse_boundary, searched_paths, trial_options
 
 METRIC = "dev_gauc"
@@ -124,26 +124,22 @@ class FreeStoppedRunsCallback(Callback):
 
 
 def _searcher(space: TuneSpace, seed: int, param_space: dict, done: list[TrialRecord], again: list[TrialRecord],
-              n_parallel: int = 0):
-    """(search algorithm, the Tuner's param space) for a sampled sweep: the trials to continue
-    (``again``) are drawn first with their own parameters; Optuna is told every trial already
-    done (its last dev GAUC, as Tune tells it when a trial ends); ``seed`` differs between
-    reruns so the new draws do not repeat the first ones."""
-    points = [r.params for r in again] or None
-    if space.search == "optuna":
-        from ray.tune.search.optuna import OptunaSearch
+              taken: set[str]) -> NamedTrials:
+    """The search of a sampled sweep: Optuna's TPE (``search: optuna``) or its random sampler
+    (``random``), told every trial already done (its per-epoch dev GAUC and its last, as Tune
+    tells a trial that ends), seeded with ``seed`` (a rerun's differs, so the new draws do not
+    repeat the first ones), inside :class:`NamedTrials`, which hands out the trials to continue
+    first and names every draw. A Searcher: Tune applies ``max_concurrent_trials`` to it (to a
+    variant generator given as ``search_alg`` it does not)."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
 
-        searcher = OptunaSearch(space=OptunaSearch.convert_search_space(param_space), metric=METRIC, mode="max", seed=seed,
-                                points_to_evaluate=points)
-        for r in done:
-            if not math.isnan(r.last_dev_gauc):
-                searcher.add_evaluated_point(r.params, r.last_dev_gauc,
-                                             intermediate_values=[r.dev_gauc[e] for e in sorted(r.dev_gauc)])
-        return searcher, None
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    # a variant generator given as search_alg ignores the Tuner's max_concurrent_trials: it takes its own
-    return BasicVariantGenerator(points_to_evaluate=points, random_state=seed, max_concurrent=n_parallel), param_space
+    sampler = optuna.samplers.TPESampler(seed=seed) if space.search == "optuna" else optuna.samplers.RandomSampler(seed=seed)
+    inner = OptunaSearch(space=OptunaSearch.convert_search_space(param_space), metric=METRIC, mode="max", sampler=sampler)
+    for r in done:
+        if not math.isnan(r.last_dev_gauc):
+            inner.add_evaluated_point(r.params, r.last_dev_gauc, intermediate_values=[r.dev_gauc[e] for e in sorted(r.dev_gauc)])
+    return NamedTrials(inner, again, taken, METRIC)
 
 
 def grid_cells(space: TuneSpace, repeats: int, seed: int) -> list[dict]:
@@ -235,6 +231,11 @@ class SweepPlan:
     def runs(self) -> int:
         return len(self.todo) + len(self.again) + self.draws
 
+    @property
+    def taken(self) -> set[str]:
+        """The names the sweep's trials already have."""
+        return {r.name for r in self.done + self.again}
+
     def describe(self) -> str:
         if self.todo or not (self.again or self.draws or self.done):
             return f"cells: {self.total - len(self.todo)} of {self.total} done, {len(self.todo)} to run"
@@ -254,7 +255,7 @@ def _run_tuner(space: TuneSpace, base: JobConfig, sweep_dir: Path, plan: SweepPl
     if space.search == "grid":
         searcher, param_space, samples = None, {CELL: tune.grid_search(plan.todo)}, 1
     else:
-        searcher, param_space = _searcher(space, seed, _param_space(space), plan.done, plan.again, n_parallel)
+        searcher, param_space = _searcher(space, seed, _param_space(space), plan.done, plan.again, plan.taken), None
         samples = len(plan.again) + plan.draws
     tuner = tune.Tuner(
         trainable,

@@ -9,8 +9,8 @@ import math
 import pytest
 
 from adasparse.config import ConfigError
-from pipelines.sweep.trial_records import (CELL, ENDED_FILE, METRICS_FILE, RESULTS_FILE, TrialLog, cell_name, error_line,
-                                           identify, read_trials, sampled_name, write_start)
+from pipelines.sweep.trial_records import (CELL, ENDED_FILE, METRICS_FILE, NAME, RESULTS_FILE, TrialLog, cell_name,
+                                           error_line, identify, read_trials, sampled_name, write_start)
 from pipelines.sweep.tune import SweepPlan, _param_space, _searcher, grid_cells
 from pipelines.sweep.tune_space import Domain, TuneSpace
 
@@ -110,16 +110,17 @@ def test_a_rerun_continues_interrupted_trials_first_and_tells_optuna_the_done_on
     _trial(tmp_path, "c", {"optim.lr": 0.0002, "model.apg.rank": 8}, results=[(1, 0.5)])
     r = read_trials(tmp_path)
     done, again = [x for x in r.values() if x.done], [x for x in r.values() if not x.done]
-    searcher, param_space = _searcher(space, 3, _param_space(space), done, again)
-    assert param_space is None  # the searcher holds the space: the Tuner gets none
-    study = searcher._ot_study
+    searcher = _searcher(space, 3, _param_space(space), done, again, {"a", "b", "c"})
+    study = searcher.inner._ot_study
     told = sorted((t.params["optim.lr"], t.value) for t in study.trials if t.state.name == "COMPLETE")
     assert told == [(0.001, 0.61), (0.003, 0.55)]
     first = searcher.suggest("x1")
-    assert first == {"optim.lr": 0.0002, "model.apg.rank": 8}  # the interrupted trial: same parameters, same name
-    assert sampled_name(first) == sampled_name(r["c"].params)
+    assert first == {"optim.lr": 0.0002, "model.apg.rank": 8, NAME: "c"}  # the interrupted trial: its parameters, its name
+    assert identify(first) == ("c", r["c"].params, {})
     second = searcher.suggest("x2")
-    assert second not in ({"optim.lr": 0.001, "model.apg.rank": 4}, first) and isinstance(searcher, Searcher)
+    assert second[NAME] == sampled_name({k: v for k, v in second.items() if k != NAME})
+    assert {k: v for k, v in second.items() if k != NAME} not in ({"optim.lr": 0.001, "model.apg.rank": 4}, r["c"].params)
+    assert isinstance(searcher, Searcher)  # Tune limits a Searcher's concurrency (not a variant generator's)
     plan = SweepPlan(done=done, again=again, draws=2, total=5)
     assert plan.runs == 3 and plan.describe() == "trials: 2 done, 1 to continue, 2 to draw"
     assert SweepPlan(todo=[{}], total=4).describe() == "cells: 3 of 4 done, 1 to run"
@@ -136,9 +137,14 @@ def test_a_sweep_of_an_earlier_version_is_refused(generated, tmp_path):
         sweep(_grid(**{"model.pruner.beta": [2.0]}), base, 1, str(tmp_path), "s")
 
 
-def test_random_search_keeps_the_concurrency_limit():
-    """Tune ignores max_concurrent_trials for a variant generator given as search_alg (it warns);
-    the generator must carry the limit itself, or every trial starts at once."""
-    space = TuneSpace(name="s", search="random", params={"optim.lr": Domain(loguniform=(1e-4, 1e-2))})
-    searcher, param_space = _searcher(space, 0, _param_space(space), [], [], n_parallel=1)
-    assert searcher.max_concurrent == 1 and set(param_space) == {"optim.lr"}
+def test_random_draws_of_the_same_parameters_get_names_of_their_own():
+    """A small choice space draws the same parameters twice: two trials, two run directories
+    (the digest, then -2), and a name the sweep already has is not given again."""
+    from ray.tune.search import Searcher
+
+    space = TuneSpace(name="s", search="random", params={"model.pruner.beta": Domain(choice=[2.0])})
+    searcher = _searcher(space, 0, _param_space(space), [], [], {sampled_name({"model.pruner.beta": 2.0})})
+    assert isinstance(searcher, Searcher)
+    names = [searcher.suggest(f"x{i}")[NAME] for i in range(2)]
+    base = sampled_name({"model.pruner.beta": 2.0})
+    assert names == [f"{base}-2", f"{base}-3"]

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= ray,dev
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all test-rest bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,12 +23,17 @@ demo: install
 # the fast tier: every test that needs no Ray cluster, plus the representative Ray tests marked fast
 test: install
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -m "not ray or fast"
+	$(PY) -m pytest -m "not (ray or processes) or fast"
 
 # the whole suite (tests/conftest.py says how tests are marked)
 test-all: install
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
+
+# what the fast tier leaves out (make test, then make test-rest: the whole suite, each test once;
+# .ci/run does this, with the slowest tests' durations listed)
+test-rest: install
+	$(PY) -m pytest -m "(ray or processes) and not fast" --durations=25
 
 bench: install
 	$(PY) benchmarks/step_time.py

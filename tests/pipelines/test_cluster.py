@@ -181,10 +181,11 @@ def test_local_autoscaling_cluster_adds_nodes_for_a_job_and_removes_them_when_id
                    env_extra={"RAY_FAKE_CLUSTER": "1"}) as (url, env, tree):
         assert _worker_nodes(url, env) == 0
         out = tmp_path / "runs"
-        # 2 workers × 1 CPU + ingest: more than the head's 0 CPUs
+        # 2 workers × 2 CPUs: each worker fills a 2-CPU node, so the autoscaler must add two (with
+        # 1 CPU each, both fit one node: the workers read their own data, no ingest task asks for more)
         cmd = [str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", str(ROOT), "--",
                sys.executable, "-m", "pipelines.train", "--data", str(generated / "spec.yaml"), "--workers", "2",
-               "--cpus-per-worker", "1", "--epochs", "1", "--batch-size", "512", "--hidden-units", "32,16",
+               "--cpus-per-worker", "2", "--epochs", "1", "--batch-size", "512", "--hidden-units", "32,16",
                "--out", str(out), "--name", "scaled"]
         job = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
         peak, deadline = 0, time.time() + 600

@@ -3,6 +3,7 @@ at a random moment of an epoch, and the run that ends as the uninterrupted one w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -13,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from pipelines.cli import main
@@ -382,9 +384,12 @@ def test_a_node_removed_mid_epoch_is_replaced_and_the_run_ends_as_the_uninterrup
                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             deadline = time.time() + 400
-            while _registered_epoch(out / "node") < 2 and driver.poll() is None and time.time() < deadline:
+            while _registered_epoch(out / "node") < 1 and driver.poll() is None and time.time() < deadline:
                 tree.scan()
                 time.sleep(0.05)
+            # the workers' node is found while epoch 2 runs (they stay where they are until the
+            # kill): the state CLI takes seconds on a busy machine, and asked once epoch 2 had
+            # registered, its answer came after epoch 3 had ended too
             listed = ray_cli("list", "actors", "--address", url, "--filter", "class_name=RayTrainWorker", "--filter",
                              "state=ALIVE", "--detail", "--format", "json", env=env)
             nodes = sorted({a["node_id"] for a in json.loads(listed.stdout)})
@@ -393,10 +398,18 @@ def test_a_node_removed_mid_epoch_is_replaced_and_the_run_ends_as_the_uninterrup
             raylets = [p for p in tree.seen.values() if p.is_running() and p.name() == "raylet"
                        and p.environ().get("RAY_OVERRIDE_NODE_ID_FOR_TESTING") == nodes[0]]
             assert len(raylets) == 1, nodes
+            while _registered_epoch(out / "node") < 2 and driver.poll() is None and time.time() < deadline:
+                time.sleep(0.02)
             registered = _registered_epoch(out / "node")
             snapshot = json.loads((out / "node" / "checkpoint_manager_snapshot.json").read_text())
             left = json.loads((out / "node" / snapshot["latest_checkpoint_result"]["checkpoint_dir_name"] / "meta.json").read_text())
-            raylets[0].kill()  # the node is gone, with the worker processes it ran
+            # the node is gone, with every process it ran: its raylet's children (the workers)
+            # are killed with it — alone, the raylet's death reached them seconds later, and
+            # epoch 3 had ended by then
+            doomed = [raylets[0], *raylets[0].children(recursive=True)]
+            for proc in doomed:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.kill()
             log = driver.communicate(timeout=600)[0]
         finally:
             if driver.poll() is None:

@@ -10,10 +10,12 @@ Tiers, by what a test starts (markers; ``make test`` runs the fast tier, ``make 
   subprocess) carries the mark itself;
 * ``fast`` — a Ray test that also runs in the fast tier: a few representative ones (the
   training job end to end, a sweep, predict), so the fast tier still starts Ray once;
+* ``processes`` — a test that starts process groups of its own without Ray (e.g. gloo workers
+  measured by a benchmark): tens of seconds, left to the full suite;
 * ``slow`` — end-to-end runs of minutes (faults, sweeps, clusters); informational.
 
-The fast tier is ``-m "not ray or fast"``: every test that needs no Ray cluster, plus the
-``fast`` ones.
+The fast tier is ``-m "not (ray or processes) or fast"``: every test that needs no Ray cluster
+and starts no process group, plus the ``fast`` ones; ``make test-rest`` runs the others.
 """
 
 from __future__ import annotations

@@ -116,8 +116,14 @@ class DomainMasks:
         idx = np.minimum(idx, len(self.keys) - 1)
         hit = self.keys[idx] == domains
         if hit.any():
-            np.add.at(self.kept, idx[hit], gates[hit])
-            self.rows += np.bincount(idx[hit], minlength=len(self.keys))
+            # rows grouped by domain, each group's gates summed in one reduceat (np.add.at, row
+            # by row, took ~36 ms a 4,096-row batch: most of the test evaluation's extra cost)
+            idx, rows = idx[hit], gates[hit]
+            order = np.argsort(idx, kind="stable")
+            idx, rows = idx[order], rows[order]
+            starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
+            self.kept[idx[starts]] += np.add.reduceat(rows, starts, axis=0)  # 0/1 counts: exact in float32 below 2^24 rows
+            self.rows += np.bincount(idx, minlength=len(self.keys))
 
     @classmethod
     def merge(cls, parts: list["DomainMasks"]) -> "DomainMasks":

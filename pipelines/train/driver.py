@@ -24,7 +24,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from adasparse.config import ConfigError
 # torch (through the model) is loaded before Ray Data's threads start: loaded later in the driver
@@ -181,6 +181,8 @@ class PreparedData:
     cuts: TimeCuts | None
     vocab: DomainVocabulary
     set_aside: bool  # Ray's list of checkpoints was unreadable and set aside
+    # wall-clock stamps of the preparation's stages (the run's timeline, see :func:`timeline`)
+    clock: dict[str, float] = field(default_factory=dict)
 
 
 def prepare_data(job: JobConfig, log) -> tuple[PreparedData, bool]:
@@ -199,7 +201,9 @@ def prepare_data(job: JobConfig, log) -> tuple[PreparedData, bool]:
     data = load_spec(job.data)
     if job.ingest.domain_fields is not None:  # another partition of the same data into domains
         data = data.with_domain_fields(job.ingest.domain_fields, "ingest.domain_fields")
+    clock = {"started": time.time()}
     source = open_source(data)
+    clock["listed"] = time.time()
     check_model_for(job, data)
     out = OutputLocation.of(job.output.dir, job.output.storage_endpoint)
     out.check_writable()
@@ -207,16 +211,21 @@ def prepare_data(job: JobConfig, log) -> tuple[PreparedData, bool]:
     check_run_identity(out, job.run_name, run_identity(dump_config(job), data, source), log)
     # no address and no Ray yet: the private local Ray this run starts, which cannot grow
     fixed_size = not ray.is_initialized() and not (job.resources.address or os.environ.get("RAY_ADDRESS"))
+    clock["identified"] = time.time()
     init_ray(job.resources.address)
+    clock["ray_up"] = time.time()
     if job.resources.gpu and not ray.cluster_resources().get("GPU"):
         raise ConfigError("--gpu: the Ray cluster has no GPU")
     if job.ingest.check_data:  # bad rows found now, in one line, not an epoch into the run
         check_every_file(job, source, log)
+        clock["checked"] = time.time()
     cuts = time_cuts(source) if data.split_files is None else None
+    clock["split"] = time.time()
     out.fs.makedirs(out.join(job.run_name), exist_ok=True)
     vocab = run_vocabulary(out, job.run_name, source, cuts, job.ingest.domain_min_count, log)
+    clock["vocabulary"] = time.time()
     set_aside = set_aside_unreadable_snapshot(out, job.run_name, log)
-    return PreparedData(data, source, out, cuts, vocab, set_aside), fixed_size
+    return PreparedData(data, source, out, cuts, vocab, set_aside, clock), fixed_size
 
 
 def check_every_file(job: JobConfig, source: DataSource, log) -> None:
@@ -327,7 +336,7 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     final = read_final(result.checkpoint)
     final["best_checkpoint"] = prep.out.url(result.checkpoint.path)
     final["wall_s"] = time.perf_counter() - t0
-    final["timeline"] = timeline(final.pop("clock", None), prepared, fit_at, time.time())
+    final["timeline"] = timeline(final.pop("clock", None), prepared, fit_at, time.time(), prep.clock)
     final["domains"] = {**prep.vocab.summary(), **final.pop("domains", {})}
     final["config"] = dump_config(job)
     final["model_config"] = cfg.model.model_dump(mode="json")
@@ -335,17 +344,20 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     return final
 
 
-def timeline(clock: dict | None, prepared: float, fit_at: float, fitted: float) -> dict:
+def timeline(clock: dict | None, prepared: float, fit_at: float, fitted: float, prep: dict | None = None) -> dict:
     """Where a run's wall time went, in seconds since its process started (the command, or a
-    sweep's trial): ``prepared`` (imports, Ray, the data checks, split and vocabulary), the
-    trainer's ``fit_started``, the worker's ``worker_entered`` (the worker group up),
-    ``epochs_started``/``epochs_ended`` and ``tested``, then ``fit_ended`` (the driver has the
-    result). Worker stamps are of the last attempt; the per-epoch costs are in ``history``
-    (``train_s``, ``dev_eval_s``, ``epoch_end_s``: the report and checkpoint)."""
+    sweep's trial). The preparation's stages (``prep``): ``started`` (imports done, the spec
+    read), ``listed`` (files listed, footers read), ``identified`` (the output checked, the run's
+    identity), ``ray_up``, ``checked`` (every file validated; absent with the check off),
+    ``split`` (the time split's cuts), ``vocabulary`` (the domain vocabulary); then
+    ``prepared``, the trainer's ``fit_started``, the worker's ``worker_entered`` (the worker
+    group up), ``epochs_started``/``epochs_ended`` and ``tested``, then ``fit_ended`` (the
+    driver has the result). Worker stamps are of the last attempt; the per-epoch costs are in
+    ``history`` (``train_s``, ``dev_eval_s``, ``epoch_end_s``: the report and checkpoint)."""
     import psutil
 
     start = psutil.Process().create_time()
-    stamps = {"prepared": prepared, "fit_started": fit_at, **(clock or {}), "fit_ended": fitted}
+    stamps = {**(prep or {}), "prepared": prepared, "fit_started": fit_at, **(clock or {}), "fit_ended": fitted}
     return {k: round(v - start, 3) for k, v in stamps.items()}
 
 

@@ -73,7 +73,7 @@ def test_two_workers_train_and_write_metrics(odd_rows, tmp_path):
     assert len(saved["history"]) == 2 and saved["best_epoch"] in (1, 2)
     # where the wall time went: the stages in order, seconds since the process started; per epoch
     # the dev evaluation and the report + checkpoint apart from the training
-    stages = ["prepared", "fit_started", "worker_entered", "epochs_started", "epochs_ended", "tested", "fit_ended"]
+    stages = ["started", "listed", "identified", "ray_up", "checked", "split", "vocabulary", "prepared", "fit_started", "worker_entered", "epochs_started", "epochs_ended", "tested", "fit_ended"]
     line = saved["timeline"]
     assert list(line) == stages and 0 < line["prepared"] and all(line[a] <= line[b] for a, b in zip(stages, stages[1:]))
     trained = sum(h["train_s"] + h["dev_eval_s"] + h["epoch_end_s"] for h in saved["history"])

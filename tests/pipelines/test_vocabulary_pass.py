@@ -12,8 +12,20 @@ from pipelines.data.reading import read_split
 from pipelines.data.sources import DataError, open_source
 from pipelines.data.spec import load_spec, parse_spec
 from pipelines.data.time_split import time_cuts
-from pipelines.data.vocabulary_pass import build_vocabulary
+from pipelines.data.vocabulary_pass import build_vocabulary, unique_rows
 from test_ingest import collect
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 5000])
+def test_unique_rows_is_numpys_row_unique(n):
+    rng = np.random.default_rng(n)
+    # few distinct values per column, so rows repeat; the full uint64 range, so order is unsigned
+    h = rng.choice(np.array([0, 1, 2**63, 2**64 - 1, 12345], dtype=np.uint64), size=(n, 3))
+    want = np.unique(h, axis=0, return_index=True, return_inverse=True, return_counts=True)
+    got = unique_rows(h)
+    for a, b in zip(got, want):
+        assert np.array_equal(a, np.asarray(b).reshape(a.shape)), (a, b)
+    assert got[2].dtype == np.int64 and np.array_equal(got[0][got[2]], h)  # the inverse rebuilds h
 
 
 def _train_by_pyarrow(src, cuts) -> tuple[int, int, int]:

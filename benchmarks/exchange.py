@@ -150,10 +150,17 @@ def free_port() -> int:
 
 def measure(world: int, opts: dict) -> list[dict]:
     """Every worker's record for ``world`` workers."""
-    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
-    with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(world, free_port(), opts, tmp), nprocs=world, join=True)
-        return [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(world)]
+    before = os.environ.get("GLOO_SOCKET_IFNAME")
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # the spawned workers inherit it; this process gets its own back
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            mp.spawn(_worker, args=(world, free_port(), opts, tmp), nprocs=world, join=True)
+            return [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(world)]
+    finally:
+        if before is None:
+            os.environ.pop("GLOO_SOCKET_IFNAME", None)
+        else:
+            os.environ["GLOO_SOCKET_IFNAME"] = before
 
 
 def summarize(world: int, recs: list[dict]) -> dict:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,9 +32,7 @@ from adasparse.layers.pruner import DomainAdaptivePruner, PruneContext
 from adasparse.layers.star import StarArch
 from adasparse.regularizer import sparsity_regularization
 from adasparse.schedules import alpha_at, lambda_hat_at
-
-if TYPE_CHECKING:
-    from adasparse.vocabulary import DomainVocabulary
+from adasparse.vocabulary import DomainVocabulary, domain_min_rows, with_domain_rows
 
 
 @dataclass
@@ -329,20 +325,6 @@ class CTRModel(nn.Module):
         k = self.embedding.num_domain_fields
         e_d = self.embedding.table(domain_ids[:, :k] + self.embedding.offsets[:k]).flatten(1)
         return [pi > 0 for pi in self.pruner.domain_factors(e_d, self.alpha)]
-
-
-def domain_min_rows(cfg: ModelConfig) -> int | None:
-    """Train rows a domain needs for its own per-domain row (STAR, MAML); None: no such rows."""
-    return {"star": cfg.star.min_domain_rows, "maml": cfg.maml.min_domain_rows}.get(cfg.kind)
-
-
-def with_domain_rows(cfg: ModelConfig, vocabulary: "DomainVocabulary") -> ModelConfig:
-    """``cfg`` with the per-domain rows the data decides: for STAR's parameters and MAML's
-    support buffers one row per train domain with enough train rows, plus the shared row 0."""
-    need = domain_min_rows(cfg)
-    if need is None:
-        return cfg
-    return cfg.model_copy(update={"domain_slots": len(vocabulary.domains_with_rows(need)) + 1})
 
 
 def build_model(cfg: ModelConfig, vocabulary: "DomainVocabulary | None" = None) -> CTRModel:

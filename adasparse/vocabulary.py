@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from adasparse.config import CategoricalField, ConfigError, FeatureConfig
+from adasparse.config import CategoricalField, ConfigError, FeatureConfig, ModelConfig
 from adasparse.portable.columns import OOV, lookup_ids
 from adasparse.portable.domain_keys import domain_keys, key_radix
 
@@ -220,4 +220,18 @@ class DomainVocabulary:
         return h.hexdigest()
 
 
-__all__ = ["DomainVocabulary", "FieldVocabulary", "OOV"]
+__all__ = ["DomainVocabulary", "FieldVocabulary", "OOV", "domain_min_rows", "with_domain_rows"]
+
+
+def domain_min_rows(cfg: ModelConfig) -> int | None:
+    """Train rows a domain needs for its own per-domain row (STAR, MAML); None: no such rows."""
+    return {"star": cfg.star.min_domain_rows, "maml": cfg.maml.min_domain_rows}.get(cfg.kind)
+
+
+def with_domain_rows(cfg: ModelConfig, vocabulary: DomainVocabulary) -> ModelConfig:
+    """``cfg`` with the per-domain rows the data decides: for STAR's parameters and MAML's
+    support buffers one row per train domain with enough train rows, plus the shared row 0."""
+    need = domain_min_rows(cfg)
+    if need is None:
+        return cfg
+    return cfg.model_copy(update={"domain_slots": len(vocabulary.domains_with_rows(need)) + 1})

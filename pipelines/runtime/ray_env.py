@@ -43,7 +43,8 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _environ(name: str, value: str):
+def environ(name: str, value: str):
+    """``os.environ[name] = value`` while the block runs, then as it was."""
     before = os.environ.get(name)
     os.environ[name] = value
     try:
@@ -66,7 +67,7 @@ def _init_local(kw: dict) -> None:
     driver's own environment is left as it was, so processes it starts later are not misled."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    with _environ(API_SERVER_ENV, url):
+    with environ(API_SERVER_ENV, url):
         ctx = ray.init(dashboard_host="127.0.0.1", dashboard_port=port, **kw)
     got = getattr(ctx, "dashboard_url", "") or ""
     if got and not got.endswith(f":{port}"):  # the port was taken between choosing and binding it

@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from adasparse.config import ConfigError
 # torch (through the model) is loaded before Ray Data's threads start: loaded later in the driver
 # of a `ray job submit` on a fake multi-node cluster, oneMKL failed to load libtorch_cpu.so
-from adasparse.model import with_domain_rows
-from adasparse.vocabulary import DomainVocabulary
+from adasparse.vocabulary import DomainVocabulary, with_domain_rows
 from pipelines.data.sources import DataSource
 from pipelines.data.spec import DatasetSpec
 from pipelines.data.splits import TimeCuts
@@ -185,6 +184,20 @@ class PreparedData:
     clock: dict[str, float] = field(default_factory=dict)
 
 
+def _import_trainer() -> None:
+    with contextlib.suppress(Exception):  # a failing import fails again, with its error, where it is used
+        import ray.data  # noqa: F401 - the time split's first need
+        import ray.train.torch  # noqa: F401
+        import pipelines.train.worker  # noqa: F401
+
+
+def import_trainer_meanwhile() -> None:
+    """Import Ray Data, the trainer and the worker's module (PyTorch: 1.5 s of a 2-core machine) in a thread
+    while Ray starts and the data is read, which mostly wait on other processes; the build of
+    the trainer then finds them imported (Python's import lock makes the two imports one)."""
+    threading.Thread(target=_import_trainer, name="adasparse-import", daemon=True).start()
+
+
 def prepare_data(job: JobConfig, log) -> tuple[PreparedData, bool]:
     """The spec, the output, the run's identity, Ray, the check of every file, the split and the
     vocabulary — every user error a line before Ray Train starts. Also returns whether the Ray this
@@ -212,6 +225,7 @@ def prepare_data(job: JobConfig, log) -> tuple[PreparedData, bool]:
     # no address and no Ray yet: the private local Ray this run starts, which cannot grow
     fixed_size = not ray.is_initialized() and not (job.resources.address or os.environ.get("RAY_ADDRESS"))
     clock["identified"] = time.time()
+    import_trainer_meanwhile()
     init_ray(job.resources.address)
     clock["ray_up"] = time.time()
     if job.resources.gpu and not ray.cluster_resources().get("GPU"):
@@ -297,6 +311,21 @@ def build_trainer(job: JobConfig, prep: PreparedData, cfg: WorkerConfig, per_wor
     )
 
 
+# Ray Train's controller takes at most one report per worker per poll of its workers, and polls
+# every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s); a worker's next report waits until the
+# last one is taken. Runs that report more often (short epochs, a sweep's trials) were held back by
+# the poll, and the fit ended only after the queued reports were taken, one per poll.
+CONTROLLER_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+
+
+def controller_poll(seconds: float):
+    """The controller's poll interval while a fit runs: the trainer hands this variable from the
+    fitting process's environment to the controller it starts (Ray Train's env propagation)."""
+    from pipelines.runtime.ray_env import environ
+
+    return environ(CONTROLLER_POLL_ENV, repr(float(seconds)))
+
+
 def fit(trainer, job: JobConfig, source: DataSource, per_worker: float, log):
     """The fit's result; a startup wait that ran out or unreadable data as one line."""
     from pipelines.data.validation import locate_read_error
@@ -304,7 +333,7 @@ def fit(trainer, job: JobConfig, source: DataSource, per_worker: float, log):
     # a sweep's driver watches for its trials; a run on its own watches for itself
     watch = freeing_leaked_groups(log) if threading.current_thread() is threading.main_thread() else contextlib.nullcontext()
     try:
-        with watch:
+        with watch, controller_poll(job.faults.controller_poll_s):
             result = fit_interruptibly(trainer)
     except Exception as err:  # translated only when it is the startup wait or unreadable data
         found = startup_error(err, job, per_worker) or locate_read_error(source, err)

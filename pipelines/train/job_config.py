@@ -109,6 +109,10 @@ class FaultOptions(StrictModel):
                     "at epoch ends)")
     keep_checkpoints: int = Field(
         default=2, ge=1, description="checkpoints kept in the run's storage (the newest; each holds the best epoch's weights)")
+    controller_poll_s: float = Field(
+        default=0.25, gt=0, le=60,
+        description="seconds between Ray Train's controller polls of the workers (each poll takes one report per worker "
+                    "and checks that they live; Ray's own default, 2 s, holds back every report made sooner)")
     fail_at_epoch: int | None = Field(default=None, ge=1, description="fault injection: one worker dies once after this epoch")
 
 

@@ -26,9 +26,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+# torch is loaded before Ray starts and before Ray Data's threads: loaded later in the driver of
+# a `ray job submit` on a fake multi-node cluster, oneMKL failed to load libtorch_cpu.so
+import torch  # noqa: F401
+
 from adasparse.config import ConfigError
-# torch (through the model) is loaded before Ray Data's threads start: loaded later in the driver
-# of a `ray job submit` on a fake multi-node cluster, oneMKL failed to load libtorch_cpu.so
 from adasparse.vocabulary import DomainVocabulary, with_domain_rows
 from pipelines.data.sources import DataSource
 from pipelines.data.spec import DatasetSpec
@@ -192,9 +194,10 @@ def _import_trainer() -> None:
 
 
 def import_trainer_meanwhile() -> None:
-    """Import Ray Data, the trainer and the worker's module (PyTorch: 1.5 s of a 2-core machine) in a thread
-    while Ray starts and the data is read, which mostly wait on other processes; the build of
-    the trainer then finds them imported (Python's import lock makes the two imports one)."""
+    """Import Ray Data, Ray Train's trainer and the worker's module (PyTorch itself is loaded
+    first, see the imports above) in a thread while Ray starts and the data is read, which mostly
+    wait on other processes; the build of the trainer then finds them imported (Python's import
+    lock makes the two imports one)."""
     threading.Thread(target=_import_trainer, name="adasparse-import", daemon=True).start()
 
 

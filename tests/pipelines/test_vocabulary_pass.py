@@ -81,3 +81,15 @@ def test_a_domain_field_with_only_missing_values_is_refused(ray_local, tmp_path,
     src = open_source(parse_spec({**spec.model_dump(), "location": str(tmp_path)}))
     with pytest.raises(DataError, match=f"domain field '{name}': every value in the train split is missing"):
         build_vocabulary(src, time_cuts(src))
+
+
+def test_merging_the_piled_up_tuples_often_or_once_gives_the_same_vocabulary(ray_local, generated, monkeypatch):
+    import pipelines.data.vocabulary_pass as vp
+
+    src = open_source(load_spec(str(generated / "spec.yaml")))
+    cuts = time_cuts(src)
+    monkeypatch.setattr(vp, "MERGE_MIN_ROWS", 1 << 40)
+    once = build_vocabulary(src, cuts)
+    monkeypatch.setattr(vp, "MERGE_MIN_ROWS", 1)  # a merge after every block
+    often = build_vocabulary(src, cuts)
+    assert once.to_json() == often.to_json() and len(once.domains_with_rows(1)) == 60

@@ -75,7 +75,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     from pipelines.analysis.analyze import analyze
 
-    analyze(args.runs, args.out, bins=args.bins, layer=args.layer, top=args.top)
+    analyze(args.runs, args.out, bins=args.bins, layer=args.layer, top=args.top, min_test_rows=args.min_test_rows)
     return 0
 
 
@@ -223,6 +223,8 @@ def _add_run_commands(sub) -> None:
     a.add_argument("--bins", type=int, default=5, help="domain bins of equal train rows, head to long tail")
     a.add_argument("--layer", type=int, default=0, help="pruned layer whose masks are plotted")
     a.add_argument("--top", type=int, default=20, help="largest domains in the mask plots")
+    a.add_argument("--min-test-rows", type=int, default=50,
+                   help="test rows a domain needs for the per-domain comparison of families (families.md)")
     a.set_defaults(func=_analyze)
 
     e = sub.add_parser("export", help="a finished run's model as a serving artefact: per-domain pruned sub-networks "

@@ -16,6 +16,10 @@
   depends on the row, each domain's mean over its test rows of the per-row masks (weighted
   Jaccard, Σ min / Σ max), summed during the run's test evaluation for its 64 largest train
   domains (``test_masks.npz``).
+* **by family** (``families.json``, ``families.md``): runs named ``MODEL-BACKBONE-seedN`` (the
+  runs of ``adasparse compare``) grouped by family, the seeds averaged: the long-tail bins with
+  their spread and paired RelaImpr, each domain's test AUC, and the domains each family wins and
+  loses against the first run's family per bin (:mod:`pipelines.analysis.families`).
 
 Reads local run directories (``OUT/NAME`` of ``adasparse train``); writes PNG plots and the JSON
 behind them.
@@ -33,6 +37,7 @@ from adasparse.config import ConfigError
 from adasparse.host import write_text_atomic
 from adasparse.metrics import CTRMetrics
 from adasparse.vocabulary import DomainVocabulary
+from pipelines.analysis.families import domain_table, families_markdown, family_bins
 from pipelines.runtime.run_directory import RunFiles
 
 
@@ -65,11 +70,17 @@ def _figures(m: CTRMetrics) -> dict:
             "gauc": None if math.isnan(r["gauc"]) else r["gauc"]}
 
 
-def long_tail(runs: list[RunFiles], bins: int) -> dict:
+def tail_bins(runs: list[RunFiles], bins: int) -> list[np.ndarray]:
+    """The first run's train domains in ``bins`` bins of equal train rows (:func:`equal_row_bins`)."""
     base = runs[0].vocab
     if base.train_key_rows is None:
         raise ConfigError(f"{runs[0].dir}/vocabulary.json: no train rows per domain (built before analyses existed)")
-    groups = equal_row_bins(base.train_keys, base.train_key_rows, bins)
+    return equal_row_bins(base.train_keys, base.train_key_rows, bins)
+
+
+def long_tail(runs: list[RunFiles], bins: int) -> dict:
+    base = runs[0].vocab
+    groups = tail_bins(runs, bins)
     rows_of = dict(zip(base.train_keys.tolist(), base.train_key_rows.tolist()))
     out = {"bins": [{"name": f"BIN{b + 1}", "domains": int(len(g)), "train_rows": int(sum(rows_of[k] for k in g.tolist()))}
                     for b, g in enumerate(groups)], "runs": {}}
@@ -209,9 +220,12 @@ def plot_masks(name: str, result: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def analyze(run_dirs: list[str], out: str, bins: int = 5, layer: int = 0, top: int = 20, log=print) -> dict:
+def analyze(run_dirs: list[str], out: str, bins: int = 5, layer: int = 0, top: int = 20, min_test_rows: int = 50,
+            log=print) -> dict:
     if bins < 2:
         raise ConfigError("--bins must be at least 2")
+    if min_test_rows < 1:
+        raise ConfigError("--min-test-rows must be at least 1")
     if top < 2:
         raise ConfigError("--top must be at least 2")
     runs = [RunFiles(p) for p in run_dirs]
@@ -223,6 +237,7 @@ def analyze(run_dirs: list[str], out: str, bins: int = 5, layer: int = 0, top: i
     tail = long_tail(runs, bins)
     write_text_atomic(out_dir / "long_tail.json", json.dumps(tail, indent=2))
     plot_long_tail(tail, out_dir / "long_tail.png")
+    by_family = _by_family(runs, tail, bins, min_test_rows, out_dir)
     masks = {}
     for run in runs:
         masks[run.name] = domain_masks(run, layer, top)
@@ -240,8 +255,20 @@ def analyze(run_dirs: list[str], out: str, bins: int = 5, layer: int = 0, top: i
     for n, m in masks.items():
         if "skipped" in m:
             log(f"masks of {n}: skipped: {m['skipped']}")
+    if any(len(f["runs"]) > 1 for f in by_family["bins"]["families"].values()):
+        log((out_dir / "families.md").read_text())
     log(f"plots and JSON written to {out_dir}")
-    return {"long_tail": tail, "masks": masks}
+    return {"long_tail": tail, "masks": masks, "families": by_family}
 
 
-__all__ = ["analyze", "equal_row_bins", "long_tail", "subset_metrics"]
+def _by_family(runs: list[RunFiles], tail: dict, bins: int, min_test_rows: int, out_dir: Path) -> dict:
+    """``families.json`` and ``families.md`` (:mod:`pipelines.analysis.families`)."""
+    vocab = runs[0].vocab
+    names_of = {int(k): _domain_name(vocab, ids) for k, ids in zip(vocab.train_keys.tolist(), vocab.train_ids.tolist())}
+    result = {"bins": family_bins(tail), "domains": domain_table(runs, tail_bins(runs, bins), names_of, min_test_rows)}
+    write_text_atomic(out_dir / "families.json", json.dumps(result, indent=2))
+    write_text_atomic(out_dir / "families.md", families_markdown(tail["bins"], result["bins"], result["domains"]))
+    return result
+
+
+__all__ = ["analyze", "equal_row_bins", "long_tail", "subset_metrics", "tail_bins"]

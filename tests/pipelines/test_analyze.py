@@ -142,3 +142,48 @@ def test_bad_analyze_input_is_one_line(runs, tmp_path, capsys):
     assert "--layer 7: the run prunes 2 layers (0..1)" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--bins must be at least 2"):
         analyze([str(made[0][0])], str(tmp_path / "o"), bins=1)
+
+
+def test_families_average_the_seeds_and_count_each_domains_wins(runs, tmp_path, capsys):
+    """Runs named like compare's cells (MODEL-BACKBONE-seedN) are grouped by family: bin AUCs are
+    the seeds' mean, RelaImpr is paired by seed, and each domain's family AUC (computed here from
+    each run's test statistics one domain at a time) decides the wins and losses per bin."""
+    import shutil
+
+    from pipelines.analysis.families import family_of, seed_of
+
+    root, made = runs
+    named = {}
+    # each family's seeds differ (any run stands in for a seed here), so pairing by seed matters
+    for src, dst in (("dnn", "dnn-seed0"), ("ada-domain", "dnn-seed1"), ("ada-instance", "ada-seed0"), ("dnn", "ada-seed1")):
+        shutil.copytree(root / src, tmp_path / dst)
+        named[dst] = tmp_path / dst
+    assert family_of("adasparse-dcnv2-seed12") == "adasparse-dcnv2" and seed_of("adasparse-dcnv2-seed12") == 12
+    assert family_of("dnn") == "dnn" and seed_of("dnn") is None
+    out = tmp_path / "analysis"
+    assert main(["analyze", *(str(p) for p in named.values()), "--out", str(out), "--bins", "3", "--min-test-rows", "40"]) == 0
+    result = json.loads((out / "families.json").read_text())
+    tail = json.loads((out / "long_tail.json").read_text())["runs"]
+    fams = result["bins"]["families"]
+    assert list(fams) == ["dnn", "ada"] and result["bins"]["baseline"] == "dnn"
+    for b in range(3):
+        d0, d1 = tail["dnn-seed0"]["bins"][b]["auc"], tail["dnn-seed1"]["bins"][b]["auc"]
+        a0, a1 = tail["ada-seed0"]["bins"][b]["auc"], tail["ada-seed1"]["bins"][b]["auc"]
+        assert fams["dnn"]["auc_std"][b] == pytest.approx(abs(d0 - d1) / 2 ** 0.5)
+        assert fams["ada"]["auc_mean"][b] == pytest.approx((a0 + a1) / 2)
+        impr = [None if base <= 0.5 else (a - 0.5) / (base - 0.5) - 1 for a, base in ((a0, d0), (a1, d1))]  # seed 0 with seed 0
+        impr = [v for v in impr if v is not None]
+        assert fams["ada"]["rela_impr_mean"][b] == (pytest.approx(sum(impr) / len(impr)) if impr else None)
+    table = result["domains"]
+    assert table["domains"] and all(d["test_rows"] >= 40 for d in table["domains"])
+    states = {n: np.load(named[n] / "checkpoint_final" / TEST_METRICS_FILE) for n in named}
+    wins = [0, 0, 0]
+    for d in table["domains"]:
+        per_run = {n: subset_metrics(dict(s), np.array([d["key"]])).compute()["auc"] for n, s in states.items()}
+        assert d["auc"]["ada"] == pytest.approx((per_run["ada-seed0"] + per_run["ada-seed1"]) / 2)
+        assert d["auc"]["dnn"] == pytest.approx((per_run["dnn-seed0"] + per_run["dnn-seed1"]) / 2)
+        wins[d["bin"] - 1] += d["auc"]["ada"] > d["auc"]["dnn"]
+    assert [b["wins"] for b in table["families"]["ada"]["by_bin"]] == wins
+    assert table["families"]["dnn"]["wins"] == 0 == table["families"]["dnn"]["losses"]
+    printed = capsys.readouterr().out
+    assert "# By model family (seeds averaged)" in printed and "| ada | 2 |" in printed

@@ -102,9 +102,9 @@ def test_star_is_its_equations_row_by_row(backbone, training):
     got = model(cat, num).logits
     # every parameter STAR's nodes touch: γ, the per-domain rows (sparse), each layer's W and b
     bb = model.backbone
-    params = [model.star.gamma, model.star.table.weight] + [p for lin in list(bb.deep.layers) + [bb.logit] for p in (lin.weight, lin.bias)]
+    params = [model.star.gamma, model.star.beta, model.star.table.weight] + [p for lin in list(bb.deep.layers) + [bb.logit] for p in (lin.weight, lin.bias)]
     grads = torch.autograd.grad(F.binary_cross_entropy_with_logits(got, label), params)
-    assert grads[1].is_sparse and grads[1]._indices().unique().numel() == grads[1]._nnz()  # one entry per domain row already
+    assert grads[2].is_sparse and grads[2]._indices().unique().numel() == grads[2]._nnz()  # one entry per domain row already
     model.zero_grad()
     ref = _star_reference(model, cat, num)
     ref_grads = torch.autograd.grad(F.binary_cross_entropy_with_logits(ref, label), params)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -327,7 +328,7 @@ class CTRModel(nn.Module):
         return [pi > 0 for pi in self.pruner.domain_factors(e_d, self.alpha)]
 
 
-def build_model(cfg: ModelConfig, vocabulary: "DomainVocabulary | None" = None) -> CTRModel:
+def build_model(cfg: ModelConfig, vocabulary: DomainVocabulary | None = None) -> CTRModel:
     """A new model. A STAR model's per-domain rows go to the ``vocabulary``'s train domains
     (``domain_slots`` set from it); with ``logit_bias_init: base_rate`` the logit starts at the
     vocabulary's train click rate. Without a vocabulary it is a shell for ``load_state_dict``,

@@ -78,9 +78,9 @@ def tail_bins(runs: list[RunFiles], bins: int) -> list[np.ndarray]:
     return equal_row_bins(base.train_keys, base.train_key_rows, bins)
 
 
-def long_tail(runs: list[RunFiles], bins: int) -> dict:
+def long_tail(runs: list[RunFiles], groups: list[np.ndarray]) -> dict:
+    """Every run's test AUC and GAUC over the domains of each bin of ``groups`` (:func:`tail_bins`)."""
     base = runs[0].vocab
-    groups = tail_bins(runs, bins)
     rows_of = dict(zip(base.train_keys.tolist(), base.train_key_rows.tolist()))
     out = {"bins": [{"name": f"BIN{b + 1}", "domains": int(len(g)), "train_rows": int(sum(rows_of[k] for k in g.tolist()))}
                     for b, g in enumerate(groups)], "runs": {}}
@@ -234,10 +234,11 @@ def analyze(run_dirs: list[str], out: str, bins: int = 5, layer: int = 0, top: i
         raise ConfigError(f"two runs are named alike ({', '.join(names)}): analyse runs of distinct names")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tail = long_tail(runs, bins)
+    groups = tail_bins(runs, bins)
+    tail = long_tail(runs, groups)
     write_text_atomic(out_dir / "long_tail.json", json.dumps(tail, indent=2))
     plot_long_tail(tail, out_dir / "long_tail.png")
-    by_family = _by_family(runs, tail, bins, min_test_rows, out_dir)
+    by_family, family_md = _by_family(runs, tail, groups, min_test_rows, out_dir)
     masks = {}
     for run in runs:
         masks[run.name] = domain_masks(run, layer, top)
@@ -256,19 +257,21 @@ def analyze(run_dirs: list[str], out: str, bins: int = 5, layer: int = 0, top: i
         if "skipped" in m:
             log(f"masks of {n}: skipped: {m['skipped']}")
     if any(len(f["runs"]) > 1 for f in by_family["bins"]["families"].values()):
-        log((out_dir / "families.md").read_text())
+        log(family_md)
     log(f"plots and JSON written to {out_dir}")
     return {"long_tail": tail, "masks": masks, "families": by_family}
 
 
-def _by_family(runs: list[RunFiles], tail: dict, bins: int, min_test_rows: int, out_dir: Path) -> dict:
-    """``families.json`` and ``families.md`` (:mod:`pipelines.analysis.families`)."""
+def _by_family(runs: list[RunFiles], tail: dict, groups: list[np.ndarray], min_test_rows: int,
+               out_dir: Path) -> tuple[dict, str]:
+    """``families.json`` and ``families.md`` (:mod:`pipelines.analysis.families`): the result and the Markdown."""
     vocab = runs[0].vocab
     names_of = {int(k): _domain_name(vocab, ids) for k, ids in zip(vocab.train_keys.tolist(), vocab.train_ids.tolist())}
-    result = {"bins": family_bins(tail), "domains": domain_table(runs, tail_bins(runs, bins), names_of, min_test_rows)}
+    result = {"bins": family_bins(tail), "domains": domain_table(runs, groups, names_of, min_test_rows)}
+    md = families_markdown(tail["bins"], result["bins"], result["domains"])
     write_text_atomic(out_dir / "families.json", json.dumps(result, indent=2))
-    write_text_atomic(out_dir / "families.md", families_markdown(tail["bins"], result["bins"], result["domains"]))
-    return result
+    write_text_atomic(out_dir / "families.md", md)
+    return result, md
 
 
 __all__ = ["analyze", "equal_row_bins", "long_tail", "subset_metrics", "tail_bins"]

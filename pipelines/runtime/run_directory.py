@@ -35,15 +35,20 @@ class RunFiles:
         self.vocab = DomainVocabulary.from_json(vocab.read_text(), str(vocab))
         self.checkpoint = Path(self.metrics["best_checkpoint"])
         self.name = self.dir.name
+        self._test_statistics: dict | None = None
 
     def test_statistics(self) -> dict:
+        """The merged test statistics of the final checkpoint, read once per run (analyses read
+        them for the long-tail bins and again per domain)."""
         import numpy as np
 
-        path = self.checkpoint / TEST_METRICS_FILE
-        if not path.is_file():
-            raise ConfigError(f"{path}: missing (the run's final checkpoint has no test statistics)")
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+        if self._test_statistics is None:
+            path = self.checkpoint / TEST_METRICS_FILE
+            if not path.is_file():
+                raise ConfigError(f"{path}: missing (the run's final checkpoint has no test statistics)")
+            with np.load(path) as z:
+                self._test_statistics = {k: z[k] for k in z.files}
+        return self._test_statistics
 
     def model_config(self) -> ModelConfig:
         path = self.checkpoint / "model_config.json"

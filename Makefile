@@ -5,6 +5,12 @@ PY := $(VENV)/bin/python
 # The CPU wheel on these machines; on a GPU host set TORCH_SPEC to the CUDA build you want.
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= ray,dev
+# TorchRec, for sharded embedding tables (model.embedding.sharding; docs/sharding.md): installed
+# with --no-deps, since torchrec declares an unpinned fbgemm-gpu that would pull the CUDA build.
+# On a GPU host set FBGEMM_SPEC=fbgemm-gpu==1.8.0 (the CUDA build of the same version).
+FBGEMM_SPEC ?= fbgemm-gpu-cpu==1.8.0
+SHARDING_SPEC ?= torchrec==1.8.0 tensordict==0.15.3 torchmetrics==1.0.3 lightning-utilities==0.15.3 \
+	pyre-extensions==0.0.32 typing-inspect==0.9.0 mypy-extensions==1.2.0 pyvers==0.2.3
 
 .PHONY: install demo test test-all test-rest bench clean
 
@@ -13,6 +19,7 @@ $(VENV)/.installed: pyproject.toml Makefile constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q --no-deps "$(FBGEMM_SPEC)" $(SHARDING_SPEC)
 	touch $@
 
 install: $(VENV)/.installed

@@ -75,6 +75,11 @@ class EmbeddingConfig(StrictModel):
 
     dim: int = Field(default=16, ge=1, description="embedding size of every field")
     init_std: float = Field(default=0.1, gt=0, description="σ of the N(0, σ) initialisation of the tables")
+    sharding: Literal["replicated", "table_wise", "column_wise", "row_wise", "auto"] = Field(
+        default="replicated",
+        description="replicated: every worker holds every table; otherwise the domain-agnostic fields' tables "
+                    "are sharded over the workers by TorchRec (auto: its planner chooses); see docs/sharding.md",
+    )
 
 
 class PrunerConfig(StrictModel):
@@ -215,6 +220,13 @@ class ModelSpec(StrictModel):
     def _round1_name(cls, v: Any) -> Any:
         return "plain" if v == "dnn" else v
 
+    @model_validator(mode="after")
+    def _sharding_kind(self) -> "ModelSpec":
+        if self.kind == "maml" and self.embedding.sharding != "replicated":
+            raise ValueError("embedding.sharding: maml looks its support rows up in a second pass per step that not "
+                             "every worker makes; sharded lookups need every worker at each one: keep it replicated")
+        return self
+
     def with_features(self, features: "FeatureConfig") -> "ModelConfig":
         """The whole model config for a dataset's features."""
         return ModelConfig(**dict(self), features=features)
@@ -259,6 +271,11 @@ class OptimConfig(StrictModel):
     embedding_lr: float | None = Field(default=None, gt=0.0, description="the tables' learning rate (default: lr)")
     betas: tuple[float, float] = Field(default=(0.9, 0.999), description="Adam's β1, β2")
     eps: float = Field(default=1e-8, gt=0.0, description="Adam's ε")
+    sharded_tables: Literal["auto", "adam", "rowwise_adagrad"] = Field(
+        default="auto",
+        description="the fused optimiser of sharded tables (model.embedding.sharding): adam (GPU only), "
+                    "rowwise_adagrad, auto (adam on GPUs, rowwise_adagrad on CPUs: FBGEMM's CPU kernels have no Adam)",
+    )
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

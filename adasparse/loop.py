@@ -31,9 +31,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from adasparse.encoding import EncodedBatch
 from adasparse.metrics import CTRMetrics
+from adasparse.model import collective_lookups
 
 Batch = dict[str, np.ndarray]
 EVAL_BATCH_ROWS = 4096  # rows per evaluation forward (no gradients: larger batches are cheaper)
@@ -255,6 +257,7 @@ class LoopRunner:
         self._sync_s = 0.0  # seconds in sync_gradients since the epoch began
         self.progress: EpochProgress | None = None  # the epoch in progress (set on resume from a mid-epoch checkpoint)
         self.step_rows, self.step_flags = 0, 0.0  # the last step's rows of all workers and summed flags
+        self.collective = collective_lookups(model)  # sharded tables: every worker takes part in every lookup
 
     # -- hooks ------------------------------------------------------------------------------
     def train_batches(self, epoch: int) -> Iterable[Batch]:
@@ -309,6 +312,8 @@ class LoopRunner:
                 out = self.model(_tensor(batch["cat_ids"], self.device), _tensor(batch["numeric"], self.device))
                 obj = self.model.objective(out, _tensor(batch["label"], self.device))
             obj.total.backward()
+        elif self.collective:  # sharded tables: the lookup and its backward need every worker
+            self.model.embedding.idle()
         ts = time.perf_counter()
         self.step_rows, self.step_flags = self.sync_gradients(0 if batch is None else len(batch["label"]))
         self._sync_s += time.perf_counter() - ts
@@ -385,7 +390,7 @@ class LoopRunner:
             sums.masks = DomainMasks.tracking(self.mask_domains, sum(widths))
         try:
             with self.autocast():
-                for b in self.eval_batches(split):
+                for b in self._in_step(self.eval_batches(split)):
                     out = self.model(_tensor(b["cat_ids"], self.device), _tensor(b["numeric"], self.device))
                     sums.metrics.update(b["domain"], b["label"], logits=out.logits.float().cpu().numpy())
                     n = len(b["label"])
@@ -409,6 +414,25 @@ class LoopRunner:
         sparsity = [] if merged.pruned is None else (merged.pruned / max(merged.rows, 1)).tolist()
         self.last_eval[split] = EvalResult(merged.metrics.compute(), sparsity, merged.metrics, merged.domain_pruned, merged.masks)
         return self.last_eval[split]
+
+    def _in_step(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+        """``batches``; with sharded tables every worker looks up together: each batch waits for
+        every worker's (one flag summed over them), and a worker out of batches takes part in
+        the others' lookups without rows until all are out."""
+        if not self.collective or not dist.is_initialized():
+            yield from batches
+            return
+        it = iter(batches)
+        while True:
+            b = next(it, None)
+            more = torch.tensor([0.0 if b is None else 1.0], device=self.device)
+            dist.all_reduce(more)
+            if float(more) == 0:
+                return
+            if b is None:
+                self.model.embedding.idle()
+            else:
+                yield b
 
     def fit(self) -> FitResult:
         """Train the remaining epochs (from :attr:`epoch` + 1), evaluate dev after each, keep the

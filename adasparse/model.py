@@ -25,7 +25,7 @@ from adasparse.layers.apg import ApgContext, ApgLinear
 from adasparse.layers.dcnv2 import DCNv2Backbone
 from adasparse.layers.dnn import DNNBackbone
 from adasparse.layers.domain_index import mixed_radix
-from adasparse.layers.embedding import FeatureEmbeddingArch
+from adasparse.layers.embedding import FeatureEmbeddingArch, ShardedFeatureEmbeddingArch
 from adasparse.layers import maml as maml_layers
 from adasparse.layers.maml import MamlArch, MamlContext, adapt, head_logits, head_params
 from adasparse.layers.pepnet import PepNetArch
@@ -57,7 +57,8 @@ class CTRModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         feats = cfg.features
-        self.embedding = FeatureEmbeddingArch(feats, cfg.embedding)
+        arch = FeatureEmbeddingArch if cfg.embedding.sharding == "replicated" else ShardedFeatureEmbeddingArch
+        self.embedding = arch(feats, cfg.embedding)
         in_dim = self.embedding.output_dim
         domain_dim = self.embedding.domain_dim
         domain_buckets = [f.buckets for f in feats.domain_fields]
@@ -287,7 +288,7 @@ class CTRModel(nn.Module):
     def table_rows_per_step(self, batch: int) -> dict[nn.Parameter, int]:
         """Each sparse table's bound on the rows a step of ``batch`` rows touches (for the
         gradient exchange): a lookup per categorical field per row, STAR's one row per row."""
-        bounds = {self.embedding.table.weight: batch * self.embedding.num_fields}
+        bounds = {self.embedding.table.weight: batch * self.embedding.table_fields}
         if self.star is not None:
             bounds[self.star.table.weight] = batch
         return bounds
@@ -343,6 +344,11 @@ def build_model(cfg: ModelConfig, vocabulary: DomainVocabulary | None = None) ->
     if cfg.logit_bias_init == "base_rate" and vocabulary.base_rate is not None:
         model.start_at_base_rate(vocabulary.base_rate)
     return model
+
+
+def collective_lookups(model: nn.Module) -> bool:
+    """Whether a lookup needs every worker (sharded tables): a worker without rows still takes part."""
+    return isinstance(getattr(model, "embedding", None), ShardedFeatureEmbeddingArch)
 
 
 def layer_sparsity(masks: list[torch.Tensor]) -> list[float]:

@@ -61,6 +61,21 @@ def sharded_step_bytes(world: int, dense: int, batch: int, lookups: int, dim: in
     return allreduce_bytes(world, dense) + 2.0 * (world - 1) / world * FLOAT * batch * lookups * dim
 
 
+def table_wise_step_bytes(world: int, batch: int, fields: int, owned: int, dim: int) -> float:
+    """Bytes one worker sends per step for ``fields`` one-id-per-row tables sharded table-wise
+    (:mod:`adasparse.distributed.sharded_tables`), of which it holds ``owned``: its batch's ids
+    of the others' tables (int64 id and int32 length each), the rows of its own tables for the
+    other W−1 workers' batches, and, backward, the gradients of the others' tables' rows; plus
+    the one-value all-reduce of the step's rows. Flat in W for an even spread of tables
+    (owned ≈ fields/W): (W−1)/W·fields·batch·(12 + 8·dim)."""
+    if world == 1:
+        return 0.0
+    ids = (fields - owned) * batch * (8 + 4)
+    rows = owned * (world - 1) * batch * dim * FLOAT
+    grads = (fields - owned) * batch * dim * FLOAT
+    return ids + rows + grads + allreduce_bytes(world, 1)
+
+
 def exchange_seconds(world: int, dense: int, tables: list[tuple[int, int]], bandwidth: float,
                      latency: float = 0.0) -> float:
     """A step's exchange time on links of ``bandwidth`` bytes/s per worker with ``latency``
@@ -101,4 +116,5 @@ def expected_distinct(probabilities: np.ndarray, draws: int) -> float:
 
 
 __all__ = ["allgather_bytes", "allreduce_bytes", "exchange_seconds", "expected_distinct", "fused_step_bytes",
-           "scaling_efficiency", "scaling_limit", "sharded_step_bytes", "step_bytes", "zipf_probabilities"]
+           "scaling_efficiency", "scaling_limit", "sharded_step_bytes", "step_bytes", "table_wise_step_bytes",
+           "zipf_probabilities"]

@@ -22,17 +22,22 @@ import tempfile
 
 
 def write_checkpoint(runner, final: dict | None, vocabulary: str | None = None, fingerprint: str | None = None,
-                     test_statistics: dict | None = None, test_masks: dict | None = None):
+                     test_statistics: dict | None = None, test_masks: dict | None = None, tensors: dict | None = None):
     """A :class:`ray.train.Checkpoint` of ``runner`` (an :class:`adasparse.loop.LoopRunner`);
     ``final``: the run's closing figures (then without the optimiser: nothing trains after it);
-    ``vocabulary``: the vocabulary's JSON, stored beside the weights, with its ``fingerprint``."""
+    ``vocabulary``: the vocabulary's JSON, stored beside the weights, with its ``fingerprint``;
+    ``tensors``: the runner's state when already gathered (sharded tables), else read here.
+    The tables are whole, in the replicated layout, whatever the run's sharding: so says
+    ``model_config.json`` (serving, ``export`` and ``analyze`` build a replicated model)."""
     import torch
     from ray.train import Checkpoint
 
     tmp = tempfile.mkdtemp(prefix="adasparse-ckpt-")
-    torch.save(runner.state_tensors(with_optimizer=final is None), os.path.join(tmp, "state.pt"))
+    torch.save(tensors if tensors is not None else runner.state_tensors(with_optimizer=final is None), os.path.join(tmp, "state.pt"))
+    model_config = runner.model.cfg.model_dump(mode="json")
+    model_config["embedding"]["sharding"] = "replicated"
     files = {"meta.json": {**runner.state_meta(), "final": final is not None, "vocabulary": fingerprint},
-             "model_config.json": runner.model.cfg.model_dump(mode="json")}
+             "model_config.json": model_config}
     if final is not None:
         files["final.json"] = final
     for name, content in files.items():

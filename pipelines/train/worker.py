@@ -63,6 +63,7 @@ class RayTrainRunner(LoopRunner):
         super().__init__(model, optimizer, epochs=cfg.train.epochs, precision=cfg.train.precision,
                          rows_per_epoch=cfg.train_rows, workers=world)
         self.cfg, self.rank, self.world, self.averager, self.vocab = cfg, rank, world, averager, vocab
+        self.sharded = getattr(model.embedding, "tables", None)  # ShardedTables (model.embedding.sharding), or None
         self._first_stream = None  # the first epoch's batches, started early (start_first_epoch)
         self.restarts: list[dict] = []
         self.stream = None  # the epoch's WorkerStream
@@ -83,7 +84,16 @@ class RayTrainRunner(LoopRunner):
         return meta
 
     def state_tensors(self, with_optimizer: bool = True) -> dict:
+        """The checkpoint's tensors; with sharded tables the whole tables in the replicated layout
+        (a collective: every worker calls it; rank 0 gets them) and the fused optimiser's state."""
         out = super().state_tensors(with_optimizer)
+        if self.sharded is not None:
+            from adasparse.distributed.sharded_state import portable_optimizer, portable_state
+
+            out["model"] = portable_state(self.model, out["model"])
+            out["best_model"] = None if out["best_model"] is None else portable_state(self.model, out["best_model"])
+            if with_optimizer:
+                out["optim"] = {**out["optim"], "sharded": portable_optimizer(self.sharded)}
         if self._mid is not None:
             out["rng"] = self._mid["rng"]
         return out
@@ -106,16 +116,45 @@ class RayTrainRunner(LoopRunner):
             rng = tensors.get("rng")
             if rng is not None and self.rank < len(rng) and len(rng) == self.world:
                 torch.set_rng_state(rng[self.rank])
+        if self.sharded is not None:
+            tensors = self._sharded_from_portable(tensors)
         super().load_state(tensors, {**meta, "in_progress": mine})
 
+    def _sharded_from_portable(self, tensors: dict) -> dict:
+        """A checkpoint's whole tables (any sharding, any number of workers) → this worker's
+        shards: the best epoch's weights become a snapshot of this worker's state, the live ones
+        are loaded last; the fused optimiser's state is loaded here."""
+        import copy
+
+        from adasparse.distributed.sharded_state import load_portable_state
+        from adasparse.distributed.sharded_tables import load_optimizer
+
+        out = dict(tensors)
+        if tensors.get("best_model") is not None:
+            load_portable_state(self.model, tensors["best_model"])
+            out["best_model"] = copy.deepcopy(self.model.state_dict())
+        load_portable_state(self.model, tensors["model"])
+        out["model"] = self.model.state_dict()
+        optim = tensors.get("optim")
+        if optim is not None:
+            if optim.get("sharded") is None:
+                from adasparse.config import ConfigError
+
+                raise ConfigError("the run's checkpoint has no state of sharded tables' optimiser (written by a replicated "
+                                  "run): resume it with model.embedding.sharding: replicated, or start a run of another name")
+            load_optimizer(self.sharded, optim["sharded"])
+        return out
+
     def checkpoint(self, final: dict | None = None, test_statistics: dict | None = None, test_masks: dict | None = None):
-        """Rank 0's checkpoint (the weights with the vocabulary their ids come from); None elsewhere."""
+        """Rank 0's checkpoint (the weights with the vocabulary their ids come from); None elsewhere.
+        Every worker calls it at the same point: sharded tables are gathered to rank 0 first."""
         from pipelines.train.checkpoints import write_checkpoint
 
+        tensors = self.state_tensors(with_optimizer=final is None) if self.sharded is not None else None
         if self.rank != 0:
             return None
         return write_checkpoint(self, final, self.cfg.vocabulary_json, self.vocab.fingerprint() if self.vocab else None,
-                                test_statistics, test_masks)
+                                test_statistics, test_masks, tensors=tensors)
 
     def unseen_rows(self, split: str) -> int | None:
         """Rows of the split's latest evaluation whose domain was not a domain of the train split."""
@@ -325,8 +364,11 @@ def build_runner(cfg: WorkerConfig, vocab, device, rank: int, world: int, local_
     from adasparse.model import build_model
     from adasparse.optim import build_optimizer
 
+    from adasparse.distributed.sharded_state import shard_embeddings
+
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, vocab).to(device)
+    shard_embeddings(model, cfg.optim, cfg.train.seed, device)  # model.embedding.sharding: on the process group
     model.check_ids = False  # ids come from the encoder: always inside their buckets
     model.clock_in_forward = False  # the schedules advance by each update's rows of all workers (the exchange's)
     node = ray.get_runtime_context().get_node_id()
@@ -351,6 +393,12 @@ def final_figures(runner: RayTrainRunner, result, test, exchange: str) -> dict:
     samples = torch.tensor([runner.rows_trained, runner.train_seconds], dtype=torch.float64)
     if runner.world > 1 and dist.is_initialized():
         dist.all_reduce(samples)
+    sharding = None
+    if runner.sharded is not None:  # where the tables went, and what each worker holds of them
+        held: list = [None] * runner.world
+        dist.all_gather_object(held, runner.sharded.local_bytes())
+        sharding = {"kind": runner.model.cfg.embedding.sharding, "plan": runner.sharded.plan,
+                    "optimizer": runner.sharded.optimizer.kind, "table_bytes_per_worker": held}
     return {
         "best_epoch": result.best_epoch,
         "dev": result.dev.metrics,
@@ -358,6 +406,7 @@ def final_figures(runner: RayTrainRunner, result, test, exchange: str) -> dict:
         "sparsity": {"dev": result.dev.sparsity, "test": test.sparsity, "test_across_domains": across_domains(test)},
         "samples_per_s": float(samples[0] / max(samples[1] / runner.world, 1e-9)) if samples[1] > 0 else None,
         "grad_exchange": exchange,
+        "sharded_tables": sharding,
         "domains": {"unseen_rows": {"dev": runner.unseen_rows("dev"), "test": runner.unseen_rows("test")}},
         "history": runner.history,
         "restarts": runner.restarts,

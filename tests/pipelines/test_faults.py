@@ -198,6 +198,16 @@ def test_a_worker_killed_at_a_random_update_resumes_from_its_mid_epoch_checkpoin
           f"redone: {restarts[0]['lost_s']:.1f} s")
 
 
+@pytest.fixture(scope="module")
+def uninterrupted_sharded(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("faults-sharded")
+    assert main(_args(data, out, "whole", *SHARDED)) == 0
+    return out, _figures(out / "whole")
+
+
+SHARDED = ("--embedding.sharding", "table_wise")
+
+
 @pytest.mark.parametrize("rerun_workers", [2, 1])
 def test_the_driver_killed_mid_epoch_and_the_command_rerun_goes_on_from_its_mid_epoch_checkpoint(uninterrupted, data, ray_local,
                                                                                                   rerun_workers):
@@ -205,11 +215,24 @@ def test_the_driver_killed_mid_epoch_and_the_command_rerun_goes_on_from_its_mid_
     goes on from that update and ends as the uninterrupted run. Rerun with one worker instead of
     two, the rest of epoch 2 — both streams' remainders — is read by the one worker: every train
     row of every epoch still exactly once (the figures are another run's: the batches differ)."""
+    _driver_killed_and_rerun(uninterrupted, data, ray_local, rerun_workers)
+
+
+@pytest.mark.parametrize("rerun_workers", [2, 1])
+def test_sharded_tables_killed_mid_epoch_go_on_from_the_gathered_checkpoint(uninterrupted_sharded, data, ray_local,
+                                                                            rerun_workers):
+    """The same with the tables sharded over the 2 workers (table_wise): the mid-epoch checkpoint
+    holds them whole with the fused optimiser's state, and the rerun — on 2 workers, or on 1 that
+    then holds every table — re-slices them and ends as the uninterrupted sharded run."""
+    _driver_killed_and_rerun(uninterrupted_sharded, data, ray_local, rerun_workers, *SHARDED)
+
+
+def _driver_killed_and_rerun(uninterrupted, data, ray_local, rerun_workers, *extra):
     import psutil
 
     out, want = uninterrupted
     name = f"driver-{rerun_workers}"
-    args = _args(data, out, name, "--faults.checkpoint_every_steps", "100")
+    args = _args(data, out, name, "--faults.checkpoint_every_steps", "100", *extra)
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     driver = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

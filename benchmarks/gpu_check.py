@@ -5,6 +5,7 @@ actor pool on the GPU), whose AUC is set beside the job's.
 
     python benchmarks/gpu_check.py                       # on a GPU machine (make TORCH_SPEC=<CUDA torch> install first)
     python benchmarks/gpu_check.py --cpu --rows 60000    # the same path on CPU, as a smoke test
+    python benchmarks/gpu_check.py --sharding row_wise   # the tables sharded by rows with TorchRec (GPU)
 
 Prints: rows, batch, samples/s of the train loop (the job's own figure), share of loop time
 waiting for data, mean and peak GPU utilisation (nvidia-smi, sampled every 0.5 s), peak GPU
@@ -60,6 +61,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8192)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--cpu", action="store_true", help="run the same path without a GPU (smoke test)")
+    p.add_argument("--sharding", default="replicated",
+                   help="model.embedding.sharding: row_wise shards the tables by rows (GPUs only; needs TorchRec with "
+                        "the CUDA fbgemm-gpu==1.8.0, docs/sharding.md), trained by FBGEMM's fused Adam")
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -76,6 +80,7 @@ def main() -> None:
     gen_s = time.perf_counter() - t0
     # the public config (§4.1): DNN {128, 64, 32}, AdaSparse Fusion with the paper's defaults
     job = job_config({"data": str(tmp / "data" / "spec.yaml"), "model.kind": "adasparse", "model.pruner.formulation": "fusion",
+                      "model.embedding.sharding": args.sharding,
                       "resources.workers": 1, "resources.gpu": not args.cpu, "train.epochs": args.epochs,
                       "train.batch_size": args.batch_size, "output.dir": str(tmp / "runs"), "output.name": "gpu-check"})
     with GpuSampler() as gpu:
@@ -85,6 +90,7 @@ def main() -> None:
     h = final["history"][-1]
     report = {
         "device": "cpu" if args.cpu else "cuda (bfloat16 autocast)",
+        "sharded_tables": final.get("sharded_tables"),
         "rows_generated": args.rows, "generate_s": round(gen_s, 1), "batch_size": args.batch_size,
         "train_samples_per_s": round(final["samples_per_s"]),
         "data_wait_share": round(h["data_wait_s"] / h["train_s"], 3),

@@ -115,7 +115,7 @@ def _owned(tables) -> list[str]:
 
 
 def measure(world: int, layout: str, opts: dict) -> list[dict]:
-    os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # the spawned workers inherit it
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # the spawned workers inherit it
     with tempfile.TemporaryDirectory() as tmp:
         mp.spawn(_worker, args=(world, free_port(), layout, opts, tmp), nprocs=world, join=True)
         return [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(world)]
@@ -143,7 +143,8 @@ def summarize(world: int, layout: str, recs: list[dict], batch: int) -> dict:
             "step_ms": 1e3 * statistics.median(x for r in recs for x in r["step_s"]),
             "table_mb_max": max(r["table_bytes"] for r in recs) / 1e6,
             "table_mb_sum": sum(r["table_bytes"] for r in recs) / 1e6,
-            "rss_mb_max": max(r["peak_rss"] for r in recs) / 1e6}
+            "rss_mb_max": max(r["peak_rss"] for r in recs) / 1e6, "rss_mb_min": min(r["peak_rss"] for r in recs) / 1e6,
+            "u": statistics.fmean(u), "dense": recs[0]["dense"], "dim": recs[0]["dim"], "fields": recs[0]["fields"]}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -164,12 +165,37 @@ def main(argv: list[str] | None = None) -> list[dict]:
             rows.append(summarize(world, layout, measure(world, layout, opts), args.batch))
             print(f"measured {layout} at {world} workers", file=sys.stderr, flush=True)
     print(f"batch {args.batch} per worker, item field {args.ids:,} ids (Zipf {args.zipf}); bytes and ms per worker and step")
-    print("| workers | tables | bytes sent | model | model ÷ sent | step ms | tables + optimiser MB: largest worker | all workers | peak RSS MB |")
+    print("| workers | tables | bytes sent | model | model ÷ sent | step ms | tables + optimiser MB: largest worker "
+          "| all workers | peak RSS MB: smallest / largest worker |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['workers']} | {r['layout']} | {r['sent']:,.0f} | {r['model']:,.0f} | {r['model'] / r['sent']:.3f} "
-              f"| {r['step_ms']:.0f} | {r['table_mb_max']:,.0f} | {r['table_mb_sum']:,.0f} | {r['rss_mb_max']:,.0f} |")
+              f"| {r['step_ms']:.0f} | {r['table_mb_max']:,.0f} | {r['table_mb_sum']:,.0f} "
+              f"| {r['rss_mb_min']:,.0f} / {r['rss_mb_max']:,.0f} |")
+    crossover(rows, args.batch)
     return rows
+
+
+def crossover(rows: list[dict], batch: int) -> None:
+    """The cost model at worker counts not measured (the tables spread evenly when sharded): the
+    fewest workers from which sharded tables send fewer bytes per worker than replicated ones."""
+    rep = [r for r in rows if r["layout"] == "replicated"]
+    if not rep:
+        return
+    r = rep[0]  # u per worker-batch does not depend on W: the measurement at the fewest workers
+    sharded_domain = next((x["u"] for x in rows if x["layout"] == "sharded"), 0.0)
+
+    def replicated(w: int) -> float:
+        return step_bytes(w, r["dense"], [(round(r["u"]), r["dim"])])["total"]
+
+    def sharded(w: int) -> float:
+        return (step_bytes(w, r["dense"], [(round(sharded_domain), r["dim"])])["total"]
+                + table_wise_step_bytes(w, batch, r["fields"], r["fields"] / w, r["dim"]))
+
+    line = ", ".join(f"{w}: {replicated(w) / 1e6:.1f} / {sharded(w) / 1e6:.1f}" for w in (2, 4, 8, 16, 32, 64, 128))
+    first = next((w for w in range(2, 4097) if sharded(w) < replicated(w)), None)
+    print(f"cost model, MB per worker and step, replicated / sharded (even spread) at W workers — {line}; "
+          f"sharded sends less from {first} workers (u = {r['u']:,.0f} distinct rows per worker-batch)")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ the rank that writes holds one whole copy of the tables while it saves (docs/sha
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from adasparse.config import OptimConfig
@@ -29,8 +30,6 @@ def sharded_arch(model: nn.Module) -> ShardedFeatureEmbeddingArch | None:
 def shard_embeddings(model: nn.Module, optim: OptimConfig, seed: int, device: torch.device, group=None) -> ShardedTables | None:
     """Build ``model``'s sharded tables on the process group (None: the model is replicated).
     Every rank of ``group`` calls it, with the same model config and ``seed``."""
-    import torch.distributed as dist
-
     emb = sharded_arch(model)
     if emb is None:
         return None
@@ -92,8 +91,6 @@ def portable_optimizer(tables: ShardedTables, group=None, dst: int = 0) -> dict 
     """The fused optimiser's whole state (state name → table → tensor) on rank ``dst``."""
     mine = tables.optimizer_state()
     names = sorted({k.split("/")[1] for k in mine})
-    import torch.distributed as dist
-
     every: list = [None] * dist.get_world_size(group)
     dist.all_gather_object(every, names, group=group)  # a rank may hold no table: take the names of all
     out = {}

@@ -38,6 +38,8 @@ import torch.distributed as dist
 from adasparse.errors import UserError
 
 SHARDINGS = ("table_wise", "column_wise", "row_wise", "auto")
+AUTO_TYPES = {False: ("table_wise", "column_wise"),  # what TorchRec's planner may choose for CPU workers
+              True: ("table_wise", "column_wise", "row_wise", "table_row_wise")}  # and for GPU workers
 INIT_CHUNK_ROWS = 1 << 16  # rows initialised by one seeded generator: a shard draws only the chunks it holds
 INSTALL = ("pip install --no-deps torchrec==1.8.0 fbgemm-gpu-cpu==1.8.0 tensordict==0.15.3 torchmetrics==1.0.3 "
            "lightning-utilities pyre-extensions typing-inspect mypy-extensions pyvers")
@@ -97,19 +99,27 @@ class FusedOptimizer:
         return {"optimizer": EmbOptimType.EXACT_ROWWISE_ADAGRAD, "learning_rate": self.lr, "eps": self.eps}
 
 
-def init_block(seed: int, table: str, rows: tuple[int, int], cols: tuple[int, int], dim: int, std: float) -> torch.Tensor:
-    """Rows ``rows`` and columns ``cols`` of table ``table``'s N(0, std) initialisation, the same
-    whatever the sharding: each block of :data:`INIT_CHUNK_ROWS` rows has its own generator
-    (seeded from ``seed``, the table and the block), so a worker draws only the blocks it holds."""
+def fill_block(out: torch.Tensor, seed: int, table: str, rows: tuple[int, int], cols: tuple[int, int], dim: int,
+               std: float) -> torch.Tensor:
+    """Write rows ``rows`` and columns ``cols`` of table ``table``'s N(0, std) initialisation into
+    ``out``, the same values whatever the sharding: each block of :data:`INIT_CHUNK_ROWS` rows has
+    its own generator (seeded from ``seed``, the table and the block), so a worker draws only the
+    blocks it holds, one block at a time (no copy of its shard beside it)."""
     r0, r1 = rows
-    parts = []
-    for chunk in range(r0 // INIT_CHUNK_ROWS, (r1 - 1) // INIT_CHUNK_ROWS + 1 if r1 > r0 else r0 // INIT_CHUNK_ROWS):
+    block = torch.empty(INIT_CHUNK_ROWS, dim)
+    for chunk in range(r0 // INIT_CHUNK_ROWS, -(-r1 // INIT_CHUNK_ROWS)):
         key = hashlib.blake2b(f"{seed}/{table}/{chunk}".encode(), digest_size=8).digest()
         g = torch.Generator().manual_seed(int.from_bytes(key, "little") & ((1 << 63) - 1))
         lo = chunk * INIT_CHUNK_ROWS
-        block = torch.empty(INIT_CHUNK_ROWS, dim).normal_(0.0, std, generator=g)
-        parts.append(block[max(r0, lo) - lo : min(r1, lo + INIT_CHUNK_ROWS) - lo, cols[0] : cols[1]])
-    return torch.cat(parts) if parts else torch.empty(0, cols[1] - cols[0])
+        block.normal_(0.0, std, generator=g)
+        a, b = max(r0, lo), min(r1, lo + INIT_CHUNK_ROWS)
+        out[a - r0 : b - r0].copy_(block[a - lo : b - lo, cols[0] : cols[1]])
+    return out
+
+
+def init_block(seed: int, table: str, rows: tuple[int, int], cols: tuple[int, int], dim: int, std: float) -> torch.Tensor:
+    """:func:`fill_block` into a new tensor."""
+    return fill_block(torch.empty(rows[1] - rows[0], cols[1] - cols[0]), seed, table, rows, cols, dim, std)
 
 
 class _ShareOfRows(torch.autograd.Function):
@@ -167,7 +177,10 @@ class ShardedTables:
                   for n, b in zip(names, buckets)]
         collection = EmbeddingBagCollection(tables=tables, device=torch.device("meta"))
         sharder = EmbeddingBagCollectionSharder(fused_params=optimizer.fused_params())
-        constraints = None if sharding == "auto" else {n: ParameterConstraints(sharding_types=[sharding]) for n in names}
+        # auto: the planner's choice among the model-parallel types only — its data_parallel would
+        # leave a table replicated for a DDP wrapper that the dense part does not use
+        kinds = list(AUTO_TYPES[device.type == "cuda"]) if sharding == "auto" else [sharding]
+        constraints = {n: ParameterConstraints(sharding_types=kinds) for n in names}
         topology = Topology(world_size=self.world, compute_device="cuda" if device.type == "cuda" else "cpu")
         planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
         with _quiet_root_logger():
@@ -178,7 +191,7 @@ class ShardedTables:
         with torch.no_grad():
             for shard, tensor in self._weight_shards():
                 (r, c), (h, w) = shard.offsets, shard.sizes
-                tensor.copy_(init_block(seed, shard.table, (r, r + h), (c, c + w), dim, init_std))
+                fill_block(tensor, seed, shard.table, (r, r + h), (c, c + w), dim, init_std)
 
     # -- the shards ------------------------------------------------------------------------
     def _weight_shards(self) -> list[tuple[LocalShard, torch.Tensor]]:
@@ -186,6 +199,9 @@ class ShardedTables:
         out = []
         for key, st in self.dmp.state_dict().items():  # embedding_bags.<table>.weight
             table = key.split(".")[-2]
+            if not hasattr(st, "local_shards"):
+                raise RuntimeError(f"sharded table {table}: planned as {self.plan.get(table, 'data_parallel')}, "
+                                   "not sharded (no local shards)")
             for sh in st.local_shards():
                 m = sh.metadata
                 out.append((LocalShard(table, tuple(m.shard_offsets), tuple(m.shard_sizes)), sh.tensor))
@@ -339,5 +355,5 @@ def load_optimizer(tables: ShardedTables, state: dict[str, dict[str, torch.Tenso
             t.copy_(whole[r : r + h, c : c + w].reshape(t.shape))
 
 
-__all__ = ["FusedOptimizer", "INSTALL", "SHARDINGS", "ShardedTables", "gather_full", "init_block", "load_optimizer",
+__all__ = ["FusedOptimizer", "INSTALL", "SHARDINGS", "ShardedTables", "fill_block", "gather_full", "init_block", "load_optimizer",
            "load_weights", "require_torchrec"]

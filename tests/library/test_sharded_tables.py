@@ -121,7 +121,7 @@ def _restart_worker(rank: int, world: int, init_file: str, saved: str, sharding:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("sharding", ["table_wise", "column_wise"])
+@pytest.mark.parametrize("sharding", ["table_wise", "column_wise", "auto"])
 def test_sharded_tables_match_the_replicated_model_and_restart_on_one_worker(tmp_path, sharding):
     saved = str(tmp_path / "state.pt")
     mp.spawn(_train_worker, args=(2, str(tmp_path / "init2"), saved, sharding), nprocs=2)

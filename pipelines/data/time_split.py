@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.data.reading import read_raw
+from pipelines.data.inline_read import raw_tables, reads_inline
 from pipelines.data.sources import DataError, DataSource
 from pipelines.data.splits import TimeCuts
 from adasparse.portable.rules import time_values
@@ -48,18 +48,29 @@ def time_cuts(source: DataSource) -> TimeCuts:
     spec = source.spec
     if spec.time is None:
         raise ValueError(f"{spec.name}: no time column; the dataset is split by split_files")
-    ds = read_raw(source, [spec.time], with_paths=False)
+    inline = reads_inline(source)  # a small dataset: read here, no Ray Data pipeline
+    if inline:
+        tables = list(raw_tables(source, [spec.time]))
+
+        def passes(fn):
+            return [{k: v[0] for k, v in fn(t).items()} for t in tables]
+    else:
+        from pipelines.data.reading import read_raw
+
+        ds = read_raw(source, [spec.time], with_paths=False)
+
+        def passes(fn):
+            return ds.map_batches(fn, batch_format="pyarrow").iter_rows()
     rng = _time_range_from_stats(source)
     if rng is None:
-        mm = ds.map_batches(_min_max(spec.time), batch_format="pyarrow").take_all()
-        mm = [r for r in mm if r["n"] > 0]
+        mm = [r for r in passes(_min_max(spec.time)) if r["n"] > 0]
         rng = (int(min(r["lo"] for r in mm)), int(max(r["hi"] for r in mm)))
     lo, hi = rng
     if hi == lo:
         raise DataError(f"{spec.location}: column {spec.time!r} holds one timestamp only; cannot split by time")
     edges = np.linspace(lo, hi + 1, HIST_BINS + 1)
     counts = np.zeros(HIST_BINS, dtype=np.int64)
-    for row in ds.map_batches(_histogram(spec.time, edges), batch_format="pyarrow").iter_rows():
+    for row in passes(_histogram(spec.time, edges)):
         counts += np.asarray(row["counts"], dtype=np.int64)
     cum = np.cumsum(counts) / max(counts.sum(), 1)
     f1, f2 = spec.split.fractions()

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from adasparse.portable import rules
+from pipelines.data.inline_read import reads_inline
 from pipelines.data.sources import DataError, DataSource
 from pipelines.data.spec import DatasetSpec
 
@@ -142,17 +143,15 @@ def columns_to_check(spec: DatasetSpec, columns: str = "cheap") -> list[str]:
     return [spec.label] + ([spec.time] if spec.time else []) + list(spec.numeric_fields)
 
 
-INLINE_ROWS = 1_000_000  # up to this many rows (known from footers), checked in this process
 
-
-def validate_source(source: DataSource, columns: str = "cheap", inline_rows: int = INLINE_ROWS) -> ValidationReport:
+def validate_source(source: DataSource, columns: str = "cheap", inline_rows: int | None = None) -> ValidationReport:
     """Every non-empty file of ``source`` checked in a Ray task of its own (a local Ray, or the
     cluster the process is connected to) — or here, file after file, when the footers say the
-    dataset holds at most ``inline_rows`` rows (a task's start costs more than reading them);
+    dataset holds at most ``inline_rows`` rows (default :data:`pipelines.data.inline_read.INLINE_ROWS`) (a task's start costs more than reading them);
     the report lists the files in the spec's order."""
     cols = columns_to_check(source.spec, columns)
     files = [f for f, n in zip(source.files, source.rows) if n != 0]
-    if all(n >= 0 for n in source.rows) and sum(source.rows) <= inline_rows:
+    if reads_inline(source, inline_rows):
         return ValidationReport([validate_file(source, f, cols) for f in files])
     import ray
 

@@ -1,6 +1,6 @@
 """The domain-aware fields' vocabulary, built in one streaming pass over the train split.
 
-Each read task reads only the domain-aware columns and the label (and the time column to keep
+Each read task (a small dataset: this process, file by file) reads only the domain-aware columns and the label (and the time column to keep
 the train rows), hashes the values (:func:`pipelines.data.encoding.domain_hashes`) and emits the
 block's distinct value tuples with their row counts, their clicks (for the train base rate) and
 one raw value per hash; the driver merges them as they arrive, so its memory is bounded by the number of distinct domains, not rows.
@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from adasparse.vocabulary import DomainVocabulary
-from pipelines.data.reading import read_raw
+from pipelines.data.inline_read import raw_tables, reads_inline
 from pipelines.data.splits import keep_split, split_bounds
 from pipelines.data.sources import DataError, DataSource
 from pipelines.data.spec import DatasetSpec
@@ -80,13 +80,19 @@ def build_vocabulary(source: DataSource, cuts, min_count: int = 2) -> DomainVoca
     k = len(names)
     lo, hi = split_bounds(source, "train", cuts)
     columns = names + [spec.label] + ([spec.time] if spec.time is not None and cuts is not None else [])
-    ds = read_raw(source, columns, split="train", with_paths=False).map_batches(
-        _TupleCounts(spec, lo, hi), batch_format="pyarrow", batch_size=None)
+    counts = _TupleCounts(spec, lo, hi)
+    if reads_inline(source):  # a small dataset: read here, no Ray Data pipeline
+        blocks = (counts(t) for t in raw_tables(source, columns, split="train"))
+    else:
+        from pipelines.data.reading import read_raw
+
+        blocks = read_raw(source, columns, split="train", with_paths=False).map_batches(
+            counts, batch_format="pyarrow", batch_size=None).iter_batches(batch_format="pyarrow", batch_size=None)
     tuples, rows = np.zeros((0, k), np.uint64), np.zeros(0, np.int64)
     pending_t, pending_r = [], []
     pending = positives = 0
     values: list[dict[int, str]] = [{} for _ in range(k)]
-    for block in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+    for block in blocks:
         if not block.num_rows:
             continue
         t = np.stack([block[f"h{j}"].to_numpy() for j in range(k)], axis=1).astype(np.uint64)

@@ -4,9 +4,12 @@
 
 The options are ``adasparse train``'s (:mod:`pipelines.train.job_flags`), shared by every trial;
 the space's parameters vary on top of them. Every trial is the training job itself
-(:func:`pipelines.train.driver.run`): a Tune function trial
-(0.01 CPU) builds the ``TorchTrainer`` with ``TuneReportCallback`` (the Ray Train V2 pattern),
-so each epoch's dev LogLoss/AUC/GAUC reaches Tune. The metric is dev GAUC; ASHA stops weak
+(:func:`pipelines.train.driver.run`) in a Tune function trial: a one-worker run trains in the
+trial's own process, which reserves the worker's CPUs (no Ray Train controller and worker to
+start per trial: docs/scale.md, "Fixed costs") and reports to Tune itself; a run of more
+workers (or with ``faults.max_failures``) builds the ``TorchTrainer`` from a 0.01-CPU trial with
+``TuneReportCallback`` (the Ray Train V2 pattern). Either way each epoch's dev LogLoss/AUC/GAUC
+reaches Tune. The metric is dev GAUC; ASHA stops weak
 trials at epoch milestones (``scheduler`` in the space); the search is Optuna's TPE by
 default (``search: optuna``), or random sampling, or a full grid. Trials run side by side as
 far as the cluster allows: each needs ``workers`` CPUs for its workers plus one for Ray Data
@@ -42,7 +45,7 @@ from adasparse.host import write_text_atomic
 from pipelines.train.job_config import JobConfig, deep_merge, dump_config, load_config_file, nest, resolve_key
 from pipelines.train.job_flags import given_options, job_parser
 from pipelines.runtime.leaked_groups import freeing_leaked_groups, remove_group
-from pipelines.train.driver import run
+from pipelines.train.driver import cpus_per_worker, run, trainer_kind
 from pipelines.sweep.trial_records import CELL, NamedTrials, TrialLog, TrialRecord, cell_name, identify, read_trials, write_start
 from pipelines.sweep.tune_space import BOUNDARY, TuneSpace, boundary_label, load_space, parse_boundary, searched_paths, trial_options
 
@@ -82,8 +85,10 @@ def _param_space(space: TuneSpace) -> dict:
 
 def _trial(config: dict, base: dict, trials_dir: str, cpu_budget: float) -> None:
     """One Tune trial: the training job with this trial's parameters (and a grid cell's extra
-    options, e.g. ``adasparse compare``'s tuned options of its model), reporting to Tune."""
-    from ray.tune.integration.ray_train import TuneReportCallback
+    options, e.g. ``adasparse compare``'s tuned options of its model), reporting to Tune — from
+    this process when the run trains here (one worker: :func:`pipelines.train.driver.trainer_kind`),
+    else through Ray Train's controller."""
+    from ray import tune
 
     name, params, extra = identify(config)
     write_start(Path(trials_dir), name, params, extra)
@@ -91,7 +96,27 @@ def _trial(config: dict, base: dict, trials_dir: str, cpu_budget: float) -> None
         base = deep_merge(base, extra)
     own = {**trial_options(params), "output.dir": trials_dir, "output.name": name, "resources.address": None}
     job = validate(JobConfig, deep_merge(base, nest(own, "trial")), f"trial {name}")
-    run(job, log=lambda s: print(s, flush=True), callbacks=[TuneReportCallback()], cpu_budget=cpu_budget)
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    if trainer_kind(job, in_trial=True) == "in_process":
+        # Tune reuses the process for the next trial: a later trial's timeline starts with it
+        started = None if not _TRIALS_RUN else time.time()
+        _TRIALS_RUN.append(name)
+        run(job, log=log, in_trial=True, on_report=tune.report, started_at=started)
+        return
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    run(job, log=log, callbacks=[TuneReportCallback()], cpu_budget=cpu_budget, in_trial=True)
+
+
+_TRIALS_RUN: list[str] = []  # the trials this process ran (a process Tune reuses runs several)
+
+
+def trial_resources(base: JobConfig, cpu_budget: float) -> dict:
+    """What each trial's own process reserves: the worker's CPUs (and GPU) when the trial trains
+    in it, else :data:`TRIAL_CPU` (its Ray Train workers reserve theirs)."""
+    if trainer_kind(base, in_trial=True) != "in_process":
+        return {"CPU": TRIAL_CPU}
+    return {"CPU": cpus_per_worker(base, cpu_budget), **({"GPU": 1} if base.resources.gpu else {})}
 
 
 class FreeStoppedRunsCallback(Callback):
@@ -250,7 +275,7 @@ def _run_tuner(space: TuneSpace, base: JobConfig, sweep_dir: Path, plan: SweepPl
     trials_dir = sweep_dir / "trials"
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=dump_config(base), trials_dir=str(trials_dir), cpu_budget=cpu_budget),
-        {"CPU": TRIAL_CPU},
+        trial_resources(base, cpu_budget),
     )
     if space.search == "grid":
         searcher, param_space, samples = None, {CELL: tune.grid_search(plan.todo)}, 1
@@ -261,7 +286,9 @@ def _run_tuner(space: TuneSpace, base: JobConfig, sweep_dir: Path, plan: SweepPl
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=searcher, scheduler=_scheduler(space, base.train.epochs),
-                                    num_samples=samples, max_concurrent_trials=n_parallel, reuse_actors=False),
+                                    num_samples=samples, max_concurrent_trials=n_parallel,
+                                    # trials trained in their own process: one process runs trial after trial
+                                    reuse_actors=trainer_kind(base, in_trial=True) == "in_process"),
         # Tune's own files go beside the trials; nothing is restored from them
         run_config=tune.RunConfig(name=f"run-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(sweep_dir / "tune"),
                                   callbacks=[TrialLog(trials_dir, METRIC), FreeStoppedRunsCallback()]),

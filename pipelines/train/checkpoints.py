@@ -11,26 +11,60 @@
     test_masks.npz     AdaSparse, final only: per largest train domain, its test rows and the
                        sum of their kept-neuron indicators (the mean masks of Fig. 3(a))
 
-Written by rank 0 into a fresh temporary directory that Ray Train copies to the run's storage.
+Written by rank 0 into a fresh temporary directory that Ray Train (or, for a run trained in
+process, :class:`pipelines.train.session.InProcessSession`) copies to the run's storage.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
+
+
+class StoredCheckpoint:
+    """A checkpoint directory — ``path`` on a pyarrow ``filesystem`` (None: this machine's) — read
+    the way :class:`ray.train.Checkpoint` is (``path``, ``filesystem``, ``as_directory``), without
+    importing Ray Train: the checkpoints a run trained in process writes and resumes."""
+
+    def __init__(self, path: str, filesystem=None):
+        self.path, self.filesystem = path, filesystem
+
+    @classmethod
+    def from_directory(cls, path: str) -> "StoredCheckpoint":
+        return cls(path)
+
+    @contextlib.contextmanager
+    def as_directory(self):
+        """A local directory with the checkpoint's files (a copy when it is not on this machine)."""
+        from pyarrow.fs import LocalFileSystem, copy_files
+
+        if self.filesystem is None or isinstance(self.filesystem, LocalFileSystem):
+            yield self.path
+            return
+        tmp = tempfile.mkdtemp(prefix="adasparse-ckpt-read-")
+        try:
+            copy_files(self.path, tmp, source_filesystem=self.filesystem, destination_filesystem=LocalFileSystem())
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return f"StoredCheckpoint({self.path!r})"
 
 
 def write_checkpoint(runner, final: dict | None, vocabulary: str | None = None, fingerprint: str | None = None,
                      test_statistics: dict | None = None, test_masks: dict | None = None, tensors: dict | None = None):
-    """A :class:`ray.train.Checkpoint` of ``runner`` (an :class:`adasparse.loop.LoopRunner`);
+    """A :class:`StoredCheckpoint` of ``runner`` (an :class:`adasparse.loop.LoopRunner`) in a
+    fresh local directory, for the session to persist;
     ``final``: the run's closing figures (then without the optimiser: nothing trains after it);
     ``vocabulary``: the vocabulary's JSON, stored beside the weights, with its ``fingerprint``;
     ``tensors``: the runner's state when already gathered (sharded tables), else read here.
     The tables are whole, in the replicated layout, whatever the run's sharding: so says
     ``model_config.json`` (serving, ``export`` and ``analyze`` build a replicated model)."""
     import torch
-    from ray.train import Checkpoint
 
     tmp = tempfile.mkdtemp(prefix="adasparse-ckpt-")
     torch.save(tensors if tensors is not None else runner.state_tensors(with_optimizer=final is None), os.path.join(tmp, "state.pt"))
@@ -51,7 +85,7 @@ def write_checkpoint(runner, final: dict | None, vocabulary: str | None = None, 
             import numpy as np
 
             np.savez(os.path.join(tmp, name), **arrays)
-    return Checkpoint.from_directory(tmp)
+    return StoredCheckpoint.from_directory(tmp)
 
 
 MASK_DOMAINS = 64  # largest train domains whose mean test masks a final checkpoint keeps
@@ -103,12 +137,16 @@ def checkpoint_dirs(fs, run_dir: str, before: str | None = None) -> list[str]:
 
 
 def newest_checkpoint(fs, run_dir: str):
-    """The newest checkpoint directory of a run as a :class:`ray.train.Checkpoint` (None: none),
-    for a restart that Ray's own list of checkpoints cannot tell (its snapshot set aside)."""
-    from ray.train import Checkpoint
+    """The newest complete checkpoint directory of a run (None: none), for a restart that Ray's
+    own list of checkpoints cannot tell (its snapshot set aside or absent) and for a run trained
+    in process. Complete: its ``meta.json`` is there (written, and copied, last); a directory
+    without it is a copy cut short, never resumed (nor reported as unreadable: it was not done)."""
+    from pyarrow.fs import FileType
 
-    dirs = checkpoint_dirs(fs, run_dir)
-    return Checkpoint(path=dirs[0], filesystem=fs) if dirs else None
+    for d in checkpoint_dirs(fs, run_dir):
+        if fs.get_file_info(f"{d}/meta.json").type == FileType.File:
+            return StoredCheckpoint(d, fs)
+    return None
 
 
 def set_aside_unreadable_snapshot(out, name: str, log) -> bool:
@@ -132,6 +170,21 @@ def set_aside_unreadable_snapshot(out, name: str, log) -> bool:
         return True
 
 
+def unlisted_checkpoints(out, name: str) -> bool:
+    """The run has checkpoint directories but no list of Ray Train's (``SNAPSHOT``): written by a
+    run trained in process (:class:`pipelines.train.session.InProcessSession`), or by a Ray Train
+    attempt killed before it wrote its list. A Ray Train attempt then goes on from the newest
+    readable directory, as after :func:`set_aside_unreadable_snapshot`."""
+    run_dir = out.join(name)
+    if out.fs.exists(out.join(name, SNAPSHOT)):
+        return False
+    try:
+        entries = out.fs.ls(run_dir, detail=True)
+    except FileNotFoundError:
+        return False
+    return any(e["type"] == "directory" and e["name"].rstrip("/").rsplit("/", 1)[-1].startswith("checkpoint_") for e in entries)
+
+
 def unreadable_reason(err: BaseException) -> str:
     """A short reason why a checkpoint file could not be read."""
     text = str(err).strip()
@@ -153,15 +206,13 @@ def read_resumable(checkpoint, device, log=None) -> tuple[dict, dict] | None:
         why = unreadable_reason(err)
     import posixpath
 
-    from ray.train import Checkpoint
-
     from adasparse.config import ConfigError
 
     fs, newest = checkpoint.filesystem, checkpoint.path.rstrip("/")
     run_dir = posixpath.dirname(newest)
     for path in checkpoint_dirs(fs, run_dir, before=newest):
         try:
-            found = read_checkpoint(Checkpoint(path=path, filesystem=fs), device)
+            found = read_checkpoint(StoredCheckpoint(path, fs), device)
         except Exception:  # noqa: BLE001
             continue
         if log is not None:
@@ -178,5 +229,5 @@ def read_final(checkpoint) -> dict:
             return json.load(fh)
 
 
-__all__ = ["SNAPSHOT", "checkpoint_dirs", "mask_arrays", "mask_domains", "newest_checkpoint", "read_checkpoint", "read_final",
-           "read_resumable", "set_aside_unreadable_snapshot", "write_checkpoint"]
+__all__ = ["SNAPSHOT", "StoredCheckpoint", "checkpoint_dirs", "mask_arrays", "mask_domains", "newest_checkpoint", "read_checkpoint", "read_final",
+           "read_resumable", "set_aside_unreadable_snapshot", "unlisted_checkpoints", "write_checkpoint"]

@@ -6,7 +6,8 @@
 
 The driver reads the dataset spec, cuts the train/dev/test split by time, and starts the
 workers (:mod:`pipelines.train.worker`: the library's training loop with Ray's shards, gradient
-exchange, metric merge and reports). Each epoch's dev LogLoss/AUC/GAUC is exact over all rows;
+exchange, metric merge and reports) — or, for one worker that needs no failure recovery, runs
+that loop itself (``resources.trainer``, :func:`trainer_kind`; :mod:`pipelines.train.session`). Each epoch's dev LogLoss/AUC/GAUC is exact over all rows;
 the best epoch by dev GAUC is evaluated on test at the end and written with everything else to
 ``OUT/NAME/metrics.json`` (and the config to ``config.json``).
 
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 
 # torch is loaded before Ray starts and before Ray Data's threads: loaded later in the driver of
 # a `ray job submit` on a fake multi-node cluster, oneMKL failed to load libtorch_cpu.so
-import torch  # noqa: F401
+import torch
 
 from adasparse.config import ConfigError
 from adasparse.vocabulary import DomainVocabulary, with_domain_rows
@@ -186,32 +187,37 @@ class PreparedData:
     clock: dict[str, float] = field(default_factory=dict)
 
 
-def _import_trainer() -> None:
+def _import_trainer(trainer: str) -> None:
     with contextlib.suppress(Exception):  # a failing import fails again, with its error, where it is used
-        import ray.data  # noqa: F401 - the time split's first need
-        import ray.train.torch  # noqa: F401
+        if trainer == "ray_train":
+            import ray.data  # noqa: F401 - the time split's first need
+            import ray.train.torch  # noqa: F401
+        else:
+            # PyTorch imports its compiler on the first optimiser built (torch._disable_dynamo): 1.3 s
+            import torch._dynamo  # noqa: F401
         import pipelines.train.worker  # noqa: F401
 
 
-def import_trainer_meanwhile() -> None:
-    """Import Ray Data, Ray Train's trainer and the worker's module (PyTorch itself is loaded
-    first, see the imports above) in a thread while Ray starts and the data is read, which mostly
-    wait on other processes; the build of the trainer then finds them imported (Python's import
-    lock makes the two imports one)."""
-    threading.Thread(target=_import_trainer, name="adasparse-import", daemon=True).start()
+def import_trainer_meanwhile(trainer: str = "ray_train") -> None:
+    """Import Ray Data and Ray Train's trainer (in process: PyTorch's compiler, which the first
+    optimiser imports) and the worker's module (PyTorch itself is loaded first, see the imports
+    above) in a thread while Ray starts and the data is read, which mostly wait on other
+    processes or run outside Python's lock; the build of the trainer then finds them imported
+    (Python's import lock makes the two imports one)."""
+    threading.Thread(target=_import_trainer, args=(trainer,), name="adasparse-import", daemon=True).start()
 
 
-def prepare_data(job: JobConfig, log) -> tuple[PreparedData, bool]:
+def prepare_data(job: JobConfig, log, trainer: str = "ray_train") -> tuple[PreparedData, bool]:
     """The spec, the output, the run's identity, Ray, the check of every file, the split and the
     vocabulary — every user error a line before Ray Train starts. Also returns whether the Ray this
-    run uses is its own private local one (it cannot grow)."""
-    import ray
-
+    run uses is its own private local one (it cannot grow). A run trained in this process
+    (``trainer``) on a dataset whose passes read here (:mod:`pipelines.data.inline_read`)
+    starts no Ray at all."""
+    from pipelines.data.inline_read import reads_inline
     from pipelines.data.sources import open_source
     from pipelines.data.spec import load_spec
     from pipelines.data.time_split import time_cuts
-    from pipelines.runtime.ray_env import init_ray
-    from pipelines.train.checkpoints import set_aside_unreadable_snapshot
+    from pipelines.train.checkpoints import set_aside_unreadable_snapshot, unlisted_checkpoints
     from pipelines.train.run_identity import check_run_identity, run_identity
 
     data = load_spec(job.data)
@@ -226,13 +232,17 @@ def prepare_data(job: JobConfig, log) -> tuple[PreparedData, bool]:
     # a rerun of OUT/NAME must be the same run (its data and result-changing options)
     check_run_identity(out, job.run_name, run_identity(dump_config(job), data, source), log)
     # no address and no Ray yet: the private local Ray this run starts, which cannot grow
-    fixed_size = not ray.is_initialized() and not (job.resources.address or os.environ.get("RAY_ADDRESS"))
+    fixed_size = not ray_is_up() and not (job.resources.address or os.environ.get("RAY_ADDRESS"))
     clock["identified"] = time.time()
-    import_trainer_meanwhile()
-    init_ray(job.resources.address)
-    clock["ray_up"] = time.time()
-    if job.resources.gpu and not ray.cluster_resources().get("GPU"):
-        raise ConfigError("--gpu: the Ray cluster has no GPU")
+    if trainer == "ray_train" or not reads_inline(source):
+        import ray
+
+        from pipelines.runtime.ray_env import init_ray
+
+        init_ray(job.resources.address)
+        clock["ray_up"] = time.time()
+        if job.resources.gpu and trainer == "ray_train" and not ray.cluster_resources().get("GPU"):
+            raise ConfigError("--gpu: the Ray cluster has no GPU")
     if job.ingest.check_data:  # bad rows found now, in one line, not an epoch into the run
         check_every_file(job, source, log)
         clock["checked"] = time.time()
@@ -241,7 +251,7 @@ def prepare_data(job: JobConfig, log) -> tuple[PreparedData, bool]:
     out.fs.makedirs(out.join(job.run_name), exist_ok=True)
     vocab = run_vocabulary(out, job.run_name, source, cuts, job.ingest.domain_min_count, log)
     clock["vocabulary"] = time.time()
-    set_aside = set_aside_unreadable_snapshot(out, job.run_name, log)
+    set_aside = set_aside_unreadable_snapshot(out, job.run_name, log) or unlisted_checkpoints(out, job.run_name)
     return PreparedData(data, source, out, cuts, vocab, set_aside, clock), fixed_size
 
 
@@ -256,7 +266,7 @@ def check_every_file(job: JobConfig, source: DataSource, log) -> None:
     log(f"{job.run_name}: {report.rows:,} rows in {len(report.files)} files checked in {time.perf_counter() - t0:.1f} s")
 
 
-def worker_config(job: JobConfig, prep: PreparedData) -> WorkerConfig:
+def worker_config(job: JobConfig, prep: PreparedData, with_nodes: bool = True) -> WorkerConfig:
     """What every worker receives (:class:`WorkerConfig`): the job's typed parts, the model with
     the data's features (and STAR's per-domain rows from the vocabulary), the train split's
     pieces each worker deals itself a share of."""
@@ -275,7 +285,7 @@ def worker_config(job: JobConfig, prep: PreparedData) -> WorkerConfig:
         data=TrainData(TrainPieces.of(prep.source, "train", bounds), prep.spec, prep.source.fs, tuple(bounds)),
         eval_data={s: split_data(prep, s) for s in EVAL_SPLITS},
         vocabulary_json=vocab.to_json(), train_rows=vocab.train_rows, launch=uuid.uuid4().hex,
-        resume_from_run_dir=prep.set_aside, node_cpus=node_cpus() if job.resources.threads is None else {}, fail=fail)
+        resume_from_run_dir=prep.set_aside, node_cpus=node_cpus() if with_nodes and job.resources.threads is None else {}, fail=fail)
 
 
 def split_data(prep: PreparedData, split: str) -> TrainData:
@@ -348,27 +358,110 @@ def fit(trainer, job: JobConfig, source: DataSource, per_worker: float, log):
     return result
 
 
-def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: float | None = None) -> dict:
+def ray_is_up() -> bool:
+    """This process is connected to Ray (without importing Ray when it is not)."""
+    import sys
+
+    # the import thread may be importing Ray right now: a module without is_initialized yet is not up
+    up = getattr(sys.modules.get("ray"), "is_initialized", None)
+    return bool(up and up())
+
+
+def trainer_kind(job: JobConfig, in_trial: bool = False) -> str:
+    """Who runs the workers (``resources.trainer``): ``in_process`` or ``ray_train``. ``auto`` is
+    in process for one worker that needs no worker-failure recovery (``faults.max_failures`` 0,
+    no injected failure, replicated tables), run where its process is placed: a command on its
+    private local Ray, or a sweep's trial (Tune placed it with the worker's resources); else
+    Ray Train. A run may change between them when it resumes (the checkpoints are the same)."""
+    res, faults = job.resources, job.faults
+    alone = res.workers == 1 and faults.max_failures == 0 and faults.fail_at_epoch is None
+    replicated = job.model.embedding.sharding == "replicated"
+    if res.trainer == "in_process":
+        why = ("resources.workers is not 1" if res.workers != 1 else
+               "faults.max_failures > 0 needs Ray Train to restart its worker" if faults.max_failures else
+               "faults.fail_at_epoch injects a worker failure" if faults.fail_at_epoch is not None else
+               "model.embedding.sharding needs a process group of workers" if not replicated else None)
+        if why:
+            raise ConfigError(f"resources.trainer in_process: {why}; use resources.trainer ray_train (or auto)")
+        return "in_process"
+    if res.trainer == "ray_train":
+        return "ray_train"
+    private = not (res.address or os.environ.get("RAY_ADDRESS")) and not ray_is_up()
+    return "in_process" if alone and replicated and (in_trial or private) else "ray_train"
+
+
+def fit_in_process(job: JobConfig, prep: PreparedData, cfg: WorkerConfig, log, on_report=None):
+    """The run's one worker trained here (:class:`pipelines.train.session.InProcessSession`);
+    the result as Ray Train's fit gives it (``checkpoint``: the last one persisted)."""
+    from pyarrow.fs import LocalFileSystem
+
+    from adasparse.errors import Interrupted
+    from pipelines.data.validation import locate_read_error
+    from pipelines.train.session import InProcessSession
+    from pipelines.train.worker import train_loop
+
+    if job.resources.gpu and not torch.cuda.is_available():
+        raise ConfigError("--gpu: this process sees no GPU (CUDA)")
+    device = torch.device("cuda" if job.resources.gpu else "cpu")
+    fs = prep.out.arrow_fs() or LocalFileSystem()
+    session = InProcessSession(fs, prep.out.join(job.run_name), job.faults.keep_checkpoints, device, on_report)
+    threads = torch.get_num_threads()
+    try:
+        train_loop(cfg, session)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted (Ctrl-C): the run stops here; its last checkpoint stays, and the same command "
+                          "resumes it") from None
+    except Exception as err:  # unreadable data as one line naming the file
+        found = locate_read_error(prep.source, err)
+        if found is None:
+            raise
+        raise found from None
+    finally:
+        torch.set_num_threads(threads)  # the worker sets its own: this process's are given back
+    return FitResult(session.latest)
+
+
+@dataclass
+class FitResult:
+    """What the driver reads of a fit trained in process (Ray Train's ``Result`` otherwise)."""
+
+    checkpoint: object
+    error: BaseException | None = None
+
+
+def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: float | None = None,
+        in_trial: bool = False, on_report=None, started_at: float | None = None) -> dict:
     """Train, pick the best epoch, test it, write ``OUT/NAME/metrics.json``; returns its content.
 
     ``callbacks``: extra Ray Train callbacks (``adasparse tune`` forwards reports to Tune);
-    ``cpu_budget``: CPUs this run may use (default: the whole cluster)."""
-    import ray
-
+    ``cpu_budget``: CPUs this run may use (default: the whole cluster); ``in_trial``: the run is
+    a sweep's trial, whose reports go to ``on_report`` when it trains in process; ``started_at``:
+    the origin of the run's timeline (default: its process's start; a sweep's later trials in
+    a reused process: the trial's start)."""
     from pipelines.train.checkpoints import read_final
 
-    prep, fixed_size = prepare_data(job, log)
+    trainer = trainer_kind(job, in_trial)
+    import_trainer_meanwhile(trainer)
+    prep, fixed_size = prepare_data(job, log, trainer)
     prepared = time.time()
-    per_worker = cpus_per_worker(job, cpu_budget or ray.cluster_resources().get("CPU", 1))
-    attempts = check_resources(job, per_worker, ray.cluster_resources(), fixed_size, log)
-    cfg = worker_config(job, prep)
-    trainer = build_trainer(job, prep, cfg, per_worker, attempts, callbacks)
-    t0, fit_at = time.perf_counter(), time.time()
-    result = fit(trainer, job, prep.source, per_worker, log)
+    if trainer == "in_process":
+        cfg = worker_config(job, prep, with_nodes=False)
+        t0, fit_at = time.perf_counter(), time.time()
+        result = fit_in_process(job, prep, cfg, log, on_report)
+    else:
+        import ray
+
+        per_worker = cpus_per_worker(job, cpu_budget or ray.cluster_resources().get("CPU", 1))
+        attempts = check_resources(job, per_worker, ray.cluster_resources(), fixed_size, log)
+        cfg = worker_config(job, prep)
+        trainer_obj = build_trainer(job, prep, cfg, per_worker, attempts, callbacks)
+        t0, fit_at = time.perf_counter(), time.time()
+        result = fit(trainer_obj, job, prep.source, per_worker, log)
     final = read_final(result.checkpoint)
     final["best_checkpoint"] = prep.out.url(result.checkpoint.path)
     final["wall_s"] = time.perf_counter() - t0
-    final["timeline"] = timeline(final.pop("clock", None), prepared, fit_at, time.time(), prep.clock)
+    final["trainer"] = trainer
+    final["timeline"] = timeline(final.pop("clock", None), prepared, fit_at, time.time(), prep.clock, started_at)
     final["domains"] = {**prep.vocab.summary(), **final.pop("domains", {})}
     final["config"] = dump_config(job)
     final["model_config"] = cfg.model.model_dump(mode="json")
@@ -376,7 +469,24 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     return final
 
 
-def timeline(clock: dict | None, prepared: float, fit_at: float, fitted: float, prep: dict | None = None) -> dict:
+def process_started_at() -> float:
+    """When this process started (wall clock, to ~10 ms): its age from ``/proc`` taken from now.
+    (psutil's ``create_time`` adds the boot time, which Linux keeps in whole seconds: up to 1 s
+    off, which showed as a negative exit time in the fixed-cost table.)"""
+    try:
+        with open("/proc/self/stat") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        return time.time() - (uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):  # not Linux
+        import psutil
+
+        return psutil.Process().create_time()
+
+
+def timeline(clock: dict | None, prepared: float, fit_at: float, fitted: float, prep: dict | None = None,
+             start: float | None = None) -> dict:
     """Where a run's wall time went, in seconds since its process started (the command, or a
     sweep's trial). The preparation's stages (``prep``): ``started`` (imports done, the spec
     read), ``listed`` (files listed, footers read), ``identified`` (the output checked, the run's
@@ -386,9 +496,7 @@ def timeline(clock: dict | None, prepared: float, fit_at: float, fitted: float, 
     group up), ``epochs_started``/``epochs_ended`` and ``tested``, then ``fit_ended`` (the
     driver has the result). Worker stamps are of the last attempt; the per-epoch costs are in
     ``history`` (``train_s``, ``dev_eval_s``, ``epoch_end_s``: the report and checkpoint)."""
-    import psutil
-
-    start = psutil.Process().create_time()
+    start = process_started_at() if start is None else start
     stamps = {**(prep or {}), "prepared": prepared, "fit_started": fit_at, **(clock or {}), "fit_ended": fitted}
     return {k: round(v - start, 3) for k, v in stamps.items()}
 

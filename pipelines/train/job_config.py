@@ -23,7 +23,7 @@ paths, resolved here and nowhere else (:data:`ALIASES`, :func:`resolve_key`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -82,6 +82,11 @@ class ResourceOptions(StrictModel):
     threads: int | None = Field(
         default=None, ge=1, description="PyTorch threads per worker (default: its node's CPUs shared among the workers on it)")
     gpu: bool = Field(default=False, description="one GPU per worker")
+    trainer: Literal["auto", "ray_train", "in_process"] = Field(
+        default="auto",
+        description="who runs the workers: ray_train (Ray Train's worker group), in_process (one worker, trained in the "
+                    "process that runs the job: a command on its private local Ray, or a sweep's trial), or auto: in_process "
+                    "for one worker that needs no worker-failure recovery (max_failures 0) there, else ray_train")
     address: str | None = Field(default=None, description="Ray cluster address (default: RAY_ADDRESS, else a private local Ray)")
     startup_timeout_s: float = Field(
         default=900.0, gt=0,

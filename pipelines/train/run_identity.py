@@ -7,7 +7,7 @@ starts, in one line naming the first difference, and nothing of the old run is t
 
 Options that may differ between attempts — they say where and how the run executes, not what
 it computes: the spec's path (its content and files are compared instead), ``resources``'
-address, startup wait, threads and CPUs per worker, ``output``, ``faults``, and
+address, startup wait, threads and CPUs per worker, who runs the workers (``trainer``), ``output``, ``faults``, and
 ``ingest.check_data``. ``resources.workers`` may change too (a cluster that lost nodes): the run
 goes on with every train row of the epoch in progress still trained exactly once
 (:mod:`pipelines.data.train_stream`), but each update then averages another number of batches, so
@@ -28,7 +28,7 @@ from adasparse.config import ConfigError
 RUN_FILE = "run.json"
 FORMAT = 1
 MAY_CHANGE = ("data", "resources.address", "resources.startup_timeout_s", "resources.threads", "resources.cpus_per_worker",
-              "resources.workers", "output.", "faults.", "ingest.check_data", "train.epochs")
+              "resources.trainer", "resources.workers", "output.", "faults.", "ingest.check_data", "train.epochs")
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:

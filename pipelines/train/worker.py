@@ -59,10 +59,12 @@ class RayTrainRunner(LoopRunner):
 
     progress_every_s = 15.0  # rank 0 prints rows/s, loss and data wait this often
 
-    def __init__(self, model, optimizer, cfg: WorkerConfig, *, rank: int, world: int, averager=None, vocab=None):
+    def __init__(self, model, optimizer, cfg: WorkerConfig, *, rank: int, world: int, averager=None, vocab=None,
+                 session=None):
         super().__init__(model, optimizer, epochs=cfg.train.epochs, precision=cfg.train.precision,
                          rows_per_epoch=cfg.train_rows, workers=world)
         self.cfg, self.rank, self.world, self.averager, self.vocab = cfg, rank, world, averager, vocab
+        self.session = session  # pipelines.train.session: Ray Train's worker, or this process
         self.sharded = getattr(model.embedding, "tables", None)  # ShardedTables (model.embedding.sharding), or None
         self._first_stream = None  # the first epoch's batches, started early (start_first_epoch)
         self.restarts: list[dict] = []
@@ -233,8 +235,9 @@ class RayTrainRunner(LoopRunner):
         finally:
             self._mid = None
         best = self.best.dev.get("gauc") if self.best.state is not None else None
-        report({"epoch_in_progress": progress.epoch, "step": progress.steps, "mid_epoch": True, "final": False,
-                "dev_gauc": float("nan") if best is None else best, "placement_group": placement_group_hex()}, checkpoint)
+        self.session.report({"epoch_in_progress": progress.epoch, "step": progress.steps, "mid_epoch": True, "final": False,
+                             "dev_gauc": float("nan") if best is None else best,
+                             "placement_group": self.session.placement_group()}, checkpoint)
         self._last_checkpoint = time.monotonic()
 
     def evaluate(self, split: str):
@@ -274,7 +277,7 @@ class RayTrainRunner(LoopRunner):
         checkpoint = self.checkpoint()
         self._last_checkpoint = time.monotonic()
         metrics = {k: v for k, v in record.items() if k not in ("sparsity", "grad_sync_phases_s")}
-        report(metrics | {"final": False, "placement_group": placement_group_hex()}, checkpoint)
+        self.session.report(metrics | {"final": False, "placement_group": self.session.placement_group()}, checkpoint)
         fail = self.cfg.fail
         if fail is not None and fail.epoch == record["epoch"] and self.rank == self.world - 1 and not os.path.exists(fail.marker):
             open(fail.marker, "w").close()  # fault injection (tests): this worker dies once, after the checkpoint
@@ -291,19 +294,6 @@ def across_domains(result) -> dict | None:
     return {"domains": int(len(ds.keys)), "min": m.min(0).tolist(), "mean": m.mean(0).tolist(), "max": m.max(0).tolist()}
 
 
-def report(metrics: dict, checkpoint) -> None:
-    """``ray.train.report``; a checkpoint's staging directory (a whole model and optimiser state,
-    gigabytes for real models) is removed once Ray has persisted it, where Ray offers that."""
-    import inspect
-
-    import ray.train
-
-    kw = {}
-    if checkpoint is not None and "delete_local_checkpoint_after_upload" in inspect.signature(ray.train.report).parameters:
-        kw["delete_local_checkpoint_after_upload"] = True
-    ray.train.report(metrics, checkpoint=checkpoint, **kw)
-
-
 def worker_stream(cfg: WorkerConfig, epoch: int, rank: int, world: int, resume: dict | None, vocab):
     """This worker's :class:`pipelines.data.train_stream.WorkerStream` for ``epoch``: the epoch dealt to
     as many streams as workers, or — resuming a mid-epoch checkpoint of this epoch — to the
@@ -317,47 +307,26 @@ def worker_stream(cfg: WorkerConfig, epoch: int, rank: int, world: int, resume: 
                         batch_size=cfg.train.batch_size, start=None if resume is None else resume["positions"], shuffle=window > 0)
 
 
-def run_dir_checkpoint():
-    """The newest checkpoint directory in the run's storage, through Ray Train's own storage
-    filesystem and path (its credentials), or None."""
-    import ray.train
-
-    from pipelines.train.checkpoints import newest_checkpoint
-
-    storage = ray.train.get_context().get_storage()  # a DeveloperAPI of Ray Train
-    return newest_checkpoint(storage.storage_filesystem, storage.experiment_fs_path)
-
-
-def placement_group_hex() -> str:
-    """This run's placement group, reported so that a sweep can free it if Tune stops the run."""
-    import ray
-
-    pg = ray.util.get_current_placement_group()
-    return pg.id.hex() if pg is not None else ""
-
-
-def resume_point(cfg: WorkerConfig, vocab, device, say) -> tuple[dict, dict] | None:
+def resume_point(cfg: WorkerConfig, vocab, session, say) -> tuple[dict, dict] | None:
     """(tensors, record) of the checkpoint this worker group goes on from — a rerun of the same
     run name, or a restart — or None for a fresh start; refuses a checkpoint of other ids."""
-    import ray.train
-
     from adasparse.config import ConfigError
-    from pipelines.train.checkpoints import read_resumable
+    from pipelines.train.checkpoints import newest_checkpoint, read_resumable
 
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and cfg.resume_from_run_dir:  # Ray's list of checkpoints was unreadable and set
-        checkpoint = run_dir_checkpoint()  # aside (only then: a directory Ray never registered may be half-written)
-    resumed = read_resumable(checkpoint, device, say)  # an unreadable newest checkpoint: the one before
+    checkpoint = session.get_checkpoint()
+    if checkpoint is None and cfg.resume_from_run_dir:  # Ray's list of checkpoints was set aside, or is not there
+        # (only then: a directory Ray never registered may be half-written; read_resumable falls back)
+        checkpoint = newest_checkpoint(*session.storage())
+    resumed = read_resumable(checkpoint, session.device, say)  # an unreadable newest checkpoint: the one before
     if resumed is not None and resumed[1].get("vocabulary") not in (None, vocab.fingerprint()):
         raise ConfigError(f"the run's vocabulary.json (ids {vocab.fingerprint()}) does not match its checkpoint's "
                           f"(ids {resumed[1]['vocabulary']}): restore the file or start a run of another name")
     return resumed
 
 
-def build_runner(cfg: WorkerConfig, vocab, device, rank: int, world: int, local_world: int) -> RayTrainRunner:
+def build_runner(cfg: WorkerConfig, vocab, session) -> RayTrainRunner:
     """The model (STAR: the vocabulary's train domains own their rows), the exchange, the
     optimiser and this worker's threads, as a :class:`RayTrainRunner`."""
-    import ray
     import torch
 
     from adasparse.distributed import GradientAverager
@@ -366,17 +335,18 @@ def build_runner(cfg: WorkerConfig, vocab, device, rank: int, world: int, local_
 
     from adasparse.distributed.sharded_state import shard_embeddings
 
+    device, world = session.device, session.world
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, vocab).to(device)
     shard_embeddings(model, cfg.optim, cfg.train.seed, device)  # model.embedding.sharding: on the process group
     model.check_ids = False  # ids come from the encoder: always inside their buckets
     model.clock_in_forward = False  # the schedules advance by each update's rows of all workers (the exchange's)
-    node = ray.get_runtime_context().get_node_id()
-    torch.set_num_threads(cfg.resources.threads or node_threads(local_world, cfg.node_cpus.get(node)))
+    node = session.node_id()
+    torch.set_num_threads(cfg.resources.threads or node_threads(session.local_world, cfg.node_cpus.get(node)))
     # a step touches at most batch × fields table rows: with that bound small exchanges take one collective
     averager = GradientAverager(model, max_rows=model.table_rows_per_step(cfg.train.batch_size)) if world > 1 else None
     opt = build_optimizer(model, cfg.optim)
-    return RayTrainRunner(model, opt, cfg, rank=rank, world=world, averager=averager, vocab=vocab)
+    return RayTrainRunner(model, opt, cfg, rank=session.rank, world=world, averager=averager, vocab=vocab, session=session)
 
 
 def final_figures(runner: RayTrainRunner, result, test, exchange: str) -> dict:
@@ -418,18 +388,19 @@ def final_figures(runner: RayTrainRunner, result, test, exchange: str) -> dict:
     }
 
 
-def train_loop(cfg: WorkerConfig) -> None:
-    """The function every Ray Train worker runs (``cfg``: :func:`pipelines.train.driver.worker_config`)."""
-    import ray.train
-
+def train_loop(cfg: WorkerConfig, session=None) -> None:
+    """The function every Ray Train worker runs (``cfg``: :func:`pipelines.train.driver.worker_config`);
+    ``session``: who runs it (:mod:`pipelines.train.session`; default: Ray Train's worker)."""
     from pipelines.train.attempts import record_attempt
     from pipelines.train.checkpoints import mask_arrays, mask_domains
 
     entered = time.time()  # the run's timeline (metrics.json "timeline"): wall-clock stamps of the worker's stages
-    _quiet_report_log()
-    device = ray.train.torch.get_device()
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if session is None:
+        from pipelines.train.session import RayTrainSession
+
+        _quiet_report_log()
+        session = RayTrainSession()
+    rank = session.rank
 
     def say(line: str) -> None:
         if rank == 0:
@@ -437,17 +408,15 @@ def train_loop(cfg: WorkerConfig) -> None:
             sys.stdout.flush()
 
     vocab = cfg.vocabulary()
-    resumed = resume_point(cfg, vocab, device, say)
+    resumed = resume_point(cfg, vocab, session, say)
     start = 1 if resumed is None else resumed[1]["epoch"] + 1
-    runner = build_runner(cfg, vocab, device, rank, world, ctx.get_local_world_size())
+    runner = build_runner(cfg, vocab, session)
     if resumed is not None:
         runner.load_state(*resumed)
     if start <= cfg.train.epochs:  # the first epoch's stream starts now, while the process group and the exchange are set up
         runner.start_first_epoch(start)
     if rank == 0:  # this start of the worker group, recorded: restarts counted, the training they redid measured
-        storage = ctx.get_storage()  # a DeveloperAPI of Ray Train: the run's filesystem and path
-        runner.restarts = record_attempt(storage.storage_filesystem, storage.experiment_fs_path, cfg.launch, start,
-                                         None if resumed is None else resumed[1])
+        runner.restarts = record_attempt(*session.storage(), cfg.launch, start, None if resumed is None else resumed[1])
     if runner.averager is not None:
         runner.averager.broadcast_parameters(runner.model)
     fit_at = time.time()
@@ -466,8 +435,8 @@ def train_loop(cfg: WorkerConfig) -> None:
     # stream; its reported metrics stay small. Rerunning a finished run re-evaluates from it.
     checkpoint = runner.checkpoint(final, test.domains.state(), mask_arrays(test, runner.model))
     # no "epoch" key: an epoch-based scheduler (ASHA in adasparse tune) must not read this as one
-    report({"final": True, "best_epoch": result.best_epoch, "dev_gauc": result.dev.metrics["gauc"], "test_gauc": test.metrics["gauc"]},
-           checkpoint)
+    session.report({"final": True, "best_epoch": result.best_epoch, "dev_gauc": result.dev.metrics["gauc"],
+                    "test_gauc": test.metrics["gauc"]}, checkpoint)
 
 
 __all__ = ["RayTrainRunner", "node_threads", "train_loop"]

@@ -97,7 +97,7 @@ def _trial(config: dict, base: dict, trials_dir: str, cpu_budget: float) -> None
     own = {**trial_options(params), "output.dir": trials_dir, "output.name": name, "resources.address": None}
     job = validate(JobConfig, deep_merge(base, nest(own, "trial")), f"trial {name}")
     log = lambda s: print(s, flush=True)  # noqa: E731
-    if trainer_kind(job, in_trial=True) == "in_process":
+    if trainer_kind(job, in_trial=True) == "in_process":  # the sweep resolved auto for its data (trial_base)
         # Tune reuses the process for the next trial: a later trial's timeline starts with it
         started = None if not _TRIALS_RUN else time.time()
         _TRIALS_RUN.append(name)
@@ -108,13 +108,23 @@ def _trial(config: dict, base: dict, trials_dir: str, cpu_budget: float) -> None
     run(job, log=log, callbacks=[TuneReportCallback()], cpu_budget=cpu_budget, in_trial=True)
 
 
+def trial_base(base: JobConfig, source) -> JobConfig:
+    """The trials' options with ``resources.trainer`` resolved once for the sweep's data
+    (:func:`pipelines.train.driver.trainer_kind`), so that every trial, its resources and the
+    reuse of its process agree (``best.yaml`` keeps the user's own value)."""
+    from pipelines.data.inline_read import reads_inline
+
+    kind = trainer_kind(base, in_trial=True, small=reads_inline(source))
+    return base.model_copy(update={"resources": base.resources.model_copy(update={"trainer": kind})})
+
+
 _TRIALS_RUN: list[str] = []  # the trials this process ran (a process Tune reuses runs several)
 
 
 def trial_resources(base: JobConfig, cpu_budget: float) -> dict:
-    """What each trial's own process reserves: the worker's CPUs (and GPU) when the trial trains
-    in it, else :data:`TRIAL_CPU` (its Ray Train workers reserve theirs)."""
-    if trainer_kind(base, in_trial=True) != "in_process":
+    """What each trial's own process reserves (``base``: :func:`trial_base`'s): the worker's CPUs
+    (and GPU) when the trial trains in it, else :data:`TRIAL_CPU` (its Ray Train workers reserve theirs)."""
+    if base.resources.trainer != "in_process":
         return {"CPU": TRIAL_CPU}
     return {"CPU": cpus_per_worker(base, cpu_budget), **({"GPU": 1} if base.resources.gpu else {})}
 
@@ -208,7 +218,7 @@ def sweep(space: TuneSpace, base: JobConfig, trials: int | None, out: str, name:
     data = load_spec(base.data)
     if base.ingest.domain_fields is not None:
         data = data.with_domain_fields(base.ingest.domain_fields, "ingest.domain_fields")
-    open_source(data)
+    source = open_source(data)
     OutputLocation.of(out).check_writable()
     if not base.output.dir.startswith("s3://"):
         OutputLocation.of(base.output.dir, base.output.storage_endpoint).check_writable()
@@ -234,7 +244,8 @@ def sweep(space: TuneSpace, base: JobConfig, trials: int | None, out: str, name:
         log(f"sweep {name}: {plan.total} trials ({space.search} search{', ASHA' if space.scheduler else ''}), "
             f"{n_parallel} at a time, {base.resources.workers} workers each -> {sweep_dir}")
     if plan.runs:
-        _run_tuner(space, base, sweep_dir, plan, n_parallel, cpu_budget, seed=base.train.seed + len(records), log=log)
+        _run_tuner(space, trial_base(base, source), sweep_dir, plan, n_parallel, cpu_budget, seed=base.train.seed + len(records),
+                   log=log)
     records = read_trials(trials_dir)
     order = [records[c["name"]] for c in cells if c["name"] in records] if space.search == "grid" else (
         sorted(records.values(), key=lambda r: r.started))
@@ -288,7 +299,7 @@ def _run_tuner(space: TuneSpace, base: JobConfig, sweep_dir: Path, plan: SweepPl
         tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=searcher, scheduler=_scheduler(space, base.train.epochs),
                                     num_samples=samples, max_concurrent_trials=n_parallel,
                                     # trials trained in their own process: one process runs trial after trial
-                                    reuse_actors=trainer_kind(base, in_trial=True) == "in_process"),
+                                    reuse_actors=base.resources.trainer == "in_process"),
         # Tune's own files go beside the trials; nothing is restored from them
         run_config=tune.RunConfig(name=f"run-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(sweep_dir / "tune"),
                                   callbacks=[TrialLog(trials_dir, METRIC), FreeStoppedRunsCallback()]),

@@ -6,9 +6,10 @@
 
 The driver reads the dataset spec, cuts the train/dev/test split by time, and starts the
 workers (:mod:`pipelines.train.worker`: the library's training loop with Ray's shards, gradient
-exchange, metric merge and reports) — or, for one worker that needs no failure recovery, runs
-that loop itself (``resources.trainer``, :func:`trainer_kind`; :mod:`pipelines.train.session`). Each epoch's dev LogLoss/AUC/GAUC is exact over all rows;
-the best epoch by dev GAUC is evaluated on test at the end and written with everything else to
+exchange, metric merge and reports) — or, for one worker on a small dataset that needs no
+failure recovery, runs that loop itself (``resources.trainer``, :func:`trainer_kind`;
+:mod:`pipelines.train.session`). Each epoch's dev LogLoss/AUC/GAUC is exact over all rows; the
+best epoch by dev GAUC is evaluated on test at the end and written with everything else to
 ``OUT/NAME/metrics.json`` (and the config to ``config.json``).
 
 Resume: rerunning with the same ``--name`` (and ``--out``) continues from the run's latest
@@ -182,7 +183,8 @@ class PreparedData:
     out: OutputLocation
     cuts: TimeCuts | None
     vocab: DomainVocabulary
-    set_aside: bool  # Ray's list of checkpoints was unreadable and set aside
+    set_aside: bool  # Ray's list of checkpoints was unreadable and set aside (or is not there)
+    trainer: str  # who trains: "in_process" or "ray_train" (trainer_kind)
     # wall-clock stamps of the preparation's stages (the run's timeline, see :func:`timeline`)
     clock: dict[str, float] = field(default_factory=dict)
 
@@ -207,12 +209,12 @@ def import_trainer_meanwhile(trainer: str = "ray_train") -> None:
     threading.Thread(target=_import_trainer, args=(trainer,), name="adasparse-import", daemon=True).start()
 
 
-def prepare_data(job: JobConfig, log, trainer: str = "ray_train") -> tuple[PreparedData, bool]:
-    """The spec, the output, the run's identity, Ray, the check of every file, the split and the
-    vocabulary — every user error a line before Ray Train starts. Also returns whether the Ray this
-    run uses is its own private local one (it cannot grow). A run trained in this process
-    (``trainer``) on a dataset whose passes read here (:mod:`pipelines.data.inline_read`)
-    starts no Ray at all."""
+def prepare_data(job: JobConfig, log, in_trial: bool = False) -> tuple[PreparedData, bool]:
+    """The spec, the output, the run's identity, who trains (:func:`trainer_kind`), Ray, the
+    check of every file, the split and the vocabulary — every user error a line before Ray
+    Train starts. Also returns whether the Ray this run uses is its own private local one (it
+    cannot grow). A run trained in this process (its passes read here:
+    :mod:`pipelines.data.inline_read`) starts no Ray at all."""
     from pipelines.data.inline_read import reads_inline
     from pipelines.data.sources import open_source
     from pipelines.data.spec import load_spec
@@ -226,6 +228,7 @@ def prepare_data(job: JobConfig, log, trainer: str = "ray_train") -> tuple[Prepa
     clock = {"started": time.time()}
     source = open_source(data)
     clock["listed"] = time.time()
+    trainer = trainer_kind(job, in_trial, small=reads_inline(source))
     check_model_for(job, data)
     out = OutputLocation.of(job.output.dir, job.output.storage_endpoint)
     out.check_writable()
@@ -252,7 +255,7 @@ def prepare_data(job: JobConfig, log, trainer: str = "ray_train") -> tuple[Prepa
     vocab = run_vocabulary(out, job.run_name, source, cuts, job.ingest.domain_min_count, log)
     clock["vocabulary"] = time.time()
     set_aside = set_aside_unreadable_snapshot(out, job.run_name, log) or unlisted_checkpoints(out, job.run_name)
-    return PreparedData(data, source, out, cuts, vocab, set_aside, clock), fixed_size
+    return PreparedData(data, source, out, cuts, vocab, set_aside, trainer, clock), fixed_size
 
 
 def check_every_file(job: JobConfig, source: DataSource, log) -> None:
@@ -367,12 +370,15 @@ def ray_is_up() -> bool:
     return bool(up and up())
 
 
-def trainer_kind(job: JobConfig, in_trial: bool = False) -> str:
+def trainer_kind(job: JobConfig, in_trial: bool = False, small: bool = True) -> str:
     """Who runs the workers (``resources.trainer``): ``in_process`` or ``ray_train``. ``auto`` is
     in process for one worker that needs no worker-failure recovery (``faults.max_failures`` 0,
-    no injected failure, replicated tables), run where its process is placed: a command on its
-    private local Ray, or a sweep's trial (Tune placed it with the worker's resources); else
-    Ray Train. A run may change between them when it resumes (the checkpoints are the same)."""
+    no injected failure, replicated tables) on a ``small`` dataset (its passes read in process:
+    :func:`pipelines.data.inline_read.reads_inline`, where start-up costs count), run where its
+    process is placed: a command on its private local Ray, or a sweep's trial (Tune placed it
+    with the worker's resources); else Ray Train, which also keeps a large run's driver apart
+    from its worker's memory. A run may change between them when it resumes (the checkpoints
+    are the same)."""
     res, faults = job.resources, job.faults
     alone = res.workers == 1 and faults.max_failures == 0 and faults.fail_at_epoch is None
     replicated = job.model.embedding.sharding == "replicated"
@@ -387,7 +393,7 @@ def trainer_kind(job: JobConfig, in_trial: bool = False) -> str:
     if res.trainer == "ray_train":
         return "ray_train"
     private = not (res.address or os.environ.get("RAY_ADDRESS")) and not ray_is_up()
-    return "in_process" if alone and replicated and (in_trial or private) else "ray_train"
+    return "in_process" if alone and replicated and small and (in_trial or private) else "ray_train"
 
 
 def fit_in_process(job: JobConfig, prep: PreparedData, cfg: WorkerConfig, log, on_report=None):
@@ -440,9 +446,9 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     a reused process: the trial's start)."""
     from pipelines.train.checkpoints import read_final
 
-    trainer = trainer_kind(job, in_trial)
-    import_trainer_meanwhile(trainer)
-    prep, fixed_size = prepare_data(job, log, trainer)
+    import_trainer_meanwhile(trainer_kind(job, in_trial))  # a first guess: the data's size decides (prepare_data)
+    prep, fixed_size = prepare_data(job, log, in_trial)
+    trainer = prep.trainer
     prepared = time.time()
     if trainer == "in_process":
         cfg = worker_config(job, prep, with_nodes=False)

@@ -27,27 +27,29 @@ def _job(**sections) -> JobConfig:
     return validate(JobConfig, {"data": "spec.yaml", **sections}, "test")
 
 
-@pytest.mark.parametrize("sections, ray_up, in_trial, env, want", [
-    ({}, False, False, {}, "in_process"),  # one worker, a private local Ray: in process
-    ({}, False, False, {"RAY_ADDRESS": "10.0.0.1:6379"}, "ray_train"),  # ray job submit: Ray Train places the worker
-    ({"resources": {"address": "10.0.0.1:6379"}}, False, False, {}, "ray_train"),
-    ({}, True, False, {}, "ray_train"),  # a process already on a Ray cluster
-    ({}, True, True, {}, "in_process"),  # a sweep's trial: Tune placed it with the worker's resources
-    ({"resources": {"workers": 2}}, False, True, {}, "ray_train"),
-    ({"faults": {"max_failures": 1}}, False, True, {}, "ray_train"),  # recovering a worker needs Ray Train
-    ({"faults": {"fail_at_epoch": 1}}, False, False, {}, "ray_train"),
-    ({"model": {"embedding": {"sharding": "table_wise"}}}, False, False, {}, "ray_train"),
-    ({"resources": {"trainer": "ray_train"}}, False, False, {}, "ray_train"),
-    ({"resources": {"trainer": "in_process", "address": "10.0.0.1:6379"}}, True, False, {}, "in_process"),
+@pytest.mark.parametrize("sections, ray_up, in_trial, env, small, want", [
+    ({}, False, False, {}, True, "in_process"),  # one worker, a private local Ray: in process
+    ({"train": {"epochs": 1}}, False, False, {}, False, "ray_train"),  # > 1M rows: the driver stays apart
+    ({}, False, False, {"RAY_ADDRESS": "10.0.0.1:6379"}, True, "ray_train"),  # ray job submit: Ray Train places the worker
+    ({"resources": {"address": "10.0.0.1:6379"}}, False, False, {}, True, "ray_train"),
+    ({}, True, False, {}, True, "ray_train"),  # a process already on a Ray cluster
+    ({}, True, True, {}, True, "in_process"),  # a sweep's trial: Tune placed it with the worker's resources
+    ({"resources": {"workers": 2}}, False, True, {}, True, "ray_train"),
+    ({"faults": {"max_failures": 1}}, False, True, {}, True, "ray_train"),  # recovering a worker needs Ray Train
+    ({"faults": {"fail_at_epoch": 1}}, False, False, {}, True, "ray_train"),
+    ({"model": {"embedding": {"sharding": "table_wise"}}}, False, False, {}, True, "ray_train"),
+    ({"resources": {"trainer": "ray_train"}}, False, False, {}, True, "ray_train"),
+    ({"resources": {"trainer": "in_process", "address": "10.0.0.1:6379"}}, True, False, {}, True, "in_process"),
 ])
-def test_auto_trains_one_worker_in_process_where_its_process_is_placed(monkeypatch, sections, ray_up, in_trial, env, want):
+def test_auto_trains_one_worker_in_process_where_its_process_is_placed(monkeypatch, sections, ray_up, in_trial, env, small,
+                                                                      want):
     from pipelines.train import driver
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setattr(driver, "ray_is_up", lambda: ray_up)
-    assert driver.trainer_kind(_job(**sections), in_trial=in_trial) == want
+    assert driver.trainer_kind(_job(**sections), in_trial=in_trial, small=small) == want
 
 
 @pytest.mark.parametrize("sections, says", [
@@ -179,6 +181,25 @@ def test_the_passes_read_in_process_equal_ray_datas(generated, monkeypatch):
     there = time_cuts(source), build_vocabulary(source, time_cuts(source)).to_json()
     assert here[0] == there[0]
     assert json.loads(here[1]) == json.loads(there[1])
+
+
+def test_a_sweep_resolves_who_trains_once_for_its_data(generated, monkeypatch):
+    """Every trial of a sweep trains as the sweep decided for its data: in process on a small
+    dataset (the trial reserves the worker's CPUs and Tune reuses its process), on Ray Train
+    beyond :data:`pipelines.data.inline_read.INLINE_ROWS` rows (the trial reserves 0.01 CPU)."""
+    from pipelines.data import inline_read
+    from pipelines.data.sources import open_source
+    from pipelines.data.spec import load_spec
+    from pipelines.sweep.tune import TRIAL_CPU, trial_base, trial_resources
+
+    base = parse_job_args(_args(generated, Path("/tmp"), "s"))
+    source = open_source(load_spec(str(generated / "spec.yaml")))
+    small = trial_base(base, source)
+    assert small.resources.trainer == "in_process" and base.resources.trainer == "auto"
+    assert trial_resources(small, 1.99) == {"CPU": 0.99}
+    monkeypatch.setattr(inline_read, "INLINE_ROWS", 0)
+    large = trial_base(base, source)
+    assert large.resources.trainer == "ray_train" and trial_resources(large, 1.99) == {"CPU": TRIAL_CPU}
 
 
 def _newest_mid_epoch(run_dir: Path) -> tuple[int, int]:

@@ -396,9 +396,9 @@ def trainer_kind(job: JobConfig, in_trial: bool = False, small: bool = True) -> 
     return "in_process" if alone and replicated and small and (in_trial or private) else "ray_train"
 
 
-def fit_in_process(job: JobConfig, prep: PreparedData, cfg: WorkerConfig, log, on_report=None):
+def fit_in_process(job: JobConfig, prep: PreparedData, cfg: WorkerConfig, on_report=None):
     """The run's one worker trained here (:class:`pipelines.train.session.InProcessSession`);
-    the result as Ray Train's fit gives it (``checkpoint``: the last one persisted)."""
+    the last checkpoint it persisted (the final one, as Ray Train's fit result holds it)."""
     from pyarrow.fs import LocalFileSystem
 
     from adasparse.errors import Interrupted
@@ -424,15 +424,7 @@ def fit_in_process(job: JobConfig, prep: PreparedData, cfg: WorkerConfig, log, o
         raise found from None
     finally:
         torch.set_num_threads(threads)  # the worker sets its own: this process's are given back
-    return FitResult(session.latest)
-
-
-@dataclass
-class FitResult:
-    """What the driver reads of a fit trained in process (Ray Train's ``Result`` otherwise)."""
-
-    checkpoint: object
-    error: BaseException | None = None
+    return session.latest
 
 
 def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: float | None = None,
@@ -453,7 +445,7 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
     if trainer == "in_process":
         cfg = worker_config(job, prep, with_nodes=False)
         t0, fit_at = time.perf_counter(), time.time()
-        result = fit_in_process(job, prep, cfg, log, on_report)
+        checkpoint = fit_in_process(job, prep, cfg, on_report)
     else:
         import ray
 
@@ -462,9 +454,9 @@ def run(job: JobConfig, log=print, callbacks: list | None = None, cpu_budget: fl
         cfg = worker_config(job, prep)
         trainer_obj = build_trainer(job, prep, cfg, per_worker, attempts, callbacks)
         t0, fit_at = time.perf_counter(), time.time()
-        result = fit(trainer_obj, job, prep.source, per_worker, log)
-    final = read_final(result.checkpoint)
-    final["best_checkpoint"] = prep.out.url(result.checkpoint.path)
+        checkpoint = fit(trainer_obj, job, prep.source, per_worker, log).checkpoint
+    final = read_final(checkpoint)
+    final["best_checkpoint"] = prep.out.url(checkpoint.path)
     final["wall_s"] = time.perf_counter() - t0
     final["trainer"] = trainer
     final["timeline"] = timeline(final.pop("clock", None), prepared, fit_at, time.time(), prep.clock, started_at)

@@ -37,6 +37,7 @@ class RowAdam(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, maximize=False))
+        self._views: dict[int, tuple] = {}  # per wide parameter: its rows and its moments' rows as views, made once
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -53,8 +54,23 @@ class RowAdam(torch.optim.Optimizer):
                                  exp_avg_sq=torch.zeros_like(p, memory_format=torch.preserve_format))
                 state["step"] += 1
                 wide = values[0].numel() >= WIDE_ROW and len(rows) <= MAX_VIEW_ROWS and p.dim() == 2
-                (_rows_in_place if wide else _rows_gathered)(p, state, rows, values, group)
+                if wide:
+                    _rows_in_place(self._row_views(p, state), state, rows, values, group)
+                else:
+                    _rows_gathered(p, state, rows, values, group)
         return None
+
+
+    def _row_views(self, p: torch.Tensor, state: dict) -> tuple:
+        """Each row of ``p`` and of its moments as a view, made again only when a tensor was
+        replaced (a loaded state)."""
+        tensors = (p, state["exp_avg"], state["exp_avg_sq"])
+        key = tuple((t.data_ptr(), tuple(t.shape)) for t in tensors)
+        cached = self._views.get(id(p))
+        if cached is None or cached[0] != key:
+            cached = (key, *(t.unbind(0) for t in tensors))
+            self._views[id(p)] = cached
+        return cached[1:]
 
 
 def _one_entry_per_row(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,14 +98,15 @@ def _rows_gathered(p, state, rows, values, group) -> None:
     p.index_add_(0, rows, m.div_(v.sqrt_().add_(group["eps"])), alpha=-step_size)
 
 
-def _rows_in_place(p, state, rows, values, group) -> None:
-    """The same update by the fused Adam kernel on a view of each row. The kernel adds ε after
-    dividing √v by √(1−β₂ᵗ); SparseAdam adds it before: ε/√(1−β₂ᵗ) makes them one formula."""
+def _rows_in_place(views, state, rows, values, group) -> None:
+    """The same update by the fused Adam kernel on a view of each row (``views``: the rows of the
+    parameter and of its two moments). The kernel adds ε after dividing √v by √(1−β₂ᵗ);
+    SparseAdam adds it before: ε/√(1−β₂ᵗ) makes them one formula."""
     beta1, beta2 = group["betas"]
     t = state["step"]
     ids = rows.tolist()
-    params, avgs, sqs = p.unbind(0), state["exp_avg"].unbind(0), state["exp_avg_sq"].unbind(0)
-    step = torch.full((), float(t), dtype=torch.float32, device=p.device)
+    params, avgs, sqs = views
+    step = torch.full((), float(t), dtype=torch.float32, device=values.device)
     torch._fused_adam_([params[i] for i in ids], list(values.unbind(0)), [avgs[i] for i in ids], [sqs[i] for i in ids], [],
                        [step] * len(ids), lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=0.0,
                        eps=group["eps"] / math.sqrt(1 - beta2**t), amsgrad=False, maximize=False)

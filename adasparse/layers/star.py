@@ -23,7 +23,7 @@ from torch import nn
 
 from adasparse.config import StarConfig
 from adasparse.layers.domain_index import DomainIndex
-from adasparse.layers.star_kernels import DomainRows, GroupLayout, StarLinear
+from adasparse.layers.star_kernels import DomainRows, GroupLayout, RowGrads, StarLinear
 
 
 def mlp(in_dim: int, hidden: list[int], out_dim: int) -> nn.Sequential:
@@ -74,15 +74,15 @@ class StarContext:
         slots = arch.index(domain_ids)
         if per_row:
             self.inverse = torch.arange(slots.shape[0], device=slots.device)
-            self.order = self.unorder = self.layout = None
-            rows = arch.table(slots)  # the table's own lookup: a row per batch row
+            self.order = self.unorder = self.layout = self.grads = None
+            pieces = arch.table(slots).split(arch.parts, dim=1)  # the table's own lookup: a row per batch row
         else:
             self.layout = GroupLayout(slots)  # rows grouped by domain row, groups in buckets by size
-            self.inverse, self.order = self.layout.row_group, self.layout.order
+            self.inverse, self.order = self.layout.group_of_row, self.layout.order
             self.unorder = torch.empty_like(self.order)
             self.unorder[self.order] = torch.arange(len(self.order), device=self.order.device)
-            rows = DomainRows.apply(arch.table.weight, self.layout.ids)  # a coalesced sparse gradient
-        pieces = rows.split(arch.parts, dim=1)
+            self.grads = RowGrads(arch.parts)  # the rows' gradient, each piece written in place
+            pieces = DomainRows.apply(arch.table.weight, self.layout.ids, self.grads)  # one entry per row
         self.gamma_d, self.beta_d = pieces[0], pieces[1]
         self.weights = [(pieces[2 + 2 * j].view(-1, o, i), pieces[3 + 2 * j]) for j, (o, i) in enumerate(arch.shapes)]
 
@@ -90,15 +90,17 @@ class StarContext:
         """Partitioned normalisation of the tower's input; rows come out grouped by domain row."""
         a = self.arch
         z = F.batch_norm(x, a.running_mean, a.running_var, training=a.training, momentum=a.cfg.norm_momentum, eps=a.eps)
-        z = (a.gamma * self.gamma_d[self.inverse]) * z + (a.beta + self.beta_d[self.inverse])
-        return z if self.order is None else z.index_select(0, self.order)
+        if self.order is not None:
+            z = z.index_select(0, self.order)  # grouped first: each row then takes its group's γ_d, β_d
+        gamma_d, beta_d = self.gamma_d.index_select(0, self.inverse), self.beta_d.index_select(0, self.inverse)
+        return (a.gamma * gamma_d) * z + (a.beta + beta_d)
 
     def linear(self, i: int, layer: nn.Linear, h: torch.Tensor) -> torch.Tensor:
         """(W ⊙ W_d) h + b + b_d for every group of rows (``h`` grouped as ``input`` left it)."""
         w_d, b_d = self.weights[i]
         if self.per_row:
             return torch.einsum("bi,boi->bo", h, layer.weight.unsqueeze(0) * w_d) + (layer.bias + b_d)
-        return StarLinear.apply(h, layer.weight, layer.bias, w_d, b_d, self.layout)
+        return StarLinear.apply(h, layer.weight, layer.bias, w_d, b_d, self.layout, self.grads, 2 + 2 * i, 3 + 2 * i)
 
     def output(self, logits: torch.Tensor) -> torch.Tensor:
         """The main logit s_m back in batch order, plus the auxiliary network's s_a."""

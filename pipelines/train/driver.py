@@ -228,7 +228,8 @@ def prepare_data(job: JobConfig, log, in_trial: bool = False) -> tuple[PreparedD
     clock = {"started": time.time()}
     source = open_source(data)
     clock["listed"] = time.time()
-    trainer = trainer_kind(job, in_trial, small=reads_inline(source))
+    small = reads_inline(source)  # the passes read in this process
+    trainer = trainer_kind(job, in_trial, small=small)
     check_model_for(job, data)
     out = OutputLocation.of(job.output.dir, job.output.storage_endpoint)
     out.check_writable()
@@ -237,7 +238,7 @@ def prepare_data(job: JobConfig, log, in_trial: bool = False) -> tuple[PreparedD
     # no address and no Ray yet: the private local Ray this run starts, which cannot grow
     fixed_size = not ray_is_up() and not (job.resources.address or os.environ.get("RAY_ADDRESS"))
     clock["identified"] = time.time()
-    if trainer == "ray_train" or not reads_inline(source):
+    if trainer == "ray_train" or not small:
         import ray
 
         from pipelines.runtime.ray_env import init_ray

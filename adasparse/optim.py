@@ -60,7 +60,6 @@ class RowAdam(torch.optim.Optimizer):
                     _rows_gathered(p, state, rows, values, group)
         return None
 
-
     def _row_views(self, p: torch.Tensor, state: dict) -> tuple:
         """Each row of ``p`` and of its moments as a view, made again only when a tensor was
         replaced (a loaded state)."""

@@ -212,4 +212,3 @@ class StarLinear(torch.autograd.Function):
             elif not need_bg:
                 gbg = None
         return gh, gw, gb, gwg, gbg, None, None, None, None
-

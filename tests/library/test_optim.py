@@ -131,6 +131,14 @@ def test_wide_rows_take_the_in_place_path_and_the_same_update():
     torch.testing.assert_close(ours.detach(), ref.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(oa.state[ours]["exp_avg_sq"], ob.state[ref]["exp_avg_sq"], rtol=1e-5, atol=1e-7)
     assert torch.equal(ours.detach()[5:], start[5:])
+    # a loaded state replaces the moments: the rows' views (made once) follow the new tensors
+    oa.load_state_dict(copy.deepcopy(ob.state_dict()))
+    grad = torch.sparse_coo_tensor(torch.tensor([[1, 3]]), torch.randn(2, WIDE_ROW, generator=g), (7, WIDE_ROW)).coalesce()
+    ours.grad, ref.grad = grad, grad.clone()
+    oa.step()
+    ob.step()
+    torch.testing.assert_close(ours.detach(), ref.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(oa.state[ours]["exp_avg"], ob.state[ref]["exp_avg"], rtol=1e-5, atol=1e-7)
 
 
 def test_a_gradient_with_one_entry_per_row_is_not_coalesced_again():
